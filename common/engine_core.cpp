@@ -1,0 +1,389 @@
+#include "common/engine_core.hpp"
+
+#include <algorithm>
+#include <string>
+
+namespace ionet::detail {
+
+engine_core::engine_core(engine& self, const options& opts)
+    : self_(self), opts_(opts) {}
+
+engine_core::~engine_core() { discard_unpolled(); }
+
+void engine_core::discard_unpolled() noexcept {
+  if (queue_) {
+    // Events nobody polled: give their buffers back.
+    queue_->drain([this](event& e) {
+      if (e.type == event_type::message) {
+        messages_.give(static_cast<msg_buffer*>(e.owner_));
+      }
+    });
+  }
+  if (slices_ && states_) {
+    for (std::uint32_t i = 0; i < opts_.max_connections; ++i) {
+      slices_->give_chain(states_[i].queue);
+      states_[i].decoder.reset();
+    }
+  }
+}
+
+status engine_core::init() {
+  if (status s = validate(opts_); !s) return s;
+  discard_unpolled();  // a restart: what the last run left behind
+  if (opts_.threads == options::backend_default) opts_.threads = 1;
+  std::uint32_t slices = opts_.pool_slices;
+  if (slices == 0) {
+    // Enough for every connection to hold a few slices, and for one
+    // connection to fill its whole queue twice over.
+    const std::uint64_t per_queue =
+        (std::uint64_t{opts_.max_queued_bytes} + opts_.slice_bytes - 1) /
+        opts_.slice_bytes;
+    const std::uint64_t want = std::max<std::uint64_t>(
+        std::uint64_t{opts_.max_connections} * 8, per_queue * 2);
+    slices = static_cast<std::uint32_t>(std::min<std::uint64_t>(want, 1u << 22));
+  }
+  try {
+    states_.reset(new conn_state[opts_.max_connections]);
+    for (std::uint32_t i = 0; i < opts_.max_connections; ++i) {
+      states_[i].decoder.configure(opts_.mode, opts_.max_message_bytes);
+    }
+    table_ = std::make_unique<connection_table>(opts_.max_connections);
+    slices_ = std::make_unique<slab_pool>(opts_.slice_bytes, slices);
+    queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity);
+  } catch (const std::bad_alloc&) {
+    states_.reset();
+    table_.reset();
+    slices_.reset();
+    queue_.reset();
+    return {errc::out_of_memory,
+            "could not pre-allocate pools for max_connections=" +
+                std::to_string(opts_.max_connections) + " and " +
+                std::to_string(slices) + " slices of " +
+                std::to_string(opts_.slice_bytes) + " bytes"};
+  }
+  message_allocs_at_start_ = messages_.allocations();
+  return {};
+}
+
+std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
+  auto id = table_->acquire();
+  if (!id) {
+    count_rejected();
+    return std::nullopt;
+  }
+  conn_state& st = states_[slot_of(*id)];
+  {
+    std::lock_guard g(st.lock);
+    st.open = true;
+    st.close_requested = false;
+    st.peer_eof = false;
+    st.scheduled = false;
+    st.queued = 0;
+    st.owner.store(owner, std::memory_order_relaxed);
+  }
+  st.context.store(nullptr, std::memory_order_relaxed);
+  st.unreleased.store(0, std::memory_order_relaxed);
+  st.holds.store(2, std::memory_order_relaxed);
+  accepted_.fetch_add(1, std::memory_order_relaxed);
+  return id;
+}
+
+void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
+                             event_batch& out) {
+  conn_state& st = states_[slot];
+  const connection_id id = table_->id_of(slot);
+  slice_chain dropped;
+  {
+    std::lock_guard g(st.lock);
+    st.open = false;
+    st.close_requested = false;
+    dropped = st.queue;
+    st.queue = slice_chain{};
+    st.queued -= dropped.bytes;
+    // Retired under the lock: a send() that resolved the id before us sees
+    // open == false; one after us cannot resolve it at all.
+    table_->retire(slot);
+  }
+  bytes_dropped_.fetch_add(dropped.bytes, std::memory_order_relaxed);
+  slices_->give_chain(dropped);
+  st.decoder.reset();
+  if (reason == errc::message_too_large) {
+    frames_too_large_.fetch_add(1, std::memory_order_relaxed);
+  }
+  closed_.fetch_add(1, std::memory_order_relaxed);
+  event e;
+  e.type = event_type::closed;
+  e.conn = id;
+  e.reason = reason;
+  e.context_ = &st.context;
+  out.events.push_back(e);
+}
+
+void engine_core::backend_done(std::uint32_t slot) noexcept {
+  if (states_[slot].holds.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    free_slot(slot);
+  }
+}
+
+void engine_core::drop_user_hold(std::uint32_t slot) noexcept {
+  backend_done(slot);  // the same count; named for the reader
+}
+
+void engine_core::free_slot(std::uint32_t slot) noexcept {
+  conn_state& st = states_[slot];
+  st.context.store(nullptr, std::memory_order_relaxed);
+  table_->free(slot);
+}
+
+std::error_code engine_core::send(connection_id id,
+                                  std::span<const std::byte> bytes,
+                                  std::uint32_t& slot, bool& wake) {
+  wake = false;
+  if (opts_.mode == framing::length_prefix && bytes.size() > opts_.max_message_bytes) {
+    return make_error_code(errc::message_too_large);
+  }
+  auto s = table_->resolve(id);
+  if (!s) {
+    send_stale_.fetch_add(1, std::memory_order_relaxed);
+    return make_error_code(errc::stale_connection);
+  }
+  slot = *s;
+  const std::uint64_t total =
+      bytes.size() + (opts_.mode == framing::length_prefix ? header_bytes : 0);
+  if (total > opts_.max_queued_bytes) {
+    send_queue_full_.fetch_add(1, std::memory_order_relaxed);
+    return make_error_code(errc::queue_full);
+  }
+  if (total == 0) return {};
+  // Copy outside the lock: concurrent senders only serialise on the append.
+  slice_chain chain;
+  if (auto ec = encode_to_slices(*slices_, opts_.mode, bytes, chain)) return ec;
+  conn_state& st = states_[slot];
+  std::error_code ec;
+  {
+    std::lock_guard g(st.lock);
+    if (!st.open || !table_->resolve(id)) {
+      ec = make_error_code(st.close_requested && table_->resolve(id)
+                               ? errc::closing
+                               : errc::stale_connection);
+    } else if (st.queued + chain.bytes > opts_.max_queued_bytes) {
+      ec = make_error_code(errc::queue_full);
+    } else {
+      st.queued += chain.bytes;
+      slices_->append(st.queue, chain);
+      wake = !st.scheduled;
+      st.scheduled = true;
+    }
+  }
+  if (ec) {
+    if (ec == errc::queue_full) send_queue_full_.fetch_add(1, std::memory_order_relaxed);
+    if (ec == errc::stale_connection) send_stale_.fetch_add(1, std::memory_order_relaxed);
+    slices_->give_chain(chain);
+    return ec;
+  }
+  messages_sent_.fetch_add(1, std::memory_order_relaxed);
+  bytes_queued_.fetch_add(total, std::memory_order_relaxed);
+  return {};
+}
+
+std::error_code engine_core::request_close(connection_id id, std::uint32_t& slot,
+                                           bool& wake) {
+  wake = false;
+  auto s = table_->resolve(id);
+  if (!s) return make_error_code(errc::stale_connection);
+  slot = *s;
+  conn_state& st = states_[slot];
+  std::lock_guard g(st.lock);
+  if (!table_->resolve(id)) return make_error_code(errc::stale_connection);
+  if (!st.open) {
+    return make_error_code(st.close_requested ? errc::closing
+                                              : errc::stale_connection);
+  }
+  st.open = false;
+  st.close_requested = true;
+  wake = !st.scheduled;
+  st.scheduled = true;
+  return {};
+}
+
+std::error_code engine_core::set_context(connection_id id, void* context) {
+  auto s = table_->resolve(id);
+  if (!s) return make_error_code(errc::stale_connection);
+  states_[*s].context.store(context, std::memory_order_release);
+  // Re-check: if the slot was retired meanwhile, the store is harmless (the
+  // context is handed back by the closed event or cleared on reuse), but
+  // the caller must know the id is dead.
+  if (!table_->resolve(id)) return make_error_code(errc::stale_connection);
+  return {};
+}
+
+slice_chain engine_core::take_queue(std::uint32_t slot,
+                                    std::error_code& close_now) {
+  conn_state& st = states_[slot];
+  std::lock_guard g(st.lock);
+  slice_chain chain = st.queue;
+  st.queue = slice_chain{};
+  close_now.clear();
+  if (chain.empty()) {
+    st.scheduled = false;
+    if (st.close_requested) {
+      close_now = make_error_code(errc::closed_by_user);
+    } else if (st.peer_eof && st.unreleased.load(std::memory_order_acquire) == 0) {
+      close_now = make_error_code(errc::peer_closed);
+    }
+  }
+  return chain;
+}
+
+bool engine_core::on_peer_eof(std::uint32_t slot) {
+  conn_state& st = states_[slot];
+  std::lock_guard g(st.lock);
+  st.peer_eof = true;
+  return !st.scheduled && st.queue.empty() &&
+         st.unreleased.load(std::memory_order_acquire) == 0;
+}
+
+void engine_core::message_released(const event& e) noexcept {
+  // Only count for the connection the event came from: if its slot has
+  // been reused (generation moved on by two), the event is old news.
+  const std::uint32_t slot = slot_of(e.conn);
+  const std::uint32_t gen_now = generation_of(table_->id_of(slot));
+  if (gen_now != generation_of(e.conn) && gen_now != generation_of(e.conn) + 1) return;
+  conn_state& st = states_[slot];
+  if (st.unreleased.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  bool wake = false;
+  {
+    std::lock_guard g(st.lock);
+    if (st.peer_eof && st.open && !st.scheduled) {
+      st.scheduled = true;
+      wake = true;
+    }
+  }
+  if (wake && wake_hook_) wake_hook_(wake_ctx_, e.conn);
+}
+
+void engine_core::write_done(std::uint32_t slot, slice_chain& chain,
+                             bool sent) noexcept {
+  conn_state& st = states_[slot];
+  {
+    std::lock_guard g(st.lock);
+    st.queued -= chain.bytes;
+  }
+  (sent ? bytes_sent_ : bytes_dropped_)
+      .fetch_add(chain.bytes, std::memory_order_relaxed);
+  slices_->give_chain(chain);
+}
+
+std::error_code engine_core::on_read(std::uint32_t slot,
+                                     std::span<const std::byte> bytes,
+                                     event_batch& out) {
+  bytes_received_.fetch_add(bytes.size(), std::memory_order_relaxed);
+  conn_state& st = states_[slot];
+  const connection_id id = table_->id_of(slot);
+  std::error_code copy_failed;
+  auto ec = st.decoder.feed(bytes, messages_, [&](decoded_message&& m) {
+    event e;
+    e.type = event_type::message;
+    e.conn = id;
+    e.context_ = &st.context;
+    if (m.owned || inline_mode()) {
+      e.data = m.bytes;
+      e.owner_ = m.owned;
+    } else {
+      // Pull model: the bytes must outlive this read buffer.
+      msg_buffer* b = messages_.take(static_cast<std::uint32_t>(m.bytes.size()));
+      if (!b) {
+        copy_failed = make_error_code(errc::out_of_memory);
+        return;
+      }
+      if (!m.bytes.empty()) std::memcpy(b->data(), m.bytes.data(), m.bytes.size());
+      e.data = {b->data(), m.bytes.size()};
+      e.owner_ = b;
+    }
+    messages_received_.fetch_add(1, std::memory_order_relaxed);
+    if (!inline_mode()) st.unreleased.fetch_add(1, std::memory_order_relaxed);
+    out.events.push_back(e);
+  });
+  return ec ? ec : copy_failed;
+}
+
+void engine_core::emit_connected(std::uint32_t slot, const endpoint& peer,
+                                 event_batch& out) {
+  event e;
+  e.type = event_type::connected;
+  e.conn = table_->id_of(slot);
+  e.peer = peer;
+  e.context_ = &states_[slot].context;
+  out.events.push_back(e);
+}
+
+void engine_core::event_dropped(event& e) noexcept {
+  if (e.type == event_type::message) {
+    messages_.give(static_cast<msg_buffer*>(e.owner_));
+    message_released(e);
+  }
+}
+
+void engine_core::deliver(event_batch& batch) {
+  if (batch.events.empty()) return;
+  if (inline_mode()) {
+    for (const event& e : batch.events) {
+      opts_.handler(self_, e);
+      if (e.type == event_type::message && e.owner_) {
+        messages_.give(static_cast<msg_buffer*>(e.owner_));
+      } else if (e.type == event_type::closed) {
+        drop_user_hold(slot_of(e.conn));
+      }
+    }
+  } else {
+    queue_->push(batch.events, [this](event& e) { event_dropped(e); });
+  }
+  batch.events.clear();
+}
+
+std::size_t engine_core::poll(std::span<event> out,
+                              std::chrono::milliseconds timeout) {
+  if (inline_mode() || !queue_) return 0;
+  return queue_->pop(out, timeout);
+}
+
+void engine_core::release(std::span<const event> events) noexcept {
+  for (const event& e : events) {
+    if (e.type == event_type::message) {
+      messages_.give(static_cast<msg_buffer*>(e.owner_));
+      message_released(e);
+    } else if (e.type == event_type::closed) {
+      drop_user_hold(slot_of(e.conn));
+    }
+  }
+}
+
+engine_stats engine_core::stats() const {
+  engine_stats s;
+  auto get = [](const std::atomic<std::uint64_t>& a) {
+    return a.load(std::memory_order_relaxed);
+  };
+  s.accepted = get(accepted_);
+  s.closed = get(closed_);
+  s.connections_open = s.accepted - s.closed;
+  s.rejected = get(rejected_);
+  s.bytes_received = get(bytes_received_);
+  s.bytes_sent = get(bytes_sent_);
+  s.messages_received = get(messages_received_);
+  s.messages_sent = get(messages_sent_);
+  s.bytes_queued = get(bytes_queued_);
+  s.bytes_dropped = get(bytes_dropped_);
+  s.send_stale = get(send_stale_);
+  s.send_queue_full = get(send_queue_full_);
+  s.frames_too_large = get(frames_too_large_);
+  if (slices_) {
+    s.send_pool_exhausted = slices_->exhausted();
+    s.pool_slices_total = slices_->capacity();
+    s.pool_slices_in_use = slices_->in_use();
+  }
+  if (queue_) s.events_pending = queue_->size();
+  s.allocations_after_start = messages_.allocations() - message_allocs_at_start_;
+  return s;
+}
+
+}  // namespace ionet::detail

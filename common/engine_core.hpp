@@ -1,0 +1,166 @@
+// What every backend shares above the OS: per-connection bookkeeping (ids,
+// user context, send queue of slices, decoder), option checks, event
+// delivery (pull queue or inline handler) and the counters behind stats().
+// A backend owns the sockets and threads and calls in here; it never
+// touches another backend's code. No OS headers.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "common/connection_table.hpp"
+#include "common/event_queue.hpp"
+#include "common/framing.hpp"
+#include "common/message_pool.hpp"
+#include "common/slab_pool.hpp"
+#include "ionet/engine.hpp"
+
+namespace ionet::detail {
+
+// Checks every option; the status names the first bad one and says why.
+status validate(const options& opts, endpoint* bound = nullptr);
+// Parses an IPv4 or IPv6 literal (no names, no zone ids).
+bool parse_address(const std::string& host, endpoint& out);
+
+// Per-slot state shared between the owning engine thread and send()/close()
+// callers on any thread. Fields marked [lock] are guarded by `lock`;
+// [owner] ones are touched only by the engine thread serving the slot.
+struct conn_state {
+  std::mutex lock;
+  std::atomic<void*> context{nullptr};
+  slice_chain queue;         // [lock] encoded, not yet handed to the OS
+  std::uint64_t queued = 0;  // [lock] bytes queued or being written
+  bool open = false;         // [lock] send() accepted
+  bool close_requested = false;  // [lock] close() called: flush, then close
+  bool scheduled = false;    // [lock] backend has been told (or is writing)
+  bool peer_eof = false;     // [lock] the peer shut down its side
+  // Message events handed to the user and not yet released. After the
+  // peer's EOF the connection closes only when this reaches zero, so
+  // replies to the last messages still go out.
+  std::atomic<std::uint32_t> unreleased{0};
+  std::atomic<std::uint32_t> owner{0};  // engine thread index
+  // Holds that keep the slot from reuse: the backend's (until its socket
+  // and every operation on it are finished) and the closed event's (until
+  // the user has seen it). The slot is freed when both are gone.
+  std::atomic<std::uint32_t> holds{0};
+  frame_decoder decoder;     // [owner]
+};
+
+// Events are gathered per engine-thread callback and handed over at once.
+class event_batch {
+ public:
+  std::vector<event> events;
+};
+
+class engine_core {
+ public:
+  engine_core(engine& self, const options& opts);
+  ~engine_core();
+
+  // Validates options and makes every pool. On failure nothing is kept.
+  status init();
+  const options& opts() const noexcept { return opts_; }
+  bool inline_mode() const noexcept { return static_cast<bool>(opts_.handler); }
+
+  // --- slots (engine threads) ---
+  // A new connection's slot, or nullopt at max_connections (counted).
+  std::optional<connection_id> open_slot(std::uint32_t owner);
+  conn_state& state(std::uint32_t slot) noexcept { return states_[slot]; }
+  connection_id id_of(std::uint32_t slot) const noexcept { return table_->id_of(slot); }
+  std::optional<std::uint32_t> resolve(connection_id id) const noexcept {
+    return table_->resolve(id);
+  }
+  // The connection is gone: no more sends, its id is dead, queued bytes are
+  // dropped (counted), and `closed` is emitted with `reason`. The backend
+  // still holds the slot until it calls backend_done().
+  void close_slot(std::uint32_t slot, std::error_code reason, event_batch& out);
+  // The backend has finished with the slot (socket closed, no operation in
+  // flight).
+  void backend_done(std::uint32_t slot) noexcept;
+
+  // --- send side ---
+  // Any thread. `wake` is set when the backend must schedule a flush of
+  // `slot` on its owner thread (the queue went from idle to busy).
+  std::error_code send(connection_id id, std::span<const std::byte> bytes,
+                       std::uint32_t& slot, bool& wake);
+  std::error_code request_close(connection_id id, std::uint32_t& slot, bool& wake);
+  std::error_code set_context(connection_id id, void* context);
+  // Owner thread, with no write in flight on the slot: takes what is
+  // queued. When nothing is, the slot goes idle (the next send() wakes the
+  // backend again) and `close_now` is set when the connection should now
+  // close gracefully: closed_by_user when close() was requested,
+  // peer_closed when the peer sent EOF and the user has released every
+  // message of the connection.
+  slice_chain take_queue(std::uint32_t slot, std::error_code& close_now);
+  // The peer sent EOF (owner thread). Returns true when the connection can
+  // close at once (nothing to write, nothing unreleased); otherwise the
+  // backend is woken through the wake hook when it can.
+  bool on_peer_eof(std::uint32_t slot);
+  // Owner thread: a write of `chain` finished (sent or not); gives slices
+  // back and counts. `sent` is false when the write failed.
+  void write_done(std::uint32_t slot, slice_chain& chain, bool sent) noexcept;
+
+  // --- receive side (owner thread) ---
+  // Decodes bytes read on `slot`; emits message events. Returns an error
+  // (message_too_large, out_of_memory) when the connection must close.
+  std::error_code on_read(std::uint32_t slot, std::span<const std::byte> bytes,
+                          event_batch& out);
+  void emit_connected(std::uint32_t slot, const endpoint& peer, event_batch& out);
+  // Hands a batch to the user: inline handler, or the pull queue.
+  void deliver(event_batch& batch);
+
+  // --- user side ---
+  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout);
+  void release(std::span<const event> events) noexcept;
+  engine_stats stats() const;
+  // The backend's way to be told a slot needs its owner thread (flush or
+  // close); called from any thread, at most once per idle->busy change.
+  void set_wake_hook(void (*hook)(void* ctx, connection_id id), void* ctx) {
+    wake_hook_ = hook;
+    wake_ctx_ = ctx;
+  }
+  void stop_events() { queue_->close(); }
+  void restart_events() { queue_->reopen(); }
+  slab_pool& slices() noexcept { return *slices_; }
+  // Counted by backends: connections refused beyond max_connections.
+  void count_rejected() noexcept { rejected_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  void drop_user_hold(std::uint32_t slot) noexcept;
+  void discard_unpolled() noexcept;
+  void free_slot(std::uint32_t slot) noexcept;
+  void event_dropped(event& e) noexcept;
+  void message_released(const event& e) noexcept;
+
+  void (*wake_hook_)(void*, connection_id) = nullptr;
+  void* wake_ctx_ = nullptr;
+
+  engine& self_;
+  options opts_;
+  std::unique_ptr<conn_state[]> states_;
+  std::unique_ptr<connection_table> table_;
+  std::unique_ptr<slab_pool> slices_;
+  message_pool messages_;
+  std::unique_ptr<event_queue> queue_;
+
+  std::atomic<std::uint64_t> accepted_{0};
+  std::atomic<std::uint64_t> rejected_{0};
+  std::atomic<std::uint64_t> bytes_sent_{0};
+  std::atomic<std::uint64_t> closed_{0};
+  std::atomic<std::uint64_t> bytes_received_{0};
+  std::atomic<std::uint64_t> messages_received_{0};
+  std::atomic<std::uint64_t> messages_sent_{0};
+  std::atomic<std::uint64_t> bytes_queued_{0};
+  std::atomic<std::uint64_t> bytes_dropped_{0};
+  std::atomic<std::uint64_t> send_stale_{0};
+  std::atomic<std::uint64_t> send_queue_full_{0};
+  std::atomic<std::uint64_t> frames_too_large_{0};
+  std::uint64_t message_allocs_at_start_ = 0;
+};
+
+}  // namespace ionet::detail

@@ -1,0 +1,107 @@
+#include "common/slab_pool.hpp"
+
+namespace ionet::detail {
+namespace {
+
+constexpr std::uint64_t pack(std::uint32_t tag, std::uint32_t index) noexcept {
+  return (std::uint64_t{tag} << 32) | index;
+}
+constexpr std::uint32_t index_of(std::uint64_t head) noexcept {
+  return static_cast<std::uint32_t>(head);
+}
+constexpr std::uint32_t tag_of(std::uint64_t head) noexcept {
+  return static_cast<std::uint32_t>(head >> 32);
+}
+
+}  // namespace
+
+slab_pool::slab_pool(std::uint32_t slice_bytes, std::uint32_t count)
+    : memory_(new std::byte[std::size_t{slice_bytes} * count]),
+      length_(new std::uint32_t[count]),
+      next_(new std::atomic<std::uint32_t>[count]),
+      slice_bytes_(slice_bytes),
+      count_(count) {
+  for (std::uint32_t i = 0; i < count; ++i) {
+    length_[i] = 0;
+    next_[i].store(i + 1 < count ? i + 1 : no_slice, std::memory_order_relaxed);
+  }
+  head_.store(pack(0, count ? 0 : no_slice), std::memory_order_relaxed);
+}
+
+std::uint32_t slab_pool::take() noexcept {
+  std::uint64_t head = head_.load(std::memory_order_acquire);
+  for (;;) {
+    const std::uint32_t index = index_of(head);
+    if (index == no_slice) {
+      exhausted_.fetch_add(1, std::memory_order_relaxed);
+      return no_slice;
+    }
+    // next_ may change under us if another thread takes and re-links this
+    // slice; the tag makes the CAS below fail in that case.
+    const std::uint32_t next = next_[index].load(std::memory_order_relaxed);
+    if (head_.compare_exchange_weak(head, pack(tag_of(head) + 1, next),
+                                    std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+      in_use_.fetch_add(1, std::memory_order_relaxed);
+      length_[index] = 0;
+      next_[index].store(no_slice, std::memory_order_relaxed);
+      return index;
+    }
+  }
+}
+
+void slab_pool::push_run(std::uint32_t first, std::uint32_t last,
+                         std::uint32_t n) noexcept {
+  std::uint64_t head = head_.load(std::memory_order_relaxed);
+  do {
+    next_[last].store(index_of(head), std::memory_order_relaxed);
+  } while (!head_.compare_exchange_weak(head, pack(tag_of(head) + 1, first),
+                                        std::memory_order_acq_rel,
+                                        std::memory_order_relaxed));
+  in_use_.fetch_sub(n, std::memory_order_relaxed);
+}
+
+void slab_pool::give(std::uint32_t slice) noexcept {
+  if (slice == no_slice) return;
+  push_run(slice, slice, 1);
+}
+
+bool slab_pool::take_chain(std::uint32_t n, slice_chain& out) noexcept {
+  slice_chain got;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint32_t s = take();
+    if (s == no_slice) {
+      give_chain(got);
+      return false;
+    }
+    if (got.empty()) {
+      got.head = s;
+    } else {
+      set_next(got.tail, s);
+    }
+    got.tail = s;
+    ++got.count;
+  }
+  append(out, got);
+  return true;
+}
+
+void slab_pool::give_chain(slice_chain& chain) noexcept {
+  if (!chain.empty()) push_run(chain.head, chain.tail, chain.count);
+  chain = slice_chain{};
+}
+
+void slab_pool::append(slice_chain& a, slice_chain& b) noexcept {
+  if (b.empty()) return;
+  if (a.empty()) {
+    a = b;
+  } else {
+    set_next(a.tail, b.head);
+    a.tail = b.tail;
+    a.count += b.count;
+    a.bytes += b.bytes;
+  }
+  b = slice_chain{};
+}
+
+}  // namespace ionet::detail

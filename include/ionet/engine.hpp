@@ -1,0 +1,90 @@
+// The contract. Every backend (iocp, libuv, uring) implements exactly these
+// operations; nothing above a backend knows which one it is.
+//
+// A backend provides:
+//   start()        bind, listen, pre-allocate every pool, start threads;
+//                  on failure nothing is left running.
+//   port()         the bound port (useful with options::port == 0).
+//   poll/release   the pull model: batches of events for the user's thread.
+//   send()         any thread; copies into pool slices; never blocks on I/O.
+//   close()        graceful: queued bytes are flushed, then the socket closes.
+//   set_context()  attach the user's per-connection pointer.
+//   stats()        counters, consistent enough for monitoring.
+//   stop()         any thread except an engine thread; closes everything,
+//                  waits for every outstanding operation, joins threads.
+//                  Safe to call twice and from the destructor.
+//
+// Portability: connection ids, events and errors are identical on every
+// backend. Timing (which thread runs a handler, how reads are split in raw
+// mode) is not.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <system_error>
+
+#include "ionet/error.hpp"
+#include "ionet/events.hpp"
+#include "ionet/options.hpp"
+
+namespace ionet {
+
+struct engine_stats {
+  std::uint64_t connections_open = 0;
+  std::uint64_t accepted = 0;  // connections that got a slot
+  std::uint64_t closed = 0;    // of those, closed (their slot is recycled)
+  std::uint64_t rejected = 0;  // accepted by the OS, refused: max_connections
+  std::uint64_t bytes_received = 0;
+  std::uint64_t bytes_sent = 0;  // written to sockets, framing included
+  std::uint64_t messages_received = 0;
+  std::uint64_t messages_sent = 0;  // accepted by send()
+  std::uint64_t bytes_queued = 0;   // accepted by send(), framing included
+  std::uint64_t bytes_dropped = 0;  // queued, then dropped by a close/reset
+  std::uint64_t send_stale = 0;       // send() to a stale id
+  std::uint64_t send_queue_full = 0;  // send() refused: queue_full
+  std::uint64_t send_pool_exhausted = 0;
+  std::uint64_t frames_too_large = 0;  // connections closed: message_too_large
+  std::uint64_t pool_slices_total = 0;
+  std::uint64_t pool_slices_in_use = 0;
+  std::uint64_t events_pending = 0;  // pull model: waiting for poll()
+  std::uint64_t allocations_after_start = 0;  // pool growth beyond start
+};
+
+class engine {
+ public:
+  virtual ~engine() = default;
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  virtual status start() = 0;
+  virtual std::uint16_t port() const noexcept = 0;
+
+  // Waits up to `timeout` for events, fills `out` with at most out.size(),
+  // returns how many. Every event returned must be passed to release().
+  // Returns 0 at once when stopped and drained, or in handler mode.
+  virtual std::size_t poll(std::span<event> out,
+                           std::chrono::milliseconds timeout) = 0;
+  virtual void release(std::span<const event> events) noexcept = 0;
+
+  virtual std::error_code send(connection_id conn,
+                               std::span<const std::byte> bytes) = 0;
+  virtual std::error_code close(connection_id conn) = 0;
+  virtual std::error_code set_context(connection_id conn, void* context) = 0;
+
+  virtual engine_stats stats() const = 0;
+  virtual void stop() noexcept = 0;
+
+  // Which backend this is: "libuv", "iocp" or "uring".
+  virtual const char* backend_name() const noexcept = 0;
+
+ protected:
+  engine() = default;
+};
+
+// The backend chosen when the library was configured (IONET_BACKEND).
+std::unique_ptr<engine> make_engine(options opts);
+
+}  // namespace ionet

@@ -1,0 +1,64 @@
+// Errors: every fallible ionet call reports a std::error_code. Values of
+// ionet::errc live in ionet::error_category(); native (OS or libuv) codes stay
+// in their own categories so nothing is lost in translation.
+#pragma once
+
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace ionet {
+
+enum class errc : int {
+  // send(), close(), set_context()
+  stale_connection = 1,  // the id names a connection that no longer exists
+  queue_full,            // the connection's queued bytes would pass max_queued_bytes
+  message_too_large,     // a message above max_message_bytes (sent or received)
+  pool_exhausted,        // no free slice in the engine's slab pool
+  closing,               // close() was already called on this connection
+  // start()
+  not_running,      // the engine is not started, or already stopped
+  already_running,  // start() called twice
+  bad_option,       // an option is out of range; the status message names it
+  address_in_use,   // the port is taken
+  bad_address,      // the host is not an IPv4 or IPv6 literal
+  out_of_memory,    // pre-allocation at start failed
+  unsupported,      // the backend cannot do this here
+  // Close reasons carried by the closed event.
+  closed_by_user,     // close() was called
+  peer_closed,        // the peer shut down its side (EOF)
+  connection_reset,   // the peer reset the connection, or an I/O error
+  malformed_frame,    // raw bytes that cannot be decoded
+  engine_stopped,     // stop() closed the connection
+  connection_limit,   // refused: max_connections already open
+};
+
+const std::error_category& error_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+// An error code with a human sentence, for calls such as start() whose
+// failure needs to say which option or address was wrong and why.
+struct status {
+  std::error_code code;
+  std::string message;
+
+  status() = default;
+  status(std::error_code c, std::string m = {})  // NOLINT: implicit by design
+      : code(c), message(std::move(m)) {}
+  status(errc e, std::string m = {})  // NOLINT: implicit by design
+      : code(make_error_code(e)), message(std::move(m)) {}
+
+  bool ok() const noexcept { return !code; }
+  explicit operator bool() const noexcept { return ok(); }
+  // "bad_option: slice_bytes must be at least 16 (got 0)"
+  std::string to_string() const;
+};
+
+}  // namespace ionet
+
+template <>
+struct std::is_error_code_enum<ionet::errc> : std::true_type {};

@@ -1,0 +1,67 @@
+// Events the engine delivers: a connection opened, a message arrived, a
+// connection closed. In the pull model they come from engine::poll() and
+// stay valid until engine::release(); inline, they are valid during the
+// handler call.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+
+namespace ionet {
+
+// A connection id: slot index in the low 32 bits, the slot's generation in
+// the high 32 bits. Ids are unique for the engine's lifetime, so a stale id
+// can never reach a newer connection that reuses the slot.
+using connection_id = std::uint64_t;
+
+constexpr std::uint32_t slot_of(connection_id id) noexcept {
+  return static_cast<std::uint32_t>(id);
+}
+constexpr std::uint32_t generation_of(connection_id id) noexcept {
+  return static_cast<std::uint32_t>(id >> 32);
+}
+constexpr connection_id make_connection_id(std::uint32_t slot,
+                                           std::uint32_t generation) noexcept {
+  return (static_cast<connection_id>(generation) << 32) | slot;
+}
+
+// A peer address without OS types.
+struct endpoint {
+  std::array<std::uint8_t, 16> bytes{};  // IPv4 uses the first 4
+  std::uint16_t port = 0;
+  bool v6 = false;
+  // "127.0.0.1:5000" or "[::1]:5000"
+  std::string to_string() const;
+};
+
+enum class event_type : std::uint8_t { connected, message, closed };
+
+struct event {
+  event_type type = event_type::message;
+  connection_id conn = 0;
+  // message: the bytes of one whole message (length_prefix) or of one read
+  // (raw). Valid until released (pull) or until the handler returns.
+  std::span<const std::byte> data;
+  // closed: why (an ionet::errc close reason, or a native error).
+  std::error_code reason;
+  // connected: the peer's address.
+  endpoint peer;
+
+  // The user's per-connection context, read when called, so a context set
+  // while handling `connected` is seen by the later events of the same
+  // batch. On `closed` it is handed back for the last time.
+  void* context() const noexcept {
+    return context_ ? context_->load(std::memory_order_acquire) : nullptr;
+  }
+
+  // Engine-private: where the context lives, and what release() returns.
+  const std::atomic<void*>* context_ = nullptr;
+  void* owner_ = nullptr;
+};
+
+}  // namespace ionet

@@ -1,0 +1,63 @@
+// A blocking TCP client that speaks ionet's framing (the seed's TCPWrite /
+// TCPRead): for tests, examples and tools, not for servers. One thread uses
+// one client at a time.
+//
+// Portability: POSIX sockets on Linux and macOS, Winsock on Windows.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "ionet/error.hpp"
+
+namespace ionet {
+
+class framed_client {
+ public:
+  framed_client() = default;
+  ~framed_client();
+  framed_client(framed_client&& other) noexcept;
+  framed_client& operator=(framed_client&& other) noexcept;
+  framed_client(const framed_client&) = delete;
+  framed_client& operator=(const framed_client&) = delete;
+
+  // Connects to an IPv4 or IPv6 literal. TCP_NODELAY is set.
+  status connect(const std::string& host, std::uint16_t port,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Sends one message: a 4-byte big-endian length, then the bytes.
+  std::error_code write(std::span<const std::byte> message);
+  // Sends bytes as they are (raw framing, or hand-made frames).
+  std::error_code write_raw(std::span<const std::byte> bytes);
+
+  // Reads one whole message into `out`. Errors: errc::peer_closed on EOF,
+  // errc::message_too_large if the header announces more than `max_bytes`,
+  // std::errc::timed_out when nothing complete arrived in time.
+  std::error_code read(std::vector<std::byte>& out,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                       std::uint32_t max_bytes = 64u << 20);
+  // Reads exactly out.size() bytes.
+  std::error_code read_exact(std::span<std::byte> out,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Reads whatever is available (at least one byte); `got` tells how many.
+  std::error_code read_some(std::span<std::byte> out, std::size_t& got,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Half-close: no more writes from us; reads still work.
+  std::error_code shutdown_send();
+  // Abortive close: the peer sees a reset (SO_LINGER 0).
+  void reset() noexcept;
+  void close() noexcept;
+  bool is_open() const noexcept { return fd_ != invalid; }
+
+ private:
+  static constexpr std::intptr_t invalid = -1;
+  std::intptr_t fd_ = invalid;
+};
+
+}  // namespace ionet

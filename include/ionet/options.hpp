@@ -1,0 +1,66 @@
+// Engine options. Every field has a default a server would want; start()
+// validates them all and refuses a bad one with a status that names it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace ionet {
+
+class engine;
+struct event;
+
+enum class framing : std::uint8_t {
+  // Each message travels as a 4-byte big-endian length, then the bytes.
+  length_prefix,
+  // Bytes pass through unframed: each read is delivered as one message and
+  // send() writes the bytes as they are.
+  raw,
+};
+
+// The inline handler: called on an engine thread for each event. The
+// message bytes are valid only during the call. Events of one connection
+// arrive in order on one thread; different connections may be served by
+// different threads at once.
+using event_handler = std::function<void(engine&, const event&)>;
+
+struct options {
+  // An IPv4 or IPv6 literal ("127.0.0.1", "::1", "0.0.0.0", "::").
+  std::string host = "127.0.0.1";
+  // 0 picks a free port; engine::port() tells which.
+  std::uint16_t port = 0;
+  // Connections open at once; more are accepted, closed at once and counted
+  // (stats().rejected).
+  std::uint32_t max_connections = 10000;
+  // Accepts kept ready ahead of clients (IOCP AcceptEx posts, io_uring
+  // accept SQEs); the libuv backend uses it as the listen backlog floor.
+  std::uint32_t accept_depth = 64;
+  // listen() backlog.
+  std::uint32_t backlog = 4096;
+  // The unit of send buffering: messages are copied into slices of this
+  // size taken from a pool made at start.
+  std::uint32_t slice_bytes = 512;
+  // Slices in the pool; 0 sizes it from max_connections (see docs). The
+  // pool's memory is reserved at start and touched only as it is used.
+  std::uint32_t pool_slices = 0;
+  // Largest message accepted in either direction (length_prefix payload).
+  std::uint32_t max_message_bytes = 1u << 20;
+  // Bytes a connection may have queued for sending before send() answers
+  // queue_full. Must be at least max_message_bytes + 4.
+  std::uint32_t max_queued_bytes = 4u << 20;
+  // Engine threads (libuv loops, IOCP workers, io_uring rings). The default
+  // lets the backend choose (libuv and io_uring: 1; IOCP: 2 per CPU); 0 is
+  // refused.
+  static constexpr std::uint32_t backend_default = 0xffffffffu;
+  std::uint32_t threads = backend_default;
+  framing mode = framing::length_prefix;
+  // Pull model: most message events waiting for poll() before the engine
+  // stops reading (backpressure; nothing is dropped).
+  std::uint32_t event_queue_capacity = 65536;
+  // When set, events are delivered inline to this handler on engine
+  // threads and poll() is not used.
+  event_handler handler;
+};
+
+}  // namespace ionet

@@ -1,0 +1,208 @@
+// The libuv backend's per-connection I/O: reads decoded by common/, sliced
+// gathered writes, and the close protocol (flush, shutdown, linger, close).
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "backends/libuv/engine.hpp"
+
+namespace ionet::libuv {
+namespace {
+
+constexpr std::uint64_t linger_ms = 2000;
+
+connection& conn_of(uv_handle_t* h) { return *static_cast<connection*>(h->data); }
+
+void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+  // Reads are decoded (and copied where they must outlive the read) before
+  // the callback returns, so one buffer per loop serves every connection:
+  // an idle connection holds no read buffer.
+  loop& l = *conn_of(h).owner;
+  *buf = uv_buf_init(l.read_buf.get(), 64 * 1024);
+}
+
+void on_closed(uv_handle_t* h) {
+  connection& c = conn_of(h);
+  c.owner->engine->on_handle_closed(c);
+}
+
+// libuv reports EOF when epoll says POLLHUP after a short read, which is
+// also what a reset that arrived with the last bytes looks like. The
+// socket's pending error tells the two apart (nothing has consumed it yet).
+bool reset_pending(uv_stream_t* s) {
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(s), &fd) != 0) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  return ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0;
+}
+
+void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  connection& c = conn_of(reinterpret_cast<uv_handle_t*>(s));
+  loop& l = *c.owner;
+  engine_impl& e = *l.engine;
+  if (c.lingering) {
+    // Shut down on our side: discard until the peer's EOF, then close.
+    // Closing earlier with unread bytes would make the kernel send a reset
+    // that can destroy our last replies before the peer reads them.
+    if (nread < 0) {
+      c.lingering = false;
+      uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
+    }
+    return;
+  }
+  if (nread > 0) {
+    auto bytes = std::as_bytes(std::span(buf->base, static_cast<std::size_t>(nread)));
+    if (auto ec = e.core().on_read(c.slot, bytes, l.batch)) {
+      e.close_connection(c, ec, false);
+    }
+  } else if (nread == UV_EOF && !reset_pending(s)) {
+    uv_read_stop(s);
+    if (e.core().on_peer_eof(c.slot)) {
+      e.close_connection(c, make_error_code(errc::peer_closed), true);
+    }
+  } else if (nread < 0) {
+    e.close_connection(c, make_error_code(errc::connection_reset), false);
+  }
+  e.finish(l);
+}
+
+void on_write(uv_write_t* req, int status) {
+  connection& c = *static_cast<connection*>(req->data);
+  loop& l = *c.owner;
+  engine_impl& e = *l.engine;
+  detail::slice_chain done = c.writing;
+  c.writing = detail::slice_chain{};
+  e.core().write_done(c.slot, done, status == 0);
+  if (status < 0) {
+    if (!c.closing) e.close_connection(c, make_error_code(errc::connection_reset), false);
+  } else {
+    e.flush(c);
+  }
+  e.finish(l);
+}
+
+void on_shutdown(uv_shutdown_t* req, int status) {
+  connection& c = *static_cast<connection*>(req->data);
+  auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
+  if (uv_is_closing(h)) return;  // stop() cut it short
+  loop& l = *c.owner;
+  if (status == 0 && !l.engine->core().state(c.slot).peer_eof &&
+      !l.engine->stopping()) {
+    c.lingering = true;
+    c.linger_deadline_ms = uv_now(&l.uv) + linger_ms;
+    l.lingering.push_back(c.slot);
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc, on_read) == 0) {
+      return;
+    }
+    c.lingering = false;
+  }
+  uv_close(h, on_closed);
+}
+
+endpoint peer_of(int fd) {
+  endpoint ep;
+  sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return ep;
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    ep.v6 = true;
+    std::memcpy(ep.bytes.data(), &a->sin6_addr, 16);
+    ep.port = ntohs(a->sin6_port);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    std::memcpy(ep.bytes.data(), &a->sin_addr, 4);
+    ep.port = ntohs(a->sin_port);
+  }
+  return ep;
+}
+
+}  // namespace
+
+void engine_impl::open_connection(loop& l, int fd) {
+  auto id = core_.open_slot(l.index);
+  if (!id) {
+    ::close(fd);  // max_connections reached; counted by open_slot
+    return;
+  }
+  const std::uint32_t slot = slot_of(*id);
+  connection& c = conns_[slot];
+  c.owner = &l;
+  c.slot = slot;
+  c.closing = false;
+  c.lingering = false;
+  c.writing = detail::slice_chain{};
+  c.tcp.data = &c;
+  c.write_req.data = &c;
+  c.shutdown_req.data = &c;
+  c.member_index = static_cast<std::uint32_t>(l.members.size());
+  l.members.push_back(slot);
+  uv_tcp_init(&l.uv, &c.tcp);
+  c.active = true;
+  core_.emit_connected(slot, peer_of(fd), l.batch);
+  if (uv_tcp_open(&c.tcp, fd) != 0) {
+    ::close(fd);
+    close_connection(c, make_error_code(errc::connection_reset), false);
+    return;
+  }
+  uv_tcp_nodelay(&c.tcp, 1);
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc, on_read) != 0) {
+    close_connection(c, make_error_code(errc::connection_reset), false);
+  }
+}
+
+void engine_impl::flush(connection& c) {
+  if (!c.active || c.closing || !c.writing.empty()) return;
+  std::error_code close_now;
+  detail::slice_chain chain = core_.take_queue(c.slot, close_now);
+  if (chain.empty()) {
+    if (close_now) close_connection(c, close_now, true);
+    return;
+  }
+  // One write gathers every queued slice.
+  loop& l = *c.owner;
+  auto& pool = core_.slices();
+  l.bufs.clear();
+  for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
+    l.bufs.push_back(uv_buf_init(reinterpret_cast<char*>(pool.data(s)), pool.length(s)));
+  }
+  c.writing = chain;
+  const int r = uv_write(&c.write_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
+                         l.bufs.data(), static_cast<unsigned>(l.bufs.size()), on_write);
+  if (r != 0) {
+    core_.write_done(c.slot, c.writing, false);
+    c.writing = detail::slice_chain{};
+    close_connection(c, make_error_code(errc::connection_reset), false);
+  }
+}
+
+void engine_impl::close_connection(connection& c, std::error_code reason, bool graceful) {
+  if (c.closing) return;
+  c.closing = true;
+  loop& l = *c.owner;
+  core_.close_slot(c.slot, reason, l.batch);
+  auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&c.tcp));
+  if (graceful && uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
+                              on_shutdown) == 0) {
+    return;
+  }
+  if (!uv_is_closing(h)) uv_close(h, on_closed);
+}
+
+void engine_impl::on_handle_closed(connection& c) {
+  loop& l = *c.owner;
+  c.active = false;
+  c.lingering = false;
+  // Swap-remove from the loop's member list.
+  const std::uint32_t last = l.members.back();
+  l.members[c.member_index] = last;
+  conns_[last].member_index = c.member_index;
+  l.members.pop_back();
+  core_.backend_done(c.slot);
+}
+
+}  // namespace ionet::libuv

@@ -1,0 +1,359 @@
+// The libuv backend's engine: start, stop, the listener and the hand-off of
+// work between threads. Per-connection I/O is in connection.cpp.
+#include "backends/libuv/engine.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace ionet::libuv {
+namespace {
+
+constexpr std::size_t read_buffer_bytes = 64 * 1024;
+constexpr std::uint64_t sweep_interval_ms = 250;
+
+void on_conn_closed(uv_handle_t* h) {
+  auto* c = static_cast<connection*>(h->data);
+  c->owner->engine->on_handle_closed(*c);
+}
+
+void on_listen_readable(uv_poll_t* h, int status, int) {
+  if (status < 0) return;
+  loop& l = *static_cast<loop*>(h->data);
+  l.engine->on_accept(l);
+}
+
+// The loop whose thread we are on, if any: lets schedule() skip the async
+// wake-up when the user's inline handler sends.
+thread_local loop* current_loop = nullptr;
+
+loop& loop_of(uv_handle_t* h) { return *static_cast<loop*>(h->data); }
+
+socklen_t to_sockaddr(const endpoint& ep, sockaddr_storage& ss) {
+  std::memset(&ss, 0, sizeof ss);
+  if (ep.v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(ep.port);
+    std::memcpy(&a->sin6_addr, ep.bytes.data(), 16);
+    return sizeof(sockaddr_in6);
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+  a->sin_family = AF_INET;
+  a->sin_port = htons(ep.port);
+  std::memcpy(&a->sin_addr, ep.bytes.data(), 4);
+  return sizeof(sockaddr_in);
+}
+
+}  // namespace
+
+engine_impl::engine_impl(options opts) : core_(*this, opts) {
+  core_.set_wake_hook(&engine_impl::wake_hook, this);
+}
+
+engine_impl::~engine_impl() { stop(); }
+
+void engine_impl::wake_hook(void* ctx, connection_id id) {
+  auto* self = static_cast<engine_impl*>(ctx);
+  if (!self->enter()) return;
+  self->schedule(id, slot_of(id));
+  self->leave();
+}
+
+bool engine_impl::enter() noexcept {
+  callers_.fetch_add(1, std::memory_order_seq_cst);
+  if (!running_.load(std::memory_order_seq_cst) ||
+      stopping_.load(std::memory_order_seq_cst)) {
+    leave();
+    return false;
+  }
+  return true;
+}
+
+status engine_impl::start() {
+  std::lock_guard g(stop_lock_);
+  if (running_.load()) return {errc::already_running, "start() called twice"};
+  endpoint ep;
+  if (status s = detail::validate(core_.opts(), &ep); !s) return s;
+  if (status s = core_.init(); !s) return s;
+  const std::uint32_t threads = core_.opts().threads;
+
+  sockaddr_storage ss;
+  const socklen_t len = to_sockaddr(ep, ss);
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return {std::error_code(errno, std::system_category()), "socket()"};
+  }
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    const int err = errno;
+    ::close(fd);
+    const std::string where = ep.to_string();
+    if (err == EADDRINUSE) return {errc::address_in_use, where + " is already in use"};
+    if (err == EADDRNOTAVAIL) {
+      return {errc::bad_address, "host " + core_.opts().host + " is not an address of this machine"};
+    }
+    if (err == EACCES) {
+      return {errc::bad_option, "port " + std::to_string(ep.port) + " needs privileges"};
+    }
+    return {std::error_code(err, std::system_category()), "bind " + where};
+  }
+  if (::listen(fd, static_cast<int>(core_.opts().backlog)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EADDRINUSE) return {errc::address_in_use, ep.to_string() + " is already in use"};
+    return {std::error_code(err, std::system_category()), "listen"};
+  }
+  sockaddr_storage bound;
+  socklen_t blen = sizeof bound;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
+  port_ = ntohs(bound.ss_family == AF_INET6
+                    ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                    : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  listen_fd_ = fd;
+
+  conns_.reset(new connection[core_.opts().max_connections]);
+  loops_.clear();
+  for (std::uint32_t i = 0; i < threads; ++i) {
+    auto l = std::make_unique<loop>();
+    l->engine = this;
+    l->index = i;
+    l->read_buf.reset(new char[read_buffer_bytes]);
+    if (int r = uv_loop_init(&l->uv); r != 0) {
+      stopping_ = true;
+      ::close(listen_fd_);
+      listen_fd_ = -1;
+      for (auto& done : loops_) {
+        uv_close(reinterpret_cast<uv_handle_t*>(&done->wake), nullptr);
+        uv_close(reinterpret_cast<uv_handle_t*>(&done->sweep), nullptr);
+        if (done->listen_active) uv_close(reinterpret_cast<uv_handle_t*>(&done->listen_poll), nullptr);
+        uv_run(&done->uv, UV_RUN_DEFAULT);
+        uv_loop_close(&done->uv);
+      }
+      loops_.clear();
+      return {errc::out_of_memory, std::string("uv_loop_init: ") + uv_strerror(r)};
+    }
+    l->wake.data = l.get();
+    uv_async_init(&l->uv, &l->wake, [](uv_async_t* h) {
+      loop& lp = loop_of(reinterpret_cast<uv_handle_t*>(h));
+      lp.engine->on_wake(lp);
+    });
+    l->sweep.data = l.get();
+    uv_timer_init(&l->uv, &l->sweep);
+    uv_timer_start(&l->sweep, [](uv_timer_t* h) {
+      loop& lp = loop_of(reinterpret_cast<uv_handle_t*>(h));
+      lp.engine->on_sweep(lp);
+    }, sweep_interval_ms, sweep_interval_ms);
+    if (i == 0) {
+      l->listen_poll.data = l.get();
+      uv_poll_init(&l->uv, &l->listen_poll, listen_fd_);
+      uv_poll_start(&l->listen_poll, UV_READABLE, on_listen_readable);
+      l->listen_active = true;
+    }
+    loops_.push_back(std::move(l));
+  }
+  stopping_ = false;
+  next_loop_ = 0;
+  running_ = true;
+  for (auto& l : loops_) {
+    loop* lp = l.get();
+    lp->thread = std::thread([lp] {
+      current_loop = lp;
+      uv_run(&lp->uv, UV_RUN_DEFAULT);
+      current_loop = nullptr;
+    });
+  }
+  return {};
+}
+
+void engine_impl::stop() noexcept {
+  std::lock_guard g(stop_lock_);
+  if (!running_.load()) return;
+  stopping_ = true;
+  core_.stop_events();
+  // Let callers already past enter() finish before the loops wind down.
+  while (callers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  for (auto& l : loops_) uv_async_send(&l->wake);
+  if (current_loop && current_loop->engine == this) {
+    // Called from our own handler: the threads cannot be joined from here.
+    // They wind down by themselves; the next stop() or the destructor joins.
+    return;
+  }
+  for (auto& l : loops_) {
+    if (l->thread.joinable()) l->thread.join();
+  }
+  for (auto& l : loops_) {
+    uv_loop_close(&l->uv);
+    for (int fd : l->incoming) ::close(fd);
+  }
+  loops_.clear();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  listen_fd_ = -1;
+  conns_.reset();
+  running_ = false;
+}
+
+std::error_code engine_impl::send(connection_id id, std::span<const std::byte> bytes) {
+  if (!enter()) return make_error_code(errc::not_running);
+  std::uint32_t slot = 0;
+  bool wake = false;
+  auto ec = core_.send(id, bytes, slot, wake);
+  if (!ec && wake) schedule(id, slot);
+  leave();
+  return ec;
+}
+
+std::error_code engine_impl::close(connection_id id) {
+  if (!enter()) return make_error_code(errc::not_running);
+  std::uint32_t slot = 0;
+  bool wake = false;
+  auto ec = core_.request_close(id, slot, wake);
+  if (!ec && wake) schedule(id, slot);
+  leave();
+  return ec;
+}
+
+void engine_impl::schedule(connection_id id, std::uint32_t slot) {
+  loop& l = *loops_[core_.state(slot).owner.load(std::memory_order_relaxed)];
+  if (current_loop == &l) {
+    l.direct.push_back(id);  // served by finish() before the callback returns
+    return;
+  }
+  bool first;
+  {
+    std::lock_guard g(l.lock);
+    first = l.pending.empty();
+    l.pending.push_back(id);
+  }
+  // One wake-up serves everything queued before the loop looks.
+  if (first) uv_async_send(&l.wake);
+}
+
+void engine_impl::on_accept(loop& l) {
+  // Bounded per callback so the acceptor loop also serves its connections.
+  for (int n = 0; n < 256; ++n) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors: stop polling (it would spin) and retry from
+        // the sweep timer.
+        uv_poll_stop(&l.listen_poll);
+        l.accept_paused = true;
+      }
+      break;
+    }
+    loop& target = *loops_[next_loop_++ % loops_.size()];
+    if (&target == &l) {
+      open_connection(l, fd);
+      continue;
+    }
+    bool first;
+    {
+      std::lock_guard g(target.lock);
+      first = target.incoming.empty() && target.pending.empty();
+      target.incoming.push_back(fd);
+    }
+    if (first) uv_async_send(&target.wake);
+  }
+  finish(l);
+}
+
+void engine_impl::on_wake(loop& l) {
+  if (stopping()) {
+    shutdown_loop(l);
+    return;
+  }
+  {
+    std::lock_guard g(l.lock);
+    l.incoming_local.swap(l.incoming);
+    l.pending_local.swap(l.pending);
+  }
+  for (int fd : l.incoming_local) open_connection(l, fd);
+  l.incoming_local.clear();
+  for (connection_id id : l.pending_local) {
+    if (auto slot = core_.resolve(id)) flush(conns_[*slot]);
+  }
+  l.pending_local.clear();
+  finish(l);
+}
+
+void engine_impl::finish(loop& l) {
+  core_.deliver(l.batch);
+  while (!l.direct.empty()) {
+    l.pending_local.swap(l.direct);
+    for (connection_id id : l.pending_local) {
+      if (auto slot = core_.resolve(id)) flush(conns_[*slot]);
+    }
+    l.pending_local.clear();
+    core_.deliver(l.batch);
+  }
+}
+
+void engine_impl::shutdown_loop(loop& l) {
+  {
+    std::lock_guard g(l.lock);
+    for (int fd : l.incoming) ::close(fd);
+    l.incoming.clear();
+    l.pending.clear();
+  }
+  const std::vector<std::uint32_t> members = l.members;
+  for (std::uint32_t slot : members) {
+    connection& c = conns_[slot];
+    auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
+    if (!c.closing) {
+      close_connection(c, make_error_code(errc::engine_stopped), false);
+    } else if (!uv_is_closing(h)) {
+      // Shutting down or lingering: cut it short.
+      uv_close(h, on_conn_closed);
+    }
+  }
+  auto* wake = reinterpret_cast<uv_handle_t*>(&l.wake);
+  if (!uv_is_closing(wake)) uv_close(wake, nullptr);
+  auto* sweep = reinterpret_cast<uv_handle_t*>(&l.sweep);
+  if (!uv_is_closing(sweep)) uv_close(sweep, nullptr);
+  if (l.listen_active) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&l.listen_poll), nullptr);
+    l.listen_active = false;
+  }
+  finish(l);
+}
+
+void engine_impl::on_sweep(loop& l) {
+  if (l.accept_paused && !stopping()) {
+    l.accept_paused = false;
+    uv_poll_start(&l.listen_poll, UV_READABLE, on_listen_readable);
+  }
+  const std::uint64_t now = uv_now(&l.uv);
+  std::size_t keep = 0;
+  for (std::uint32_t slot : l.lingering) {
+    connection& c = conns_[slot];
+    if (!c.lingering) continue;  // closed meanwhile
+    if (now < c.linger_deadline_ms) {
+      l.lingering[keep++] = slot;
+      continue;
+    }
+    c.lingering = false;
+    auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
+    if (!uv_is_closing(h)) {
+      uv_close(h, on_conn_closed);
+    }
+  }
+  l.lingering.resize(keep);
+}
+
+}  // namespace ionet::libuv
+
+namespace ionet {
+
+std::unique_ptr<engine> make_engine(options opts) {
+  return std::make_unique<libuv::engine_impl>(std::move(opts));
+}
+
+}  // namespace ionet

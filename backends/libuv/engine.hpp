@@ -1,0 +1,129 @@
+// The libuv backend: `threads` loops, each on its own thread. Loop 0 owns
+// the listening socket and hands accepted sockets round-robin to every loop
+// (including itself) through the loop's async handle. One listening socket
+// (rather than a SO_REUSEPORT socket per loop) keeps "address in use"
+// meaning what users expect and spreads connections evenly whatever the
+// kernel's hash does with few client addresses.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/engine_core.hpp"
+
+namespace ionet::libuv {
+
+class engine_impl;
+struct loop;
+
+// One per connection slot, made at start and reused.
+struct connection {
+  uv_tcp_t tcp;
+  uv_write_t write_req;
+  uv_shutdown_t shutdown_req;
+  detail::slice_chain writing;  // slices owned by the write in flight
+  loop* owner = nullptr;
+  std::uint32_t slot = 0;
+  bool active = false;     // the handle is initialised and not yet closed
+  bool closing = false;    // close_slot() done; the handle is on its way out
+  bool lingering = false;  // shut down; draining the peer until EOF
+  std::uint64_t linger_deadline_ms = 0;
+  std::uint32_t member_index = 0;  // position in owner->members
+};
+
+struct loop {
+  uv_loop_t uv;
+  uv_async_t wake;
+  uv_timer_t sweep;  // linger deadlines, accept retry
+  engine_impl* engine = nullptr;
+  std::uint32_t index = 0;
+  std::thread thread;
+  std::thread::id thread_id;
+
+  std::mutex lock;                      // guards the two lists below
+  std::vector<connection_id> pending;   // flush/close requests
+  std::vector<int> incoming;            // accepted sockets for this loop
+  std::vector<connection_id> pending_local;
+  std::vector<int> incoming_local;
+
+  std::vector<uv_buf_t> bufs;         // scratch for gathering a write
+  detail::event_batch batch;          // events of the current callback
+  std::unique_ptr<char[]> read_buf;   // shared by every read on this loop
+  std::vector<std::uint32_t> lingering;  // slots draining after shutdown
+  std::vector<std::uint32_t> members;    // slots this loop serves
+  std::vector<connection_id> direct;     // schedule() calls made on this loop
+
+  // Loop 0 only: the listening socket.
+  uv_poll_t listen_poll;
+  bool listen_active = false;
+  bool accept_paused = false;
+};
+
+class engine_impl final : public engine {
+ public:
+  explicit engine_impl(options opts);
+  ~engine_impl() override;
+
+  status start() override;
+  std::uint16_t port() const noexcept override { return port_; }
+  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
+    return core_.poll(out, timeout);
+  }
+  void release(std::span<const event> events) noexcept override {
+    core_.release(events);
+  }
+  std::error_code send(connection_id conn, std::span<const std::byte> bytes) override;
+  std::error_code close(connection_id conn) override;
+  std::error_code set_context(connection_id conn, void* context) override {
+    if (!running_.load(std::memory_order_acquire)) return make_error_code(errc::not_running);
+    return core_.set_context(conn, context);
+  }
+  engine_stats stats() const override { return core_.stats(); }
+  void stop() noexcept override;
+  const char* backend_name() const noexcept override { return "libuv"; }
+
+  // Used by the loop callbacks (connection.cpp).
+  detail::engine_core& core() noexcept { return core_; }
+  connection& conn(std::uint32_t slot) noexcept { return conns_[slot]; }
+  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+  void schedule(connection_id id, std::uint32_t slot);
+  void on_accept(loop& l);
+  void on_wake(loop& l);
+  void open_connection(loop& l, int fd);
+  void flush(connection& c);
+  void close_connection(connection& c, std::error_code reason, bool graceful);
+  void on_sweep(loop& l);
+  // Ends every loop callback: hands the gathered events to the user, then
+  // serves flushes that the user's inline handler scheduled meanwhile.
+  void finish(loop& l);
+  void on_handle_closed(connection& c);
+
+ private:
+  void shutdown_loop(loop& l);
+  // Enters a cross-thread call; false when the engine is not running.
+  bool enter() noexcept;
+  void leave() noexcept { callers_.fetch_sub(1, std::memory_order_seq_cst); }
+  static void wake_hook(void* ctx, connection_id id);
+
+  detail::engine_core core_;
+  std::unique_ptr<connection[]> conns_;
+  std::vector<std::unique_ptr<loop>> loops_;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::uint32_t next_loop_ = 0;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stopping_{false};
+  // Threads inside send()/close()/a wake-up right now. stop() waits for
+  // zero after raising stopping_, so none of them can touch a loop that is
+  // being torn down.
+  std::atomic<std::uint32_t> callers_{0};
+  std::mutex stop_lock_;
+};
+
+}  // namespace ionet::libuv

@@ -1,0 +1,199 @@
+// framed_client on POSIX sockets: blocking I/O with poll() for timeouts.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/engine_core.hpp"
+#include "common/framing.hpp"
+#include "ionet/framed_client.hpp"
+
+namespace ionet {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+std::error_code last_error() { return {errno, std::system_category()}; }
+
+// Waits until fd is ready for `events` or the deadline passes.
+std::error_code wait_ready(int fd, short events, clock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - clock::now());
+    if (left.count() <= 0) return std::make_error_code(std::errc::timed_out);
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r > 0) return {};
+    if (r == 0) return std::make_error_code(std::errc::timed_out);
+    if (errno != EINTR) return last_error();
+  }
+}
+
+}  // namespace
+
+framed_client::~framed_client() { close(); }
+
+framed_client::framed_client(framed_client&& other) noexcept : fd_(other.fd_) {
+  other.fd_ = invalid;
+}
+
+framed_client& framed_client::operator=(framed_client&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = other.fd_;
+    other.fd_ = invalid;
+  }
+  return *this;
+}
+
+status framed_client::connect(const std::string& host, std::uint16_t port,
+                              std::chrono::milliseconds timeout) {
+  close();
+  endpoint ep;
+  if (!detail::parse_address(host, ep)) {
+    return {errc::bad_address, "host '" + host + "' is not an IPv4 or IPv6 address literal"};
+  }
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (ep.v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    std::memcpy(&a->sin6_addr, ep.bytes.data(), 16);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    std::memcpy(&a->sin_addr, ep.bytes.data(), 4);
+    len = sizeof *a;
+  }
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return {last_error(), "socket"};
+  const auto deadline = clock::now() + timeout;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    if (errno != EINPROGRESS) {
+      auto ec = last_error();
+      ::close(fd);
+      return {ec, "connect"};
+    }
+    if (auto ec = wait_ready(fd, POLLOUT, deadline)) {
+      ::close(fd);
+      return {ec, "connect"};
+    }
+    int err = 0;
+    socklen_t elen = sizeof err;
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+    if (err != 0) {
+      ::close(fd);
+      return {std::error_code(err, std::system_category()), "connect"};
+    }
+  }
+  // Blocking from here on; timeouts come from poll().
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  fd_ = fd;
+  return {};
+}
+
+std::error_code framed_client::write_raw(std::span<const std::byte> bytes) {
+  if (fd_ == invalid) return make_error_code(errc::not_running);
+  const int fd = static_cast<int>(fd_);
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return last_error();
+    }
+    bytes = bytes.subspan(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+std::error_code framed_client::write(std::span<const std::byte> message) {
+  std::byte header[detail::header_bytes];
+  detail::put_header(header, static_cast<std::uint32_t>(message.size()));
+  if (message.size() <= 4096) {
+    // One send for small messages: header and payload in one segment.
+    std::byte buf[detail::header_bytes + 4096];
+    std::memcpy(buf, header, sizeof header);
+    if (!message.empty()) std::memcpy(buf + sizeof header, message.data(), message.size());
+    return write_raw({buf, sizeof header + message.size()});
+  }
+  if (auto ec = write_raw(header)) return ec;
+  return write_raw(message);
+}
+
+std::error_code framed_client::read_some(std::span<std::byte> out, std::size_t& got,
+                                         std::chrono::milliseconds timeout) {
+  got = 0;
+  if (fd_ == invalid) return make_error_code(errc::not_running);
+  const int fd = static_cast<int>(fd_);
+  if (auto ec = wait_ready(fd, POLLIN, clock::now() + timeout)) return ec;
+  for (;;) {
+    const ssize_t n = ::recv(fd, out.data(), out.size(), 0);
+    if (n > 0) {
+      got = static_cast<std::size_t>(n);
+      return {};
+    }
+    if (n == 0) return make_error_code(errc::peer_closed);
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) return make_error_code(errc::connection_reset);
+    return last_error();
+  }
+}
+
+std::error_code framed_client::read_exact(std::span<std::byte> out,
+                                          std::chrono::milliseconds timeout) {
+  const auto deadline = clock::now() + timeout;
+  while (!out.empty()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - clock::now());
+    if (left.count() <= 0) return std::make_error_code(std::errc::timed_out);
+    std::size_t got = 0;
+    if (auto ec = read_some(out, got, left)) return ec;
+    out = out.subspan(got);
+  }
+  return {};
+}
+
+std::error_code framed_client::read(std::vector<std::byte>& out,
+                                    std::chrono::milliseconds timeout,
+                                    std::uint32_t max_bytes) {
+  const auto deadline = clock::now() + timeout;
+  std::byte header[detail::header_bytes];
+  if (auto ec = read_exact(header, timeout)) return ec;
+  const std::uint32_t length = detail::get_header(header);
+  if (length > max_bytes) return make_error_code(errc::message_too_large);
+  out.resize(length);
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - clock::now());
+  return read_exact(out, std::max(left, std::chrono::milliseconds(1)));
+}
+
+std::error_code framed_client::shutdown_send() {
+  if (fd_ == invalid) return make_error_code(errc::not_running);
+  if (::shutdown(static_cast<int>(fd_), SHUT_WR) != 0) return last_error();
+  return {};
+}
+
+void framed_client::reset() noexcept {
+  if (fd_ == invalid) return;
+  linger l{1, 0};
+  ::setsockopt(static_cast<int>(fd_), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  close();
+}
+
+void framed_client::close() noexcept {
+  if (fd_ == invalid) return;
+  ::close(static_cast<int>(fd_));
+  fd_ = invalid;
+}
+
+}  // namespace ionet

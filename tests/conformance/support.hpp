@@ -1,0 +1,468 @@
+// Shared helpers of the conformance suite. Public API and the standard
+// library only: the same sources build against every backend (libuv, IOCP
+// under Wine, io_uring), so no OS header may appear here.
+//
+// Catch2 assertions are not thread-safe: helpers that run on client or
+// engine threads report problems through return values and counters, and
+// the test's main thread asserts.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <ionet/ionet.hpp>
+
+// Readable failure messages for the types the suite compares.
+namespace Catch {
+template <>
+struct StringMaker<std::error_code> {
+  static std::string convert(const std::error_code& ec) {
+    if (!ec) return "ok";
+    return std::string(ec.category().name()) + ":" + std::to_string(ec.value()) +
+           " (" + ec.message() + ")";
+  }
+};
+template <>
+struct StringMaker<ionet::errc> {
+  static std::string convert(ionet::errc e) {
+    return "ionet::errc::" + ionet::make_error_code(e).message();
+  }
+};
+template <>
+struct StringMaker<ionet::status> {
+  static std::string convert(const ionet::status& s) { return s.to_string(); }
+};
+}  // namespace Catch
+
+namespace ionet_test {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+// --- How hard to push -------------------------------------------------------
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+inline constexpr bool sanitized = true;
+#else
+inline constexpr bool sanitized = false;
+#endif
+#else
+inline constexpr bool sanitized = false;
+#endif
+
+#if defined(_WIN32)
+// The Windows build runs under Wine here, where every socket operation is
+// a round trip through the wineserver (see shared/WINE.md).
+inline constexpr bool slow_platform = true;
+#else
+inline constexpr bool slow_platform = false;
+#endif
+
+// n for a plain build, less under sanitizers or Wine; never below 1.
+inline int scaled(int n, int divisor = 4) {
+  if (sanitized || slow_platform) n /= divisor;
+  return n < 1 ? 1 : n;
+}
+
+// How long to wait for something that must happen. Only a failing test
+// waits this long, so it is generous.
+inline constexpr std::chrono::milliseconds wait_budget =
+    (sanitized || slow_platform) ? std::chrono::milliseconds(20000)
+                                 : std::chrono::milliseconds(10000);
+
+// --- Bytes ------------------------------------------------------------------
+
+inline std::uint64_t mix64(std::uint64_t x) noexcept {  // splitmix64
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// Deterministic bytes: the same (n, seed) always gives the same bytes.
+inline void fill_pattern(std::span<std::byte> out, std::uint64_t seed) noexcept {
+  std::uint64_t s = mix64(seed);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (i % 8 == 0) s = mix64(s + i);
+    out[i] = static_cast<std::byte>(s >> (8 * (i % 8)));
+  }
+}
+
+inline std::vector<std::byte> pattern(std::size_t n, std::uint64_t seed) {
+  std::vector<std::byte> v(n);
+  fill_pattern(v, seed);
+  return v;
+}
+
+inline bool same_bytes(std::span<const std::byte> a, std::span<const std::byte> b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+// Index of the first differing byte, or -1 when equal.
+inline long long first_difference(std::span<const std::byte> a,
+                                  std::span<const std::byte> b) {
+  const std::size_t n = std::min(a.size(), b.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return static_cast<long long>(i);
+  }
+  return a.size() == b.size() ? -1 : static_cast<long long>(n);
+}
+
+inline void put_u32be(std::byte* out, std::uint32_t v) noexcept {
+  out[0] = static_cast<std::byte>(v >> 24);
+  out[1] = static_cast<std::byte>(v >> 16);
+  out[2] = static_cast<std::byte>(v >> 8);
+  out[3] = static_cast<std::byte>(v);
+}
+
+inline std::uint32_t get_u32be(const std::byte* in) noexcept {
+  return (std::uint32_t(in[0]) << 24) | (std::uint32_t(in[1]) << 16) |
+         (std::uint32_t(in[2]) << 8) | std::uint32_t(in[3]);
+}
+
+// A length_prefix frame: 4-byte big-endian length, then the payload.
+inline std::vector<std::byte> frame(std::span<const std::byte> payload) {
+  std::vector<std::byte> f(4 + payload.size());
+  put_u32be(f.data(), static_cast<std::uint32_t>(payload.size()));
+  std::copy(payload.begin(), payload.end(), f.begin() + 4);
+  return f;
+}
+
+inline std::span<const std::byte> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+// --- Options and clients ------------------------------------------------------
+
+// 127.0.0.1, port 0 (any free port), otherwise the defaults.
+inline ionet::options local_options() {
+  ionet::options o;
+  o.host = "127.0.0.1";
+  o.port = 0;
+  return o;
+}
+
+inline ionet::status connect_client(ionet::framed_client& c, std::uint16_t port) {
+  return c.connect("127.0.0.1", port, std::chrono::milliseconds(wait_budget));
+}
+
+// The error a comparison failure is reported with.
+inline std::error_code mismatch() {
+  return std::make_error_code(std::errc::bad_message);
+}
+
+// Writes `msg` as one frame and reads one message back; bad_message when the
+// echo differs. Safe on any thread.
+inline std::error_code echo_roundtrip(ionet::framed_client& c,
+                                      std::span<const std::byte> msg,
+                                      std::chrono::milliseconds timeout = wait_budget) {
+  if (auto ec = c.write(msg)) return ec;
+  std::vector<std::byte> back;
+  if (auto ec = c.read(back, timeout)) return ec;
+  return same_bytes(back, msg) ? std::error_code{} : mismatch();
+}
+
+// Reads and discards until the peer ends the stream; returns that error
+// (peer_closed on a clean EOF, a native code on a reset) or timed_out.
+inline std::error_code read_until_closed(ionet::framed_client& c,
+                                         std::chrono::milliseconds timeout = wait_budget) {
+  std::vector<std::byte> buf(64 * 1024);
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - steady::now());
+    if (left.count() <= 0) return std::make_error_code(std::errc::timed_out);
+    std::size_t got = 0;
+    if (auto ec = c.read_some(buf, got, left)) return ec;
+  }
+}
+
+inline bool is_timeout(std::error_code ec) {
+  return ec == std::errc::timed_out;
+}
+
+// Polls `pred` until it holds or `timeout` passes.
+template <class Pred>
+bool eventually(Pred&& pred, std::chrono::milliseconds timeout = wait_budget) {
+  const auto deadline = steady::now() + timeout;
+  while (!pred()) {
+    if (steady::now() >= deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+// --- A server driven by the pull model (or the inline handler) ---------------
+
+struct closed_record {
+  ionet::connection_id id = 0;
+  std::error_code reason;
+  void* context = nullptr;
+};
+
+// What the server saw, in the order it saw it.
+struct record {
+  std::vector<ionet::connection_id> connected;
+  std::vector<closed_record> closed;
+  std::uint64_t messages = 0;
+  std::uint64_t message_bytes = 0;
+  std::uint64_t empty_messages = 0;
+  std::uint64_t echo_failures = 0;  // the echo's send() failed
+  // Broken per-connection order (message before connected, anything after
+  // closed, a second connected, an unknown id): must stay empty.
+  std::vector<std::string> order_errors;
+
+  const closed_record* closed_of(ionet::connection_id id) const {
+    for (const auto& c : closed) {
+      if (c.id == id) return &c;
+    }
+    return nullptr;
+  }
+};
+
+class server {
+ public:
+  // Called for each event on the thread that sees it (the pull loop, or an
+  // engine thread in inline mode), before the event is released.
+  using callback = std::function<void(ionet::engine&, const ionet::event&)>;
+
+  enum class delivery { pull, inline_handler };
+
+  explicit server(ionet::options opts = local_options(), callback cb = {},
+                  delivery d = delivery::pull)
+      : opts_(std::move(opts)), cb_(std::move(cb)), delivery_(d) {
+    if (delivery_ == delivery::inline_handler) {
+      opts_.handler = [this](ionet::engine& e, const ionet::event& ev) {
+        on_inline(e, ev);
+      };
+    }
+  }
+  ~server() {
+    stop();
+    eng_.reset();  // before the members an inline handler could touch
+  }
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  ionet::status start() {
+    eng_ = ionet::make_engine(opts_);
+    if (!eng_) return {ionet::errc::unsupported, "make_engine returned null"};
+    ionet::status s = eng_->start();
+    if (!s) return s;
+    if (delivery_ == delivery::pull) {
+      loop_ = std::thread([this] { run(); });
+    }
+    return s;
+  }
+
+  ionet::engine& engine() { return *eng_; }
+  std::uint16_t port() const { return eng_->port(); }
+  const ionet::options& opts() const { return opts_; }
+
+  // Stops the pull loop, then the engine, then takes what is left. Safe to
+  // call twice.
+  void stop() {
+    quit_.store(true);
+    if (loop_.joinable()) loop_.join();
+    if (eng_) {
+      eng_->stop();
+      if (delivery_ == delivery::pull) {
+        std::vector<ionet::event> batch(256);
+        for (int i = 0; i < 100000; ++i) {
+          const std::size_t n = eng_->poll(batch, 0ms);
+          if (n == 0) break;
+          handle(std::span(batch.data(), n));
+        }
+      }
+    }
+  }
+
+  // Destroys the engine (after stop()).
+  void destroy() {
+    stop();
+    eng_.reset();
+  }
+
+  record snapshot() const {
+    std::lock_guard g(lock_);
+    return rec_;
+  }
+
+  // Waits until pred(record) holds; pred runs under the server's lock.
+  bool wait_until(const std::function<bool(const record&)>& pred,
+                  std::chrono::milliseconds timeout = wait_budget) {
+    std::unique_lock g(lock_);
+    return changed_.wait_for(g, timeout, [&] { return pred(rec_); });
+  }
+  bool wait_connected(std::size_t n, std::chrono::milliseconds timeout = wait_budget) {
+    return wait_until([n](const record& r) { return r.connected.size() >= n; }, timeout);
+  }
+  bool wait_closed(std::size_t n, std::chrono::milliseconds timeout = wait_budget) {
+    return wait_until([n](const record& r) { return r.closed.size() >= n; }, timeout);
+  }
+  bool wait_closed_id(ionet::connection_id id,
+                      std::chrono::milliseconds timeout = wait_budget) {
+    return wait_until([id](const record& r) { return r.closed_of(id) != nullptr; },
+                      timeout);
+  }
+
+  // The default behaviour: send every message back on its connection. On
+  // queue_full it retries for a while (the tests that use it have clients
+  // that read); any other failure is counted in record::echo_failures.
+  void echo_message(ionet::engine& eng, const ionet::event& ev) {
+    const auto deadline = steady::now() + wait_budget;
+    for (;;) {
+      const std::error_code ec = eng.send(ev.conn, ev.data);
+      if (!ec) return;
+      if (ec == ionet::errc::queue_full && steady::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      echo_failures_.fetch_add(1);
+      return;
+    }
+  }
+
+ private:
+  struct seen {
+    ionet::event_type type;
+    ionet::connection_id id;
+    std::error_code reason;
+    void* context;
+    std::size_t size;
+  };
+
+  void dispatch(ionet::engine& eng, const ionet::event& ev) {
+    if (cb_) {
+      cb_(eng, ev);
+    } else if (ev.type == ionet::event_type::message) {
+      echo_message(eng, ev);
+    }
+  }
+
+  void run() {
+    std::vector<ionet::event> batch(256);
+    while (!quit_.load()) {
+      const std::size_t n = eng_->poll(batch, 20ms);
+      if (n > 0) handle(std::span(batch.data(), n));
+    }
+  }
+
+  void handle(std::span<ionet::event> events) {
+    std::vector<seen> what;
+    what.reserve(events.size());
+    for (const ionet::event& ev : events) {
+      dispatch(*eng_, ev);
+      // Read the context before release: after it the slot may be reused.
+      what.push_back({ev.type, ev.conn, ev.reason, ev.context(), ev.data.size()});
+    }
+    eng_->release(events);
+    note(what);
+  }
+
+  void on_inline(ionet::engine& eng, const ionet::event& ev) {
+    dispatch(eng, ev);
+    note({seen{ev.type, ev.conn, ev.reason, ev.context(), ev.data.size()}});
+  }
+
+  void note(const std::vector<seen>& what) {
+    {
+      std::lock_guard g(lock_);
+      rec_.echo_failures = echo_failures_.load();
+      for (const seen& s : what) {
+        auto it = state_.find(s.id);
+        const int st = it == state_.end() ? 0 : it->second;  // 0 new, 1 open, 2 closed
+        switch (s.type) {
+          case ionet::event_type::connected:
+            if (st != 0) rec_.order_errors.push_back("connected twice: " + std::to_string(s.id));
+            state_[s.id] = 1;
+            rec_.connected.push_back(s.id);
+            break;
+          case ionet::event_type::message:
+            if (st != 1) {
+              rec_.order_errors.push_back("message outside connected..closed: " +
+                                          std::to_string(s.id));
+            }
+            ++rec_.messages;
+            rec_.message_bytes += s.size;
+            if (s.size == 0) ++rec_.empty_messages;
+            break;
+          case ionet::event_type::closed:
+            if (st != 1) {
+              rec_.order_errors.push_back("closed without open connection: " +
+                                          std::to_string(s.id));
+            }
+            state_[s.id] = 2;
+            rec_.closed.push_back({s.id, s.reason, s.context});
+            break;
+        }
+      }
+    }
+    changed_.notify_all();
+  }
+
+  ionet::options opts_;
+  callback cb_;
+  delivery delivery_;
+  std::unique_ptr<ionet::engine> eng_;
+  std::thread loop_;
+  std::atomic<bool> quit_{false};
+  std::atomic<std::uint64_t> echo_failures_{0};
+
+  mutable std::mutex lock_;
+  std::condition_variable changed_;
+  record rec_;
+  std::map<ionet::connection_id, int> state_;
+};
+
+// Connects `c` and waits for the server's connected event; returns the new
+// connection's id. Only meaningful when no other client connects meanwhile.
+inline std::optional<ionet::connection_id> connect_one(server& s, ionet::framed_client& c,
+                                                       std::string& why) {
+  const std::size_t before = s.snapshot().connected.size();
+  if (ionet::status st = connect_client(c, s.port()); !st) {
+    why = "connect: " + st.to_string();
+    return std::nullopt;
+  }
+  if (!s.wait_connected(before + 1)) {
+    why = "no connected event";
+    return std::nullopt;
+  }
+  return s.snapshot().connected.at(before);
+}
+
+// Connected clients, for tests that need a few.
+inline std::vector<ionet::framed_client> connect_clients(std::uint16_t port, int n,
+                                                         ionet::status& failed) {
+  std::vector<ionet::framed_client> v(static_cast<std::size_t>(n));
+  for (auto& c : v) {
+    ionet::status s = connect_client(c, port);
+    if (!s) {
+      failed = s;
+      break;
+    }
+  }
+  return v;
+}
+
+}  // namespace ionet_test

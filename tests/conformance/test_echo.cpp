@@ -1,0 +1,176 @@
+// Length-prefix echo: messages from 0 bytes to max_message_bytes survive any
+// split of the byte stream, one frame at a time or pipelined.
+#include <random>
+
+#include "support.hpp"
+
+using namespace ionet_test;
+
+namespace {
+
+constexpr std::uint32_t max_message = 256 * 1024;
+
+ionet::options echo_options() {
+  ionet::options o = local_options();
+  o.max_message_bytes = max_message;
+  o.max_queued_bytes = 4 * max_message + 4;
+  return o;
+}
+
+// Cuts [0, total) into random pieces: often tiny, sometimes large, so that
+// headers and payloads are split everywhere.
+std::vector<std::size_t> random_pieces(std::size_t total, std::mt19937& rng) {
+  static constexpr std::size_t caps[] = {1, 3, 7, 64, 700, 9000, 70000};
+  std::vector<std::size_t> pieces;
+  std::size_t done = 0;
+  while (done < total) {
+    const std::size_t cap = caps[rng() % std::size(caps)];
+    const std::size_t n = std::min<std::size_t>(total - done, 1 + rng() % cap);
+    pieces.push_back(n);
+    done += n;
+  }
+  return pieces;
+}
+
+std::error_code write_in_pieces(ionet::framed_client& c, std::span<const std::byte> bytes,
+                                std::mt19937& rng) {
+  std::size_t at = 0;
+  for (std::size_t n : random_pieces(bytes.size(), rng)) {
+    if (auto ec = c.write_raw(bytes.subspan(at, n))) return ec;
+    at += n;
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("echo: messages from 0 bytes to max_message_bytes written in random pieces",
+          "[conformance][echo]") {
+  server s(echo_options());
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  REQUIRE(connect_client(c, s.port()).ok());
+
+  std::vector<std::size_t> sizes = {0,     1,     2,     3,     4,     5,
+                                    15,    16,    17,    511,   512,   513,
+                                    1023,  1024,  1025,  4095,  4096,  4097,
+                                    65535, 65536, 65537, max_message - 1, max_message};
+  std::mt19937 rng(20240611);
+  const int extra = scaled(24);
+  for (int i = 0; i < extra; ++i) {
+    // Mostly small, some up to the limit.
+    sizes.push_back(i % 3 == 0 ? rng() % (max_message + 1) : rng() % 3000);
+  }
+
+  std::uint64_t expect_bytes = 0;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    const std::size_t n = sizes[i];
+    INFO("message " << i << " of " << n << " bytes");
+    const auto msg = pattern(n, 1000 + i);
+    const auto f = frame(msg);
+    REQUIRE_FALSE(write_in_pieces(c, f, rng));
+    std::vector<std::byte> back;
+    const std::error_code ec = c.read(back, wait_budget);
+    REQUIRE_FALSE(ec);
+    REQUIRE(back.size() == n);
+    CHECK(first_difference(back, msg) == -1);
+    expect_bytes += n;
+  }
+
+  const record r = s.snapshot();
+  CHECK(r.messages == sizes.size());
+  CHECK(r.message_bytes == expect_bytes);
+  CHECK(r.echo_failures == 0);
+  CHECK(r.order_errors.empty());
+}
+
+TEST_CASE("echo: pipelined frames split at random points come back in order",
+          "[conformance][echo]") {
+  server s(echo_options());
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  REQUIRE(connect_client(c, s.port()).ok());
+
+  std::mt19937 rng(777);
+  const int count = scaled(400);
+  std::vector<std::size_t> sizes;
+  std::vector<std::byte> stream;
+  for (int i = 0; i < count; ++i) {
+    std::size_t n = rng() % 2000;
+    if (i % 50 == 7) n = rng() % (max_message + 1);  // a few big ones
+    if (i % 37 == 0) n = 0;
+    sizes.push_back(n);
+    const auto f = frame(pattern(n, 5000 + static_cast<std::uint64_t>(i)));
+    stream.insert(stream.end(), f.begin(), f.end());
+  }
+
+  // The whole stream is written cut anywhere (frames straddle writes).
+  // framed_client is used by one thread at a time, so this thread reads
+  // the echoes of complete frames whenever more than a window of them is
+  // waiting: the unread bytes stay well below what the socket buffers and
+  // the server's queue can hold, so neither side stalls.
+  constexpr std::size_t window = 64 * 1024;
+  std::vector<std::size_t> frame_end;  // stream offset where frame i ends
+  {
+    std::size_t at = 0;
+    for (std::size_t n : sizes) frame_end.push_back(at += 4 + n);
+  }
+  std::mt19937 wrng(4242);
+  const auto pieces = random_pieces(stream.size(), wrng);
+  std::size_t written = 0, complete = 0, got = 0, unread_bytes = 0;
+  std::string problem;
+  auto read_one = [&]() -> bool {
+    std::vector<std::byte> back;
+    if (auto ec = c.read(back, wait_budget)) {
+      problem = "read " + std::to_string(got) + ": " + ec.message();
+      return false;
+    }
+    const auto want = pattern(sizes[got], 5000 + got);
+    if (!same_bytes(back, want)) {
+      problem = "message " + std::to_string(got) + " differs (got " +
+                std::to_string(back.size()) + " bytes, want " +
+                std::to_string(want.size()) + ")";
+      return false;
+    }
+    unread_bytes -= 4 + sizes[got];
+    ++got;
+    return true;
+  };
+  for (std::size_t n : pieces) {
+    if (!problem.empty()) break;
+    if (auto ec = c.write_raw(std::span(stream).subspan(written, n))) {
+      problem = "write: " + ec.message();
+      break;
+    }
+    written += n;
+    while (complete < frame_end.size() && frame_end[complete] <= written) {
+      unread_bytes += 4 + sizes[complete];
+      ++complete;
+    }
+    while (problem.empty() && unread_bytes > window && got < complete) read_one();
+  }
+  while (problem.empty() && got < complete) read_one();
+  INFO(problem);
+  CHECK(problem.empty());
+  CHECK(written == stream.size());
+  CHECK(got == static_cast<std::size_t>(count));
+  CHECK(s.snapshot().order_errors.empty());
+}
+
+TEST_CASE("echo: a connection can exchange messages in both directions repeatedly",
+          "[conformance][echo]") {
+  server s(echo_options());
+  REQUIRE(s.start().ok());
+  std::vector<ionet::framed_client> clients(3);
+  for (auto& c : clients) REQUIRE(connect_client(c, s.port()).ok());
+  // Interleave the clients so the server serves them alternately.
+  const int rounds = scaled(50);
+  for (int r = 0; r < rounds; ++r) {
+    for (std::size_t k = 0; k < clients.size(); ++k) {
+      const auto msg = pattern(static_cast<std::size_t>(r * 37 % 1500), r * 10 + k);
+      INFO("round " << r << " client " << k);
+      REQUIRE_FALSE(echo_roundtrip(clients[k], msg));
+    }
+  }
+  CHECK(s.snapshot().messages == static_cast<std::uint64_t>(rounds) * clients.size());
+}

@@ -1,0 +1,308 @@
+// ionet-echo: the engine's echo server, for benchmarks and manual tests.
+//
+// Pull model on the main thread: poll() a batch, echo every message with
+// send(), release() the batch. In length_prefix mode each whole message goes
+// back as one frame (send() frames it); in raw mode the bytes of each read
+// go back as they came.
+//
+// send() may refuse with queue_full (the client is not reading fast enough)
+// or pool_exhausted. Nothing is dropped: the message is copied to a
+// per-connection backlog that is retried on every loop turn, and later
+// messages of that connection queue behind it so order is kept. A
+// closed-loop client bounds its backlog by what it keeps in flight; one
+// that never reads would grow it without bound, so a connection whose
+// backlog passes --max-backlog-bytes (default 64 MiB) is closed.
+//
+// SIGINT/SIGTERM set a flag that the loop checks at least every 100 ms; the
+// engine is stopped and its stats printed as one JSON object on stdout.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <iostream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "ionet/ionet.hpp"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/resource.h>
+#endif
+
+namespace {
+
+std::atomic<int> g_stop{0};
+static_assert(std::atomic<int>::is_always_lock_free,
+              "the signal handler needs a lock-free flag");
+
+extern "C" void on_signal(int) { g_stop.store(1, std::memory_order_relaxed); }
+
+// Thousands of connections need thousands of descriptors: lift the soft
+// limit to the hard one. Failure is not fatal; start() or accept will say.
+void raise_fd_limit() {
+#if defined(__unix__) || defined(__APPLE__)
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+#endif
+}
+
+struct backlog {
+  std::deque<std::vector<std::byte>> messages;
+  std::size_t bytes = 0;
+};
+
+struct echo_counters {
+  std::uint64_t backlogged_messages = 0;  // send() said queue_full/pool_exhausted
+  std::uint64_t backlog_peak_bytes = 0;   // largest backlog of one connection
+  std::uint64_t backlog_dropped_bytes = 0;  // left in a backlog at close
+  std::uint64_t slow_consumer_closes = 0;   // closed: backlog over the cap
+  std::uint64_t send_errors = 0;  // stale, closing or other refusals
+};
+
+bool is_retryable(std::error_code ec) {
+  return ec == ionet::errc::queue_full || ec == ionet::errc::pool_exhausted;
+}
+
+class echo_loop {
+ public:
+  echo_loop(ionet::engine& eng, ionet::framing mode, std::size_t max_chunk,
+            std::size_t max_backlog)
+      : eng_(eng), mode_(mode), max_chunk_(max_chunk), max_backlog_(max_backlog) {}
+
+  void run() {
+    std::vector<ionet::event> events(1024);
+    while (g_stop.load(std::memory_order_relaxed) == 0) {
+      retry_backlogs();
+      // With a backlog waiting, come back soon to retry it; otherwise the
+      // timeout only bounds how late a stop signal is noticed.
+      const auto timeout = pending_.empty() ? std::chrono::milliseconds(100)
+                                            : std::chrono::milliseconds(1);
+      const std::size_t n = eng_.poll(events, timeout);
+      for (std::size_t i = 0; i < n; ++i) handle(events[i]);
+      eng_.release(std::span<const ionet::event>(events.data(), n));
+    }
+    for (auto& [id, b] : pending_) counters_.backlog_dropped_bytes += b.bytes;
+    pending_.clear();
+  }
+
+  const echo_counters& counters() const noexcept { return counters_; }
+
+ private:
+  void handle(const ionet::event& e) {
+    switch (e.type) {
+      case ionet::event_type::connected:
+        break;
+      case ionet::event_type::message:
+        echo(e.conn, e.data);
+        break;
+      case ionet::event_type::closed: {
+        auto it = pending_.find(e.conn);
+        if (it != pending_.end()) {
+          counters_.backlog_dropped_bytes += it->second.bytes;
+          pending_.erase(it);
+        }
+        break;
+      }
+    }
+  }
+
+  void echo(ionet::connection_id id, std::span<const std::byte> data) {
+    // A raw read may be longer than one message may be; cut it. A
+    // length_prefix message is never longer (the engine refused it).
+    do {
+      const std::size_t n =
+          mode_ == ionet::framing::raw ? std::min(data.size(), max_chunk_) : data.size();
+      echo_one(id, data.first(n));
+      data = data.subspan(n);
+    } while (!data.empty());
+  }
+
+  void echo_one(ionet::connection_id id, std::span<const std::byte> msg) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) {
+      const std::error_code ec = eng_.send(id, msg);
+      if (!ec) return;
+      if (!is_retryable(ec)) {
+        ++counters_.send_errors;
+        return;
+      }
+      it = pending_.try_emplace(id).first;
+    }
+    backlog& b = it->second;
+    b.messages.emplace_back(msg.begin(), msg.end());
+    b.bytes += msg.size();
+    ++counters_.backlogged_messages;
+    counters_.backlog_peak_bytes = std::max<std::uint64_t>(counters_.backlog_peak_bytes, b.bytes);
+    if (b.bytes > max_backlog_) {
+      ++counters_.slow_consumer_closes;
+      counters_.backlog_dropped_bytes += b.bytes;
+      pending_.erase(it);
+      eng_.close(id);
+    }
+  }
+
+  void retry_backlogs() {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      backlog& b = it->second;
+      while (!b.messages.empty()) {
+        const std::error_code ec = eng_.send(it->first, b.messages.front());
+        if (is_retryable(ec)) break;
+        if (ec) ++counters_.send_errors;
+        b.bytes -= b.messages.front().size();
+        b.messages.pop_front();
+      }
+      if (b.messages.empty()) {
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  ionet::engine& eng_;
+  ionet::framing mode_;
+  std::size_t max_chunk_;
+  std::size_t max_backlog_;
+  std::unordered_map<ionet::connection_id, backlog> pending_;
+  echo_counters counters_;
+};
+
+nlohmann::json to_json(const ionet::engine_stats& s) {
+  return {
+      {"connections_open", s.connections_open},
+      {"accepted", s.accepted},
+      {"closed", s.closed},
+      {"rejected", s.rejected},
+      {"bytes_received", s.bytes_received},
+      {"bytes_sent", s.bytes_sent},
+      {"messages_received", s.messages_received},
+      {"messages_sent", s.messages_sent},
+      {"bytes_queued", s.bytes_queued},
+      {"bytes_dropped", s.bytes_dropped},
+      {"send_stale", s.send_stale},
+      {"send_queue_full", s.send_queue_full},
+      {"send_pool_exhausted", s.send_pool_exhausted},
+      {"frames_too_large", s.frames_too_large},
+      {"pool_slices_total", s.pool_slices_total},
+      {"pool_slices_in_use", s.pool_slices_in_use},
+      {"events_pending", s.events_pending},
+      {"allocations_after_start", s.allocations_after_start},
+  };
+}
+
+std::string listen_address(std::string host, std::uint16_t port) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return host + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "ionet-echo: echo server on the ionet engine (pull model).\n"
+      "Echoes every message back: in length_prefix mode each whole message as\n"
+      "one frame, in raw mode the bytes of each read as they arrive."};
+  app.footer(
+      "Output: once listening, exactly one line 'listening on HOST:PORT' on\n"
+      "stdout (IPv6 as [ADDR]:PORT). On SIGINT or SIGTERM the engine is stopped\n"
+      "and one JSON object follows on stdout:\n"
+      "  {\"backend\": ..., \"engine\": {engine_stats fields}, \"echo\": {...}}\n"
+      "Exit codes: 0 after a signal; 2 on a bad flag, or when the engine\n"
+      "refuses to start (bad option, address in use; its message on stderr).");
+
+  ionet::options opts;
+  std::string framing = "length_prefix";
+  std::uint32_t threads = 0;
+  std::uint64_t max_backlog = 0;
+  app.add_option("--host", opts.host, "IPv4 or IPv6 literal to listen on")
+      ->capture_default_str();
+  app.add_option("--port", opts.port, "TCP port; 0 picks a free one")
+      ->capture_default_str();
+  app.add_option("--framing", framing, "length_prefix or raw")
+      ->check(CLI::IsMember({"length_prefix", "raw"}))
+      ->capture_default_str();
+  CLI::Option* threads_opt = app.add_option(
+      "--threads", threads, "engine threads (default: the backend's choice)");
+  app.add_option("--max-connections", opts.max_connections,
+                 "connections open at once; more are refused")
+      ->capture_default_str();
+  app.add_option("--max-message-bytes", opts.max_message_bytes,
+                 "largest message in either direction")
+      ->capture_default_str();
+  app.add_option("--max-queued-bytes", opts.max_queued_bytes,
+                 "bytes queued per connection before send() says queue_full")
+      ->capture_default_str();
+  app.add_option("--slice-bytes", opts.slice_bytes, "send buffer slice size")
+      ->capture_default_str();
+  app.add_option("--max-backlog-bytes", max_backlog,
+                 "echo bytes held back per connection (send() said queue_full)\n"
+                 "before the connection is closed;\n"
+                 "default max(64 MiB, 4 x max-queued-bytes)");
+
+  bool keep_sigpipe = false;
+  app.add_flag("--keep-sigpipe", keep_sigpipe,
+               "leave SIGPIPE at its default (the process dies when the engine\n"
+               "writes to a reset socket); by default it is ignored");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  opts.mode = framing == "raw" ? ionet::framing::raw : ionet::framing::length_prefix;
+  if (threads_opt->count() > 0) opts.threads = threads;
+  if (max_backlog == 0) {
+    max_backlog = std::max<std::uint64_t>(64u << 20, std::uint64_t{opts.max_queued_bytes} * 4);
+  }
+
+  raise_fd_limit();
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+#ifdef SIGPIPE
+  // The libuv backend writes with plain write(), so a peer's reset raises
+  // SIGPIPE and kills the process. Until the engine guards against that
+  // itself, the echo server ignores it (--keep-sigpipe shows the problem).
+  if (!keep_sigpipe) std::signal(SIGPIPE, SIG_IGN);
+#endif
+
+  auto eng = ionet::make_engine(opts);
+  if (ionet::status st = eng->start(); !st) {
+    std::cerr << "ionet-echo: " << st.to_string() << "\n";
+    return 2;
+  }
+  std::cout << "listening on " << listen_address(opts.host, eng->port()) << std::endl;
+
+  echo_loop loop(*eng, opts.mode, opts.max_message_bytes, max_backlog);
+  loop.run();
+  eng->stop();
+
+  const echo_counters& c = loop.counters();
+  nlohmann::json out = {
+      {"backend", eng->backend_name()},
+      {"framing", framing},
+      {"engine", to_json(eng->stats())},
+      {"echo",
+       {{"backlogged_messages", c.backlogged_messages},
+        {"backlog_peak_bytes", c.backlog_peak_bytes},
+        {"backlog_dropped_bytes", c.backlog_dropped_bytes},
+        {"slow_consumer_closes", c.slow_consumer_closes},
+        {"send_errors", c.send_errors}}},
+  };
+  std::cout << out.dump() << std::endl;
+  return 0;
+}

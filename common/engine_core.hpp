@@ -57,6 +57,14 @@ class event_batch {
   std::vector<event> events;
 };
 
+// The calling thread's batch, for backends whose completions may run on
+// any of several threads: gathered while one connection is served, and
+// delivered before that connection is let go.
+inline event_batch& thread_batch() {
+  thread_local event_batch batch;
+  return batch;
+}
+
 class engine_core {
  public:
   engine_core(engine& self, const options& opts);

@@ -104,4 +104,28 @@ void slab_pool::append(slice_chain& a, slice_chain& b) noexcept {
   b = slice_chain{};
 }
 
+slice_chain slab_pool::split_front(slice_chain& chain,
+                                   std::uint32_t max_slices) noexcept {
+  if (chain.count <= max_slices) {
+    slice_chain all = chain;
+    chain = slice_chain{};
+    return all;
+  }
+  slice_chain front;
+  front.head = chain.head;
+  std::uint32_t last = chain.head;
+  front.bytes = length_[last];
+  for (std::uint32_t i = 1; i < max_slices; ++i) {
+    last = next(last);
+    front.bytes += length_[last];
+  }
+  front.tail = last;
+  front.count = max_slices;
+  chain.head = next(last);
+  chain.count -= max_slices;
+  chain.bytes -= front.bytes;
+  set_next(last, no_slice);
+  return front;
+}
+
 }  // namespace ionet::detail

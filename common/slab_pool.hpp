@@ -53,6 +53,9 @@ class slab_pool {
   }
   // Appends `b` to `a`; `b` is left empty.
   void append(slice_chain& a, slice_chain& b) noexcept;
+  // Detaches the first `max_slices` slices of `chain` (all of it if it is
+  // shorter) and returns them; `chain` keeps the rest. Walks the slices.
+  slice_chain split_front(slice_chain& chain, std::uint32_t max_slices) noexcept;
 
   std::uint32_t slice_bytes() const noexcept { return slice_bytes_; }
   std::uint32_t capacity() const noexcept { return count_; }

@@ -1,4 +1,5 @@
 // framed_client on POSIX sockets: blocking I/O with poll() for timeouts.
+// The framing on top (write, read, read_exact) is in common/framed_client.cpp.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,7 +11,6 @@
 #include <cstring>
 
 #include "common/engine_core.hpp"
-#include "common/framing.hpp"
 #include "ionet/framed_client.hpp"
 
 namespace ionet {
@@ -35,21 +35,6 @@ std::error_code wait_ready(int fd, short events, clock::time_point deadline) {
 }
 
 }  // namespace
-
-framed_client::~framed_client() { close(); }
-
-framed_client::framed_client(framed_client&& other) noexcept : fd_(other.fd_) {
-  other.fd_ = invalid;
-}
-
-framed_client& framed_client::operator=(framed_client&& other) noexcept {
-  if (this != &other) {
-    close();
-    fd_ = other.fd_;
-    other.fd_ = invalid;
-  }
-  return *this;
-}
 
 status framed_client::connect(const std::string& host, std::uint16_t port,
                               std::chrono::milliseconds timeout) {
@@ -116,20 +101,6 @@ std::error_code framed_client::write_raw(std::span<const std::byte> bytes) {
   return {};
 }
 
-std::error_code framed_client::write(std::span<const std::byte> message) {
-  std::byte header[detail::header_bytes];
-  detail::put_header(header, static_cast<std::uint32_t>(message.size()));
-  if (message.size() <= 4096) {
-    // One send for small messages: header and payload in one segment.
-    std::byte buf[detail::header_bytes + 4096];
-    std::memcpy(buf, header, sizeof header);
-    if (!message.empty()) std::memcpy(buf + sizeof header, message.data(), message.size());
-    return write_raw({buf, sizeof header + message.size()});
-  }
-  if (auto ec = write_raw(header)) return ec;
-  return write_raw(message);
-}
-
 std::error_code framed_client::read_some(std::span<std::byte> out, std::size_t& got,
                                          std::chrono::milliseconds timeout) {
   got = 0;
@@ -147,34 +118,6 @@ std::error_code framed_client::read_some(std::span<std::byte> out, std::size_t& 
     if (errno == ECONNRESET) return make_error_code(errc::connection_reset);
     return last_error();
   }
-}
-
-std::error_code framed_client::read_exact(std::span<std::byte> out,
-                                          std::chrono::milliseconds timeout) {
-  const auto deadline = clock::now() + timeout;
-  while (!out.empty()) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - clock::now());
-    if (left.count() <= 0) return std::make_error_code(std::errc::timed_out);
-    std::size_t got = 0;
-    if (auto ec = read_some(out, got, left)) return ec;
-    out = out.subspan(got);
-  }
-  return {};
-}
-
-std::error_code framed_client::read(std::vector<std::byte>& out,
-                                    std::chrono::milliseconds timeout,
-                                    std::uint32_t max_bytes) {
-  const auto deadline = clock::now() + timeout;
-  std::byte header[detail::header_bytes];
-  if (auto ec = read_exact(header, timeout)) return ec;
-  const std::uint32_t length = detail::get_header(header);
-  if (length > max_bytes) return make_error_code(errc::message_too_large);
-  out.resize(length);
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - clock::now());
-  return read_exact(out, std::max(left, std::chrono::milliseconds(1)));
 }
 
 std::error_code framed_client::shutdown_send() {

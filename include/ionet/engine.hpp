@@ -51,6 +51,14 @@ struct engine_stats {
   std::uint64_t pool_slices_in_use = 0;
   std::uint64_t events_pending = 0;  // pull model: waiting for poll()
   std::uint64_t allocations_after_start = 0;  // pool growth beyond start
+  // Completion backends (IOCP, io_uring); zero where they do not apply.
+  std::uint64_t accepts_pending = 0;      // accepts posted ahead of clients
+  std::uint64_t accept_pool_growths = 0;  // times the posted accepts grew
+  std::uint64_t accept_failures = 0;      // failed accepts, re-posted
+  std::uint64_t sockets_created = 0;      // sockets made for the accept pool
+  std::uint64_t sockets_reused = 0;       // accepts on a recycled socket
+  std::uint64_t stale_completions = 0;    // for a connection already gone
+  std::uint64_t operations_in_flight = 0;  // issued, not yet completed
 };
 
 class engine {

@@ -21,8 +21,13 @@ enum class framing : std::uint8_t {
 
 // The inline handler: called on an engine thread for each event. The
 // message bytes are valid only during the call. Events of one connection
-// arrive in order on one thread; different connections may be served by
-// different threads at once.
+// arrive in order and one at a time (a call for a connection never overlaps
+// another for the same connection); different connections may be served
+// by different threads at once.
+//
+// Portability: on libuv and io_uring a connection's events all come from
+// the loop (ring) thread that owns it; on IOCP any worker may deliver the
+// next one. Keep per-connection state in the context, not in thread-locals.
 using event_handler = std::function<void(engine&, const event&)>;
 
 struct options {

@@ -238,6 +238,45 @@ TEST_CASE("slab_pool: append joins chains and sums their bytes",
   CHECK(pool.in_use() == 0);
 }
 
+TEST_CASE("slab_pool: split_front cuts a chain after n slices",
+          "[unit][slab_pool]") {
+  slab_pool pool(16, 8);
+  slice_chain c;
+  REQUIRE(pool.take_chain(5, c));
+  std::uint32_t len = 1;
+  for (std::uint32_t s = c.head; s != no_slice; s = pool.next(s)) {
+    pool.length(s) = len++;  // 1, 2, 3, 4, 5 bytes
+  }
+  c.bytes = 15;
+  const std::vector<std::uint32_t> before = chain_slices(pool, c);
+
+  slice_chain front = pool.split_front(c, 2);
+  CHECK(front.count == 2);
+  CHECK(front.bytes == 3);
+  CHECK(c.count == 3);
+  CHECK(c.bytes == 12);
+  CHECK(chain_slices(pool, front) ==
+        std::vector<std::uint32_t>{before[0], before[1]});
+  CHECK(chain_slices(pool, c) ==
+        std::vector<std::uint32_t>{before[2], before[3], before[4]});
+
+  // Asking for more than there is takes the whole chain.
+  slice_chain rest = pool.split_front(c, 10);
+  CHECK(c.empty());
+  CHECK(c.count == 0);
+  CHECK(rest.count == 3);
+  CHECK(rest.bytes == 12);
+  CHECK(rest.tail == before[4]);
+
+  // Exactly the length of the chain, too.
+  slice_chain again = pool.split_front(rest, 3);
+  CHECK(rest.empty());
+  CHECK(again.count == 3);
+  pool.give_chain(front);
+  pool.give_chain(again);
+  CHECK(pool.in_use() == 0);
+}
+
 TEST_CASE("slab_pool: set_next and next link slices by hand",
           "[unit][slab_pool]") {
   slab_pool pool(16, 3);

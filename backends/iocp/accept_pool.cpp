@@ -1,0 +1,334 @@
+// The accept pool: sockets made before clients arrive, each posted with
+// AcceptEx on the listening socket. Under a burst of connects a plain
+// accept() fails with WSAENOBUFS once the system cannot make socket
+// resources fast enough; AcceptEx has them ready. Every completion posts a
+// replacement. When the posted accepts run out (the listener signals
+// FD_ACCEPT: a connection is waiting and no AcceptEx is there to take it),
+// the pool grows, never past max_connections. A closed connection's socket
+// comes back through DisconnectEx(TF_REUSE_SOCKET) and accepts again.
+#include <algorithm>
+#include <string>
+
+#include "backends/iocp/engine.hpp"
+
+namespace ionet::iocp {
+namespace {
+
+void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
+void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
+
+// Errors that mean "the system is short of resources right now": the post
+// is retried after a pause that doubles up to a second.
+bool is_resource_shortage(int error) {
+  return error == WSAENOBUFS || error == WSAEMFILE || error == ERROR_NOT_ENOUGH_MEMORY ||
+         error == ERROR_NO_SYSTEM_RESOURCES;
+}
+
+constexpr std::uint32_t min_backoff_ms = 10;
+constexpr std::uint32_t max_backoff_ms = 1000;
+
+}  // namespace
+
+status engine_impl::open_listener(const endpoint& ep) {
+  family_ = ep.v6 ? AF_INET6 : AF_INET;
+  listen_ = open_tcp_socket(family_);
+  if (listen_ == INVALID_SOCKET) {
+    return {wsa_error(WSAGetLastError()), "socket() for the listener"};
+  }
+  // Exclusive use, so a port another socket holds is "in use" here as on
+  // Linux (Windows' SO_REUSEADDR would let two listeners share it).
+  BOOL yes = TRUE;
+  setsockopt(listen_, SOL_SOCKET, SO_EXCLUSIVEADDRUSE,
+             reinterpret_cast<const char*>(&yes), sizeof yes);
+  if (ep.v6) {
+    // Dual-stack on "::", as Linux does by default.
+    DWORD no = 0;
+    setsockopt(listen_, IPPROTO_IPV6, IPV6_V6ONLY, reinterpret_cast<const char*>(&no),
+               sizeof no);
+  }
+  sockaddr_storage ss;
+  const int len = to_sockaddr(ep, ss);
+  if (bind(listen_, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    const int err = WSAGetLastError();
+    const std::string where = ep.to_string();
+    if (err == WSAEADDRINUSE || err == WSAEACCES) {
+      return {errc::address_in_use, where + " is already in use"};
+    }
+    if (err == WSAEADDRNOTAVAIL) {
+      return {errc::bad_address, "host " + core_.opts().host + " is not an address of this machine"};
+    }
+    return {wsa_error(err), "bind " + where};
+  }
+  if (listen(listen_, static_cast<int>(std::min<std::uint32_t>(core_.opts().backlog, SOMAXCONN))) != 0) {
+    const int err = WSAGetLastError();
+    if (err == WSAEADDRINUSE) return {errc::address_in_use, ep.to_string() + " is already in use"};
+    return {wsa_error(err), "listen"};
+  }
+  sockaddr_storage bound;
+  int blen = sizeof bound;
+  getsockname(listen_, reinterpret_cast<sockaddr*>(&bound), &blen);
+  port_ = endpoint_of(reinterpret_cast<sockaddr*>(&bound)).port;
+
+  std::string missing;
+  if (auto ec = load_extensions(listen_, ext_, missing)) {
+    return {errc::unsupported, missing + " is not available: " + ec.message()};
+  }
+  if (auto ec = cport_.add(listen_)) return {ec, "associating the listener with the port"};
+  // FD_ACCEPT tells that a connection waits with no AcceptEx posted for it.
+  accept_event_ = WSACreateEvent();
+  if (accept_event_ == WSA_INVALID_EVENT ||
+      WSAEventSelect(listen_, accept_event_, FD_ACCEPT) != 0) {
+    return {wsa_error(WSAGetLastError()), "WSAEventSelect(FD_ACCEPT)"};
+  }
+  return {};
+}
+
+std::error_code engine_impl::make_pool() {
+  const options& o = core_.opts();
+  try {
+    conns_.reset(new connection[o.max_connections]);
+    // accept_depth more sockets than connections: at max_connections some
+    // accepts stay posted, so the excess is accepted, refused and counted
+    // instead of waiting in the backlog.
+    entry_count_ = o.max_connections + o.accept_depth;
+    entries_.reset(new socket_entry[entry_count_]);
+    free_entries_.clear();
+    free_entries_.reserve(entry_count_);
+  } catch (const std::bad_alloc&) {
+    conns_.reset();
+    entries_.reset();
+    entry_count_ = 0;
+    return std::make_error_code(std::errc::not_enough_memory);
+  }
+  for (std::uint32_t i = 0; i < o.max_connections; ++i) {
+    connection& c = conns_[i];
+    c.slot = i;
+    c.read_op.owner = c.write_op.owner = i;
+    c.read_op.complete = &engine_impl::on_read;
+    c.write_op.complete = &engine_impl::on_write;
+  }
+  for (std::uint32_t i = 0; i < entry_count_; ++i) {
+    socket_entry& e = entries_[i];
+    e.index = i;
+    e.accept_op.owner = e.disconnect_op.owner = i;
+    e.accept_op.complete = &engine_impl::on_accept;
+    e.disconnect_op.complete = &engine_impl::on_disconnect;
+    free_entries_.push_back(entry_count_ - 1 - i);  // entry 0 is posted first
+  }
+  posted_accepts_ = 0;
+  accept_target_ = std::min(o.accept_depth, o.max_connections);
+  retry_after_ms_ = 0;
+  retry_backoff_ms_ = 0;
+  return {};
+}
+
+void engine_impl::top_up_accepts() {
+  std::lock_guard g(accept_lock_);
+  if (stopping_.load(std::memory_order_acquire)) return;
+  if (retry_after_ms_ && GetTickCount64() < retry_after_ms_) return;
+  while (posted_accepts_ < accept_target_ && !free_entries_.empty()) {
+    socket_entry& e = entries_[free_entries_.back()];
+    if (!post_accept(e)) break;
+    free_entries_.pop_back();
+    ++posted_accepts_;
+  }
+  accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
+}
+
+bool engine_impl::post_accept(socket_entry& e) {
+  // With accept_lock_ held.
+  auto failed = [&](int error) {
+    accept_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (is_resource_shortage(error)) {
+      retry_backoff_ms_ = std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
+      retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
+    }
+    return false;
+  };
+  if (e.s == INVALID_SOCKET) {
+    e.s = open_tcp_socket(family_);
+    if (e.s == INVALID_SOCKET) return failed(WSAGetLastError());
+    if (cport_.add(e.s)) {
+      const int err = static_cast<int>(GetLastError());
+      closesocket(e.s);
+      e.s = INVALID_SOCKET;
+      return failed(err);
+    }
+    // Operations that complete at once are finished by the caller, with no
+    // packet through the port: one kernel transition less per I/O. Where
+    // the mode cannot be set (a non-IFS provider), every completion comes
+    // through the port and the code takes that path instead.
+    e.skip_on_success = SetFileCompletionNotificationModes(
+                            reinterpret_cast<HANDLE>(e.s),
+                            FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
+    e.reused = false;
+    sockets_created_.fetch_add(1, std::memory_order_relaxed);
+  } else if (e.reused) {
+    sockets_reused_.fetch_add(1, std::memory_order_relaxed);
+  }
+  e.accept_op.prepare(op_kind::accept, listen_);
+  op_started();
+  DWORD bytes = 0;
+  // The listener is not in skip-on-success mode: even an AcceptEx that
+  // succeeds at once completes through the port.
+  if (ext_.accept_ex(listen_, e.s, e.addresses, 0, socket_entry::address_bytes,
+                     socket_entry::address_bytes, &bytes, &e.accept_op.ov) ||
+      WSAGetLastError() == ERROR_IO_PENDING) {
+    retry_backoff_ms_ = 0;
+    retry_after_ms_ = 0;
+    return true;
+  }
+  const int err = WSAGetLastError();
+  op_finished();
+  // The socket may be unusable after a failed AcceptEx: make a new one.
+  closesocket(e.s);
+  e.s = INVALID_SOCKET;
+  return failed(err);
+}
+
+void engine_impl::give_back(socket_entry& e, bool reusable) {
+  // Wine 8 lets AcceptEx take a connection into a socket recycled by
+  // DisconnectEx (it completes, getpeername is right), but reads on it
+  // never complete (measured with the conformance suite). Under Wine the
+  // socket is closed instead and the entry gets a new one.
+  if (reusable && running_under_wine()) reusable = false;
+  if (!reusable && e.s != INVALID_SOCKET) {
+    closesocket(e.s);
+    e.s = INVALID_SOCKET;
+  }
+  e.reused = reusable;
+  {
+    std::lock_guard g(accept_lock_);
+    free_entries_.push_back(e.index);
+  }
+  top_up_accepts();
+}
+
+void engine_impl::grow_accepts(const char* /*why*/) {
+  std::lock_guard g(accept_lock_);
+  const std::uint32_t cap = core_.opts().max_connections;
+  if (accept_target_ >= cap) return;
+  accept_target_ = std::min(cap, accept_target_ * 2);
+  accept_growths_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void engine_impl::check_listener() {
+  WSANETWORKEVENTS ne{};
+  if (WSAEnumNetworkEvents(listen_, accept_event_, &ne) == 0 &&
+      (ne.lNetworkEvents & FD_ACCEPT)) {
+    grow_accepts("FD_ACCEPT");
+  }
+}
+
+void engine_impl::on_accept(engine_impl& e, operation& op, const completion& c) {
+  e.accept_done(e.entries_[op.owner], c.error);
+  e.op_finished();
+}
+
+void engine_impl::accept_done(socket_entry& entry, DWORD error) {
+  bool ran_dry;
+  {
+    std::lock_guard g(accept_lock_);
+    --posted_accepts_;
+    ran_dry = posted_accepts_ == 0;
+    accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
+  }
+  if (stopping_.load(std::memory_order_acquire)) {
+    give_back(entry, false);
+    return;
+  }
+  if (error) {
+    // A client that reset before we took it, or a shortage: counted, and
+    // the entry accepts again with a new socket.
+    accept_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (is_resource_shortage(static_cast<int>(error))) {
+      std::lock_guard g(accept_lock_);
+      retry_backoff_ms_ = std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
+      retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
+    }
+    give_back(entry, false);
+    return;
+  }
+  // Every posted accept was taken: the burst outran the pool. (FD_ACCEPT
+  // says the same a little later; this needs no wait.)
+  if (ran_dry) grow_accepts("ran dry");
+  top_up_accepts();  // the replacement, before this connection's work
+
+  setsockopt(entry.s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+             reinterpret_cast<const char*>(&listen_), sizeof listen_);
+  sockaddr* local = nullptr;
+  sockaddr* remote = nullptr;
+  int local_len = 0;
+  int remote_len = 0;
+  ext_.get_accept_ex_sockaddrs(entry.addresses, 0, socket_entry::address_bytes,
+                               socket_entry::address_bytes, &local, &local_len,
+                               &remote, &remote_len);
+  const endpoint peer = endpoint_of(remote);
+
+  auto id = core_.open_slot(0);
+  if (!id) {
+    // max_connections are open: refused (counted by open_slot); the socket
+    // goes straight back through DisconnectEx.
+    disconnect(entry);
+    return;
+  }
+  connection& c = conns_[slot_of(*id)];
+  lock(c);
+  open_connection(c, entry, *id, peer);
+  core_.deliver(detail::thread_batch());
+  unlock(c);
+}
+
+void engine_impl::disconnect(socket_entry& e) {
+  e.disconnect_op.prepare(op_kind::disconnect, e.s);
+  // Pending until the system writes the final status (polled under Wine).
+  e.disconnect_op.ov.Internal = status_pending;
+  op_started();
+  if (ext_.disconnect_ex(e.s, &e.disconnect_op.ov, TF_REUSE_SOCKET, 0)) {
+    if (!e.skip_on_success) return;  // the packet comes through the port
+    op_finished();
+    give_back(e, true);
+    return;
+  }
+  if (WSAGetLastError() == ERROR_IO_PENDING) {
+    // Wine 8 completes a pending DisconnectEx on a socket in
+    // skip-on-success mode without queueing its packet (measured: the
+    // OVERLAPPED shows success, the port never sees it). There, the
+    // housekeeper polls it; Windows always queues the packet.
+    if (e.skip_on_success && running_under_wine()) {
+      std::lock_guard g(accept_lock_);
+      polled_disconnects_.push_back(e.index);
+    }
+    return;
+  }
+  op_finished();
+  give_back(e, false);
+}
+
+void engine_impl::poll_disconnects() {
+  std::vector<std::uint32_t> done;
+  {
+    std::lock_guard g(accept_lock_);
+    auto finished = [&](std::uint32_t i) {
+      if (entries_[i].disconnect_op.ov.Internal == status_pending) return false;
+      done.push_back(i);
+      return true;
+    };
+    polled_disconnects_.erase(std::remove_if(polled_disconnects_.begin(),
+                                             polled_disconnects_.end(), finished),
+                              polled_disconnects_.end());
+  }
+  for (std::uint32_t i : done) {
+    socket_entry& e = entries_[i];
+    give_back(e, e.disconnect_op.ov.Internal == 0 && !stopping_.load());
+    op_finished();
+  }
+}
+
+void engine_impl::on_disconnect(engine_impl& e, operation& op, const completion& c) {
+  e.give_back(e.entries_[op.owner], c.error == 0 && !e.stopping_.load());
+  e.op_finished();
+}
+
+}  // namespace ionet::iocp

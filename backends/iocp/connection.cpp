@@ -1,0 +1,413 @@
+// The IOCP backend's per-connection I/O: reads, sliced gathered writes and
+// the close protocol. Every function here runs with the connection's lock
+// held, on whichever thread processes the connection at the moment.
+//
+// Reads: a zero-byte WSARecv waits for data, so an idle connection holds no
+// read buffer; when it completes, a WSARecv into pool slices takes what is
+// there and common/ decodes it. Writes: the core's queue of slices goes out
+// in WSASends that gather up to `gather_max` slices; a slice goes back to
+// the pool only when its WSASend has completed.
+//
+// Close: graceful (close(), or the peer's EOF once the replies are out)
+// shuts down our side, waits for the peer's FIN (or `linger_ms`), and
+// returns the socket to the accept pool through DisconnectEx. Abortive (an
+// error, an oversized frame, stop()) cancels what is in flight and resets.
+// Either way the slot is recycled only when no operation on it is left.
+#include <algorithm>
+#include <vector>
+
+#include "backends/iocp/engine.hpp"
+
+namespace ionet::iocp {
+namespace {
+
+// One data read takes up to 64 KiB of slices.
+constexpr std::uint32_t read_bytes_max = 64 * 1024;
+constexpr std::uint32_t read_slices_max = 128;
+// Reads finished at once in a row before the connection yields to others
+// (it continues through the port).
+constexpr int inline_reads_max = 16;
+// Slices gathered by one WSASend.
+constexpr std::uint32_t gather_max = 256;
+// How long a graceful close waits for the peer's FIN.
+constexpr std::uint64_t linger_ms = 2000;
+
+void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
+void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
+
+// Scratch for building WSABUF arrays; the system captures the array during
+// the call, so it need not outlive it.
+std::vector<WSABUF>& scratch_bufs() {
+  thread_local std::vector<WSABUF> bufs;
+  bufs.clear();
+  return bufs;
+}
+
+WSABUF buf_of(void* data, std::uint32_t len) {
+  WSABUF b;
+  b.buf = static_cast<CHAR*>(data);
+  b.len = len;
+  return b;
+}
+
+}  // namespace
+
+void engine_impl::watch(std::uint32_t slot) {
+  std::lock_guard g(watch_lock_);
+  watch_list_.push_back(slot);
+}
+
+void engine_impl::open_connection(connection& c, socket_entry& entry,
+                                  connection_id id, const endpoint& peer) {
+  c.entry = &entry;
+  c.s = entry.s;
+  c.generation = generation_of(id);
+  c.in_flight = 0;
+  c.state = phase::open;
+  c.reading = c.writing = c.eof = c.abortive = c.starved = false;
+  c.backlog = detail::slice_chain{};
+  BOOL nodelay = TRUE;
+  setsockopt(c.s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&nodelay),
+             sizeof nodelay);
+  core_.emit_connected(c.slot, peer, detail::thread_batch());
+  read_loop(c, next_read::ready);
+}
+
+// --- reads --------------------------------------------------------------
+
+void engine_impl::read_loop(connection& c, next_read next) {
+  for (int round = 0; next != next_read::none; ++round) {
+    if (c.state == phase::draining || c.state == phase::idle) return;
+    if (round == inline_reads_max) {
+      // Let other connections' completions run: the rest of this one's
+      // input is read when this packet comes back from the port, as if a
+      // zero-byte read had completed.
+      c.read_op.prepare(op_kind::read_ready, c.s);
+      c.read_op.generation = c.generation;
+      c.reading = true;
+      ++c.in_flight;
+      op_started();
+      if (cport_.post(0, &c.read_op.ov)) return;
+      c.reading = false;
+      --c.in_flight;
+      op_finished();
+      round = 0;  // the port is full: carry on here instead
+    }
+    completion done;
+    if (!issue_read(c, next == next_read::data, done)) return;
+    next = read_done(c, done);
+  }
+}
+
+bool engine_impl::issue_read(connection& c, bool data, completion& done) {
+  operation& op = c.read_op;
+  op.prepare(data ? op_kind::read : op_kind::read_ready, c.s);
+  op.generation = c.generation;
+  std::vector<WSABUF>& bufs = scratch_bufs();
+  if (data) {
+    auto& pool = core_.slices();
+    const std::uint32_t unit = pool.slice_bytes();
+    const std::uint32_t want =
+        std::clamp<std::uint32_t>(read_bytes_max / unit, 1, read_slices_max);
+    detail::slice_chain chain;
+    if (!pool.take_chain(want, chain) && !pool.take_chain(1, chain)) {
+      // Every slice is queued for sending somewhere: read again when the
+      // housekeeper looks, rather than spin.
+      c.starved = true;
+      watch(c.slot);
+      return false;
+    }
+    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
+      bufs.push_back(buf_of(pool.data(s), unit));
+    }
+    op.buffers = chain;
+  } else {
+    bufs.push_back(buf_of(nullptr, 0));
+  }
+  c.reading = true;
+  ++c.in_flight;
+  op_started();
+  DWORD bytes = 0;
+  DWORD flags = 0;
+  if (WSARecv(c.s, bufs.data(), static_cast<DWORD>(bufs.size()), &bytes, &flags,
+              &op.ov, nullptr) == 0) {
+    if (!c.entry->skip_on_success) return false;  // the port brings it
+    done.error = overlapped_result(c.s, &op.ov, done.bytes);
+    return true;
+  }
+  const int err = WSAGetLastError();
+  if (err == WSA_IO_PENDING) return false;
+  done.error = static_cast<DWORD>(err);  // never started: finish it here
+  return true;
+}
+
+engine_impl::next_read engine_impl::read_done(connection& c, const completion& done) {
+  operation& op = c.read_op;
+  c.reading = false;
+  --c.in_flight;
+  op_finished();
+  auto& pool = core_.slices();
+  detail::slice_chain chain = op.buffers;
+  op.buffers = detail::slice_chain{};
+
+  if (c.state == phase::draining) {
+    pool.give_chain(chain);
+    maybe_finish(c);
+    return next_read::none;
+  }
+  if (done.error) {
+    pool.give_chain(chain);
+    if (c.state == phase::lingering) {
+      c.state = phase::draining;
+      c.abortive = true;
+      maybe_finish(c);
+    } else {
+      begin_close(c, close_reason_of(done.error), false);
+    }
+    return next_read::none;
+  }
+  if (op.kind == op_kind::read_ready) return next_read::data;
+  if (done.bytes == 0) {
+    pool.give_chain(chain);
+    on_eof(c);
+    return next_read::none;
+  }
+  const std::uint32_t unit = pool.slice_bytes();
+  const bool full = done.bytes == std::uint64_t{chain.count} * unit;
+  if (c.state == phase::open) {
+    std::size_t left = done.bytes;
+    std::error_code ec;
+    for (std::uint32_t s = chain.head; s != detail::no_slice && left && !ec;
+         s = pool.next(s)) {
+      const std::size_t n = std::min<std::size_t>(left, unit);
+      ec = core_.on_read(c.slot, {pool.data(s), n}, detail::thread_batch());
+      left -= n;
+    }
+    if (ec) begin_close(c, ec, false);
+    // Inline handlers see views into the slices: deliver before they go.
+    core_.deliver(detail::thread_batch());
+    if (ec) {
+      pool.give_chain(chain);
+      return next_read::none;
+    }
+  }
+  // Lingering: the bytes are discarded; we only wait for the peer's EOF.
+  pool.give_chain(chain);
+  return full ? next_read::data : next_read::ready;
+}
+
+void engine_impl::on_eof(connection& c) {
+  // Under Wine a reset that arrives with the last bytes reads as EOF (its
+  // Linux socket reports POLLHUP, and the error is consumed before we can
+  // ask). A zero-byte send tells them apart: it succeeds on a connection
+  // the peer only shut down, and fails on one it reset. On Windows the read
+  // itself fails with WSAECONNRESET and the probe always succeeds.
+  if (c.state == phase::open) {
+    WSABUF none = buf_of(nullptr, 0);
+    DWORD sent = 0;
+    if (WSASend(c.s, &none, 1, &sent, 0, nullptr, nullptr) != 0) {
+      begin_close(c, close_reason_of(static_cast<DWORD>(WSAGetLastError())), false);
+      return;
+    }
+  }
+  c.eof = true;
+  if (c.state == phase::lingering) {
+    // The peer's FIN after ours: the close is complete.
+    c.state = phase::draining;
+    maybe_finish(c);
+    return;
+  }
+  if (c.state != phase::open) return;
+  // Close now if nothing is owed to the peer; otherwise the core wakes us
+  // (a hand-off) once the replies to every released message are out.
+  if (core_.on_peer_eof(c.slot)) {
+    begin_close(c, make_error_code(errc::peer_closed), true);
+  }
+}
+
+void engine_impl::on_read(engine_impl& e, operation& op, const completion& done) {
+  connection& c = e.conns_[op.owner];
+  lock(c);
+  if (c.state == phase::idle || op.generation != c.generation) {
+    // Cannot happen while slots wait for their last completion; if it
+    // did, the operation's buffers are all there is to put back.
+    e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
+    e.core_.slices().give_chain(op.buffers);
+    e.op_finished();
+  } else {
+    e.read_loop(c, e.read_done(c, done));
+  }
+  e.core_.deliver(detail::thread_batch());
+  unlock(c);
+}
+
+// --- writes -------------------------------------------------------------
+
+void engine_impl::flush(connection& c) {
+  auto& pool = core_.slices();
+  while (c.state == phase::open && !c.writing) {
+    if (c.backlog.empty()) {
+      std::error_code close_now;
+      c.backlog = core_.take_queue(c.slot, close_now);
+      if (c.backlog.empty()) {
+        if (close_now) begin_close(c, close_now, true);
+        return;
+      }
+    }
+    operation& op = c.write_op;
+    op.prepare(op_kind::write, c.s);
+    op.generation = c.generation;
+    op.buffers = pool.split_front(c.backlog, gather_max);
+    std::vector<WSABUF>& bufs = scratch_bufs();
+    for (std::uint32_t s = op.buffers.head; s != detail::no_slice; s = pool.next(s)) {
+      bufs.push_back(buf_of(pool.data(s), pool.length(s)));
+    }
+    c.writing = true;
+    ++c.in_flight;
+    op_started();
+    completion done;
+    DWORD sent = 0;
+    if (WSASend(c.s, bufs.data(), static_cast<DWORD>(bufs.size()), &sent, 0, &op.ov,
+                nullptr) == 0) {
+      if (!c.entry->skip_on_success) return;  // the port brings it
+      done.error = overlapped_result(c.s, &op.ov, done.bytes);
+    } else {
+      const int err = WSAGetLastError();
+      if (err == WSA_IO_PENDING) return;
+      done.error = static_cast<DWORD>(err);
+    }
+    if (!write_done(c, done)) return;
+  }
+}
+
+bool engine_impl::write_done(connection& c, const completion& done) {
+  operation& op = c.write_op;
+  c.writing = false;
+  --c.in_flight;
+  op_finished();
+  detail::slice_chain chain = op.buffers;
+  op.buffers = detail::slice_chain{};
+  // A stream send completes whole or fails; anything short is a failure.
+  const bool ok = done.error == 0 && done.bytes == chain.bytes;
+  core_.write_done(c.slot, chain, ok);
+  if (!ok && c.state == phase::open) {
+    begin_close(c,
+                done.error ? close_reason_of(done.error)
+                           : make_error_code(errc::connection_reset),
+                false);
+    return false;
+  }
+  if (c.state != phase::open) {
+    maybe_finish(c);
+    return false;
+  }
+  return true;
+}
+
+void engine_impl::on_write(engine_impl& e, operation& op, const completion& done) {
+  connection& c = e.conns_[op.owner];
+  lock(c);
+  if (c.state == phase::idle || op.generation != c.generation) {
+    e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
+    e.core_.write_done(op.owner, op.buffers, false);
+    op.buffers = detail::slice_chain{};
+    e.op_finished();
+  } else if (e.write_done(c, done)) {
+    e.flush(c);
+  }
+  e.core_.deliver(detail::thread_batch());
+  unlock(c);
+}
+
+void engine_impl::on_posted(engine_impl& e, operation&, const completion& done) {
+  // A hand-off from send()/close()/release(): the key is the connection id,
+  // which may have gone stale while the packet was queued.
+  const auto id = static_cast<connection_id>(done.key);
+  if (auto slot = e.core_.resolve(id)) {
+    connection& c = e.conns_[*slot];
+    lock(c);
+    if (c.state == phase::open && c.generation == generation_of(id)) {
+      e.flush(c);
+    } else {
+      e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
+    }
+    e.core_.deliver(detail::thread_batch());
+    unlock(c);
+  } else {
+    e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
+  }
+  e.op_finished();
+}
+
+// --- close --------------------------------------------------------------
+
+void engine_impl::begin_close(connection& c, std::error_code reason, bool graceful) {
+  if (c.state != phase::open) return;
+  // The user hears of it now; the id is dead from here on.
+  core_.close_slot(c.slot, reason, detail::thread_batch());
+  core_.write_done(c.slot, c.backlog, false);  // taken but never sent: dropped
+  c.backlog = detail::slice_chain{};
+  c.state = phase::draining;
+  if (!graceful) {
+    c.abortive = true;
+  } else if (!c.eof) {
+    // Our FIN goes out after every byte already sent; the peer's FIN (or
+    // the deadline) ends the wait. Closing before it could make the kernel
+    // reset the connection and destroy replies the peer has not read.
+    if (shutdown(c.s, SD_SEND) == 0) {
+      c.state = phase::lingering;
+      c.deadline_ms = GetTickCount64() + linger_ms;
+      watch(c.slot);
+      if (!c.reading && !c.starved) read_loop(c, next_read::ready);
+      return;
+    }
+    c.abortive = true;
+  }
+  if (c.in_flight > 0) CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
+  maybe_finish(c);
+}
+
+void engine_impl::maybe_finish(connection& c) {
+  if (c.state != phase::draining || c.in_flight != 0) return;
+  socket_entry& entry = *c.entry;
+  const bool reuse = !c.abortive;
+  c.state = phase::idle;
+  c.entry = nullptr;
+  c.s = INVALID_SOCKET;
+  c.starved = false;
+  if (reuse) {
+    disconnect(entry);
+  } else {
+    // A reset, so the peer does not wait on a connection we gave up on.
+    linger l{1, 0};
+    setsockopt(entry.s, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l), sizeof l);
+    give_back(entry, false);
+  }
+  core_.backend_done(c.slot);
+}
+
+void engine_impl::housekeep_connection(connection& c, std::uint64_t now) {
+  if (c.state == phase::open) {
+    flush(c);  // a hand-off the port could not take
+    if (c.state == phase::open && c.starved && !c.reading) {
+      c.starved = false;
+      read_loop(c, next_read::data);
+    }
+  } else if (c.state == phase::lingering) {
+    if (now >= c.deadline_ms) {
+      // The peer never sent its FIN: give up on it.
+      c.state = phase::draining;
+      c.abortive = true;
+      if (c.in_flight > 0) CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
+      maybe_finish(c);
+      return;
+    }
+    if (c.starved && !c.reading) {
+      c.starved = false;
+      read_loop(c, next_read::data);
+    }
+    if (c.state == phase::lingering) watch(c.slot);
+  }
+}
+
+}  // namespace ionet::iocp

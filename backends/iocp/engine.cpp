@@ -1,0 +1,336 @@
+// The IOCP backend's engine: start and stop, the workers that drain the
+// completion port, the housekeeper (accept pool growth, linger deadlines,
+// retries) and the user-facing calls. The accept pool is in
+// accept_pool.cpp, per-connection I/O in connection.cpp.
+#include "backends/iocp/engine.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+namespace ionet::iocp {
+namespace {
+
+// Completions taken from the port per call.
+constexpr ULONG completion_batch = 64;
+// How often the housekeeper looks at the listener and at deadlines.
+constexpr DWORD housekeeping_ms = 50;
+
+// The engine whose worker this thread is, so stop() called from an inline
+// handler knows it cannot wait for the workers.
+thread_local const engine_impl* current_engine = nullptr;
+
+void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
+void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
+
+void no_completion(engine_impl&, operation&, const completion&) {}
+
+}  // namespace
+
+engine_impl::engine_impl(options opts) : core_(*this, opts) {
+  core_.set_wake_hook(&engine_impl::wake_hook, this);
+  posted_op_.kind = op_kind::posted;
+  posted_op_.complete = &engine_impl::on_posted;
+  quit_op_.kind = op_kind::posted;
+  quit_op_.complete = &no_completion;
+}
+
+engine_impl::~engine_impl() { stop(); }
+
+bool engine_impl::on_worker_thread() const noexcept { return current_engine == this; }
+
+bool engine_impl::enter() noexcept {
+  callers_.fetch_add(1, std::memory_order_seq_cst);
+  if (!running_.load(std::memory_order_seq_cst) ||
+      stopping_.load(std::memory_order_seq_cst)) {
+    leave();
+    return false;
+  }
+  return true;
+}
+
+status engine_impl::start() {
+  std::lock_guard g(stop_lock_);
+  if (running_.load()) return {errc::already_running, "start() called twice"};
+  endpoint ep;
+  if (status s = detail::validate(core_.opts(), &ep); !s) return s;
+  if (auto ec = winsock_init()) return {ec, "WSAStartup"};
+  if (status s = core_.init(); !s) return s;
+  const options& o = core_.opts();
+  workers_wanted_ = o.threads == options::backend_default
+                        ? std::max(1u, std::thread::hardware_concurrency()) * 2
+                        : o.threads;
+  stopping_ = false;
+  ops_ = 0;
+
+  // The kernel lets as many workers run at once as there are CPUs; the
+  // others stand by for when one blocks (the seed's 2 per CPU).
+  status s;
+  if (auto ec = cport_.open(0)) s = status{ec, "CreateIoCompletionPort"};
+  if (s.ok()) s = open_listener(ep);
+  if (s.ok()) {
+    if (auto ec = make_pool()) {
+      s = status{errc::out_of_memory, "accept pool: " + ec.message()};
+    }
+  }
+  if (s.ok()) {
+    housekeeper_wake_ = CreateEventW(nullptr, FALSE, FALSE, nullptr);
+    if (!housekeeper_wake_) s = status{errc::out_of_memory, "CreateEvent"};
+  }
+  if (!s.ok()) {
+    release_resources();  // nothing was posted nor started yet
+    return s;
+  }
+
+  running_ = true;
+  try {
+    for (std::uint32_t i = 0; i < workers_wanted_; ++i) {
+      workers_.emplace_back([this] { worker_main(); });
+    }
+    housekeeper_ = std::thread([this] { housekeeper_main(); });
+  } catch (const std::system_error& ex) {
+    s = status{errc::out_of_memory, std::string("starting threads: ") + ex.what()};
+  }
+  if (s.ok()) {
+    // The first accept_depth accepts, posted before any client arrives.
+    top_up_accepts();
+    if (accepts_pending_.load() == 0) {
+      s = status{errc::out_of_memory, "could not post any AcceptEx (sockets: " +
+                                          std::to_string(sockets_created_.load()) + ")"};
+    }
+  }
+  if (!s.ok()) stop_locked();
+  return s;
+}
+
+void engine_impl::worker_main() {
+  current_engine = this;
+  OVERLAPPED_ENTRY batch[completion_batch];
+  for (bool quit = false; !quit;) {
+    const std::size_t n = cport_.get_many(batch, INFINITE);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto* op = reinterpret_cast<operation*>(batch[i].lpOverlapped);
+      if (op == &quit_op_) {
+        // Passed on, so that each worker sees it whatever batches the port
+        // hands out (one batch may hold several packets).
+        if (!quit) cport_.post(0, &quit_op_.ov);
+        quit = true;
+        continue;
+      }
+      completion c;
+      c.bytes = batch[i].dwNumberOfBytesTransferred;
+      c.key = batch[i].lpCompletionKey;
+      // Internal holds the NTSTATUS; anything but success is asked for
+      // its Winsock error (posted packets never touch it).
+      if (op->kind != op_kind::posted && op->ov.Internal != 0) {
+        DWORD bytes = 0;
+        c.error = overlapped_result(op->socket, &op->ov, bytes);
+      }
+      op->complete(*this, *op, c);
+    }
+  }
+  current_engine = nullptr;
+}
+
+void engine_impl::housekeeper_main() {
+  HANDLE handles[2] = {housekeeper_wake_, accept_event_};
+  bool closed_all = false;
+  std::vector<std::uint32_t> watched;
+  for (;;) {
+    WaitForMultipleObjects(2, handles, FALSE, housekeeping_ms);
+    if (!running_.load(std::memory_order_acquire)) break;
+    poll_disconnects();
+    if (stopping_.load(std::memory_order_acquire)) {
+      // stop() was called from an inline handler: close from here; the
+      // next stop() (or the destructor) waits and joins.
+      if (!closed_all) close_all();
+      closed_all = true;
+      continue;
+    }
+    check_listener();
+    top_up_accepts();
+    {
+      std::lock_guard g(watch_lock_);
+      watched.swap(watch_list_);
+    }
+    const std::uint64_t now = GetTickCount64();
+    for (std::uint32_t slot : watched) {
+      connection& c = conns_[slot];
+      lock(c);
+      housekeep_connection(c, now);
+      core_.deliver(detail::thread_batch());
+      unlock(c);
+    }
+    watched.clear();
+  }
+}
+
+void engine_impl::hand_off(connection_id id) {
+  op_started();
+  if (!cport_.post(static_cast<ULONG_PTR>(id), &posted_op_.ov)) {
+    // The port could not queue it (out of memory): the housekeeper posts
+    // it again, so the queued bytes are not stranded.
+    op_finished();
+    watch(slot_of(id));
+  }
+}
+
+void engine_impl::wake_hook(void* ctx, connection_id id) {
+  auto* self = static_cast<engine_impl*>(ctx);
+  if (!self->enter()) return;
+  self->hand_off(id);
+  self->leave();
+}
+
+std::error_code engine_impl::send(connection_id id, std::span<const std::byte> bytes) {
+  if (!enter()) return make_error_code(errc::not_running);
+  std::uint32_t slot = 0;
+  bool wake = false;
+  auto ec = core_.send(id, bytes, slot, wake);
+  if (!ec && wake) hand_off(id);
+  leave();
+  return ec;
+}
+
+std::error_code engine_impl::close(connection_id id) {
+  if (!enter()) return make_error_code(errc::not_running);
+  std::uint32_t slot = 0;
+  bool wake = false;
+  auto ec = core_.request_close(id, slot, wake);
+  if (!ec && wake) hand_off(id);
+  leave();
+  return ec;
+}
+
+std::error_code engine_impl::set_context(connection_id id, void* context) {
+  if (!enter()) return make_error_code(errc::not_running);
+  auto ec = core_.set_context(id, context);
+  leave();
+  return ec;
+}
+
+engine_stats engine_impl::stats() const {
+  engine_stats s = core_.stats();
+  auto get = [](const std::atomic<std::uint64_t>& a) {
+    return a.load(std::memory_order_relaxed);
+  };
+  s.accepts_pending = get(accepts_pending_);
+  s.accept_pool_growths = get(accept_growths_);
+  s.accept_failures = get(accept_failures_);
+  s.sockets_created = get(sockets_created_);
+  s.sockets_reused = get(sockets_reused_);
+  s.stale_completions = get(stale_completions_);
+  s.operations_in_flight =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, ops_.load()));
+  return s;
+}
+
+void engine_impl::close_all() {
+  // Pending accepts: only a cancel on the listening socket reaches them.
+  if (listen_ != INVALID_SOCKET) CancelIoEx(reinterpret_cast<HANDLE>(listen_), nullptr);
+  const std::uint32_t n = core_.opts().max_connections;
+  for (std::uint32_t slot = 0; slot < n; ++slot) {
+    connection& c = conns_[slot];
+    lock(c);
+    if (c.state == phase::open) {
+      begin_close(c, make_error_code(errc::engine_stopped), false);
+    } else if (c.state == phase::lingering) {
+      // Do not wait for the peer any longer.
+      c.state = phase::draining;
+      c.abortive = true;
+      CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
+      maybe_finish(c);
+    }
+    core_.deliver(detail::thread_batch());
+    unlock(c);
+  }
+  // Sockets on their way back to the pool: their DisconnectEx may wait
+  // for the network; cut it short.
+  for (std::uint32_t i = 0; i < entry_count_; ++i) {
+    socket_entry& e = entries_[i];
+    if (e.s != INVALID_SOCKET) {
+      CancelIoEx(reinterpret_cast<HANDLE>(e.s), &e.disconnect_op.ov);
+    }
+  }
+}
+
+void engine_impl::wait_drained() {
+  // Every operation issued and every packet posted is counted until its
+  // completion has been processed; the workers keep processing meanwhile.
+  const ULONGLONG started = GetTickCount64();
+  bool warned = false;
+  while (ops_.load(std::memory_order_acquire) > 0) {
+    Sleep(1);
+    if (!warned && GetTickCount64() - started > 10000) {
+      std::fprintf(stderr,
+                   "ionet(iocp): stop() still waiting for %lld operations\n",
+                   static_cast<long long>(ops_.load()));
+      warned = true;
+      close_all();
+    }
+  }
+}
+
+void engine_impl::stop() noexcept {
+  std::lock_guard g(stop_lock_);
+  stop_locked();
+}
+
+void engine_impl::stop_locked() noexcept {
+  if (!running_.load()) return;
+  const bool first = !stopping_.exchange(true);
+  if (first) core_.stop_events();
+  if (on_worker_thread()) {
+    // Called from an inline handler: this worker cannot wait for the
+    // others. The housekeeper closes every connection; the next stop()
+    // or the destructor, from another thread, waits and joins.
+    if (housekeeper_wake_) SetEvent(housekeeper_wake_);
+    return;
+  }
+  while (callers_.load(std::memory_order_seq_cst) != 0) Sleep(0);
+  close_all();
+  wait_drained();
+  running_ = false;
+  if (housekeeper_wake_) SetEvent(housekeeper_wake_);
+  if (housekeeper_.joinable()) housekeeper_.join();
+  cport_.post(0, &quit_op_.ov);
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  release_resources();
+}
+
+void engine_impl::release_resources() noexcept {
+  for (std::uint32_t i = 0; i < entry_count_; ++i) {
+    if (entries_[i].s != INVALID_SOCKET) closesocket(entries_[i].s);
+    entries_[i].s = INVALID_SOCKET;
+  }
+  if (conns_) {
+    for (std::uint32_t i = 0; i < core_.opts().max_connections; ++i) {
+      core_.slices().give_chain(conns_[i].backlog);
+    }
+  }
+  if (listen_ != INVALID_SOCKET) closesocket(listen_);
+  listen_ = INVALID_SOCKET;
+  if (accept_event_ != WSA_INVALID_EVENT) WSACloseEvent(accept_event_);
+  accept_event_ = WSA_INVALID_EVENT;
+  if (housekeeper_wake_) CloseHandle(housekeeper_wake_);
+  housekeeper_wake_ = nullptr;
+  cport_.close();
+  conns_.reset();
+  entries_.reset();
+  entry_count_ = 0;
+  free_entries_.clear();
+  posted_accepts_ = 0;
+  watch_list_.clear();
+  polled_disconnects_.clear();
+}
+
+}  // namespace ionet::iocp
+
+namespace ionet {
+
+std::unique_ptr<engine> make_engine(options opts) {
+  return std::make_unique<iocp::engine_impl>(std::move(opts));
+}
+
+}  // namespace ionet

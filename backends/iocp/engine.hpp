@@ -1,0 +1,198 @@
+// The IOCP backend: the seed's design. One completion port; worker threads
+// (2 per CPU by default) take completions from it in batches. Sockets are
+// made before clients arrive and kept accepting with AcceptEx; a closed
+// connection's socket goes back to the pool through DisconnectEx. Every
+// per-connection object and every buffer is made at start. Writes from
+// any thread are copied into slices and handed to a worker with
+// PostQueuedCompletionStatus.
+//
+// Concurrency: completions of one connection may reach different workers
+// at once (a read and a write), so each connection has a slim lock that its
+// completion handlers hold; events of one connection are emitted and
+// delivered under it, which keeps them in order. send()/close() from the
+// user never take it: they go through the core's per-slot lock and, when a
+// connection's queue goes from idle to busy, post one packet.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "backends/iocp/completion_port.hpp"
+#include "backends/iocp/operation.hpp"
+#include "backends/iocp/winsock.hpp"
+#include "common/engine_core.hpp"
+
+namespace ionet::iocp {
+
+// A socket of the accept pool, with the operations that accept on it and,
+// after its connection ends, disconnect it for reuse.
+struct socket_entry {
+  operation accept_op;
+  operation disconnect_op;
+  SOCKET s = INVALID_SOCKET;
+  std::uint32_t index = 0;
+  bool skip_on_success = false;  // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS set
+  bool reused = false;           // recycled by DisconnectEx at least once
+  // AcceptEx writes the local and the remote address here (each with the
+  // 16 spare bytes it requires).
+  static constexpr DWORD address_bytes = sizeof(sockaddr_in6) + 16;
+  char addresses[2 * address_bytes]{};
+};
+
+enum class phase : std::uint8_t {
+  idle,       // the slot is free
+  open,       // serving
+  lingering,  // closed for the user; our FIN is out, waiting for the peer's
+  draining,   // closed for the user; waiting for operations in flight
+};
+
+// One per connection slot, made at start and reused. Fields are guarded by
+// `lock` (held by whichever thread processes the connection).
+struct connection {
+  SRWLOCK lock = SRWLOCK_INIT;
+  operation read_op;   // zero-byte or data read
+  operation write_op;  // gathered WSASend
+  socket_entry* entry = nullptr;
+  SOCKET s = INVALID_SOCKET;
+  std::uint32_t slot = 0;
+  std::uint32_t generation = 0;
+  std::uint32_t in_flight = 0;  // operations issued, completion not processed
+  phase state = phase::idle;
+  bool reading = false;   // read_op is issued
+  bool writing = false;   // write_op is issued
+  bool eof = false;       // the peer shut down its side
+  bool abortive = false;  // ends with a reset; the socket is not reused
+  bool starved = false;   // no slice to read into; the housekeeper retries
+  detail::slice_chain backlog;  // taken from the core's queue, not yet sent
+  std::uint64_t deadline_ms = 0;  // lingering: when to give up on the peer
+};
+
+class engine_impl final : public engine {
+ public:
+  explicit engine_impl(options opts);
+  ~engine_impl() override;
+
+  status start() override;
+  std::uint16_t port() const noexcept override { return port_; }
+  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
+    return core_.poll(out, timeout);
+  }
+  void release(std::span<const event> events) noexcept override {
+    core_.release(events);
+  }
+  std::error_code send(connection_id conn, std::span<const std::byte> bytes) override;
+  std::error_code close(connection_id conn) override;
+  std::error_code set_context(connection_id conn, void* context) override;
+  engine_stats stats() const override;
+  void stop() noexcept override;
+  const char* backend_name() const noexcept override { return "iocp"; }
+
+  // --- accept pool (accept_pool.cpp) ---
+  static void on_accept(engine_impl& e, operation& op, const completion& c);
+  static void on_disconnect(engine_impl& e, operation& op, const completion& c);
+
+  // --- connections (connection.cpp) ---
+  static void on_read(engine_impl& e, operation& op, const completion& c);
+  static void on_write(engine_impl& e, operation& op, const completion& c);
+  static void on_posted(engine_impl& e, operation& op, const completion& c);
+
+ private:
+  enum class next_read : std::uint8_t { none, ready, data };
+
+  // accept_pool.cpp
+  status open_listener(const endpoint& ep);
+  std::error_code make_pool();
+  void top_up_accepts();
+  bool post_accept(socket_entry& entry);
+  void give_back(socket_entry& entry, bool reusable);
+  void accept_done(socket_entry& entry, DWORD error);
+  void grow_accepts(const char* why);
+  void check_listener();
+  void disconnect(socket_entry& entry);
+  void poll_disconnects();
+
+  // connection.cpp; all with the connection's lock held.
+  void open_connection(connection& c, socket_entry& entry, connection_id id,
+                       const endpoint& peer);
+  // Puts the slot on the housekeeper's list: a linger deadline, a read
+  // waiting for slices, or a hand-off the port could not take.
+  void watch(std::uint32_t slot);
+  void read_loop(connection& c, next_read next);
+  bool issue_read(connection& c, bool data, completion& done);
+  next_read read_done(connection& c, const completion& done);
+  void flush(connection& c);
+  bool write_done(connection& c, const completion& done);
+  void on_eof(connection& c);
+  void begin_close(connection& c, std::error_code reason, bool graceful);
+  void maybe_finish(connection& c);
+  void housekeep_connection(connection& c, std::uint64_t now);
+
+  // engine.cpp
+  void worker_main();
+  void housekeeper_main();
+  bool enter() noexcept;
+  void leave() noexcept { callers_.fetch_sub(1, std::memory_order_seq_cst); }
+  void hand_off(connection_id id);
+  static void wake_hook(void* ctx, connection_id id);
+  void stop_locked() noexcept;
+  void close_all();
+  void wait_drained();
+  void release_resources() noexcept;
+  bool on_worker_thread() const noexcept;
+
+  void op_started() noexcept { ops_.fetch_add(1, std::memory_order_relaxed); }
+  void op_finished() noexcept { ops_.fetch_sub(1, std::memory_order_acq_rel); }
+
+  detail::engine_core core_;
+  completion_port cport_;
+  extensions ext_;
+  SOCKET listen_ = INVALID_SOCKET;
+  int family_ = AF_INET;
+  WSAEVENT accept_event_ = WSA_INVALID_EVENT;
+  std::uint16_t port_ = 0;
+  std::uint32_t workers_wanted_ = 0;
+
+  std::unique_ptr<connection[]> conns_;
+  std::unique_ptr<socket_entry[]> entries_;
+  std::uint32_t entry_count_ = 0;
+
+  // The accept pool. Guarded by accept_lock_.
+  std::mutex accept_lock_;
+  std::vector<std::uint32_t> free_entries_;  // entries not accepting nor in use
+  std::uint32_t posted_accepts_ = 0;
+  std::uint32_t accept_target_ = 0;  // accepts to keep posted
+  std::uint64_t retry_after_ms_ = 0;  // after WSAENOBUFS: when to post again
+  std::uint32_t retry_backoff_ms_ = 0;
+  std::vector<std::uint32_t> polled_disconnects_;  // Wine only: see disconnect()
+
+  // Slots the housekeeper looks at on its next round (see watch()).
+  std::mutex watch_lock_;
+  std::vector<std::uint32_t> watch_list_;
+
+  operation posted_op_;  // the OVERLAPPED of every hand-off packet
+  operation quit_op_;    // tells a worker to leave
+
+  std::vector<std::thread> workers_;
+  std::thread housekeeper_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stopping_{false};
+  // Threads inside send()/close()/set_context() right now; stop() waits for
+  // them before tearing anything down.
+  std::atomic<std::uint32_t> callers_{0};
+  std::atomic<std::int64_t> ops_{0};  // operations and packets in flight
+  std::mutex stop_lock_;
+  HANDLE housekeeper_wake_ = nullptr;
+
+  std::atomic<std::uint64_t> accepts_pending_{0};
+  std::atomic<std::uint64_t> accept_growths_{0};
+  std::atomic<std::uint64_t> accept_failures_{0};
+  std::atomic<std::uint64_t> sockets_created_{0};
+  std::atomic<std::uint64_t> sockets_reused_{0};
+  std::atomic<std::uint64_t> stale_completions_{0};
+};
+
+}  // namespace ionet::iocp

@@ -1,0 +1,68 @@
+// Winsock for the IOCP backend: the one place that includes the Windows
+// headers (with WIN32_LEAN_AND_MEAN and NOMINMAX, in the order Winsock
+// needs), the extension functions that exist only as pointers fetched from
+// a socket (AcceptEx, GetAcceptExSockaddrs, DisconnectEx), and the mapping of
+// Winsock errors onto ionet's close reasons.
+#pragma once
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+// clang-format off: winsock2.h must come before windows.h.
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mswsock.h>
+#include <windows.h>
+// clang-format on
+
+#include <string>
+#include <system_error>
+
+#include "ionet/events.hpp"
+
+namespace ionet::iocp {
+
+// Extension functions: the same for every socket of one provider, so they
+// are fetched once, from the listening socket.
+struct extensions {
+  LPFN_ACCEPTEX accept_ex = nullptr;
+  LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs = nullptr;
+  LPFN_DISCONNECTEX disconnect_ex = nullptr;
+};
+
+// WSAStartup once per process; the error if Winsock is absent.
+std::error_code winsock_init() noexcept;
+
+// True under Wine, whose gaps some code works around (shared/WINE.md and
+// the notes where it is used).
+bool running_under_wine() noexcept;
+// Fills `ext` from socket `s`; the error names the function that is missing.
+std::error_code load_extensions(SOCKET s, extensions& ext, std::string& which);
+
+// An overlapped TCP socket of the family, or INVALID_SOCKET (WSAGetLastError).
+SOCKET open_tcp_socket(int family) noexcept;
+
+// Winsock error as a std::error_code in the system category (Windows error
+// numbers, so message() is the system's text).
+inline std::error_code wsa_error(int code) noexcept {
+  return {code, std::system_category()};
+}
+
+// The close reason for a failed operation: a reset for what the peer or
+// the network did, the native error otherwise.
+std::error_code close_reason_of(DWORD error) noexcept;
+
+// sockaddr <-> endpoint.
+endpoint endpoint_of(const sockaddr* sa) noexcept;
+int to_sockaddr(const endpoint& ep, sockaddr_storage& ss) noexcept;
+
+// The error a completion carries: 0 on success. `ov` must be the
+// OVERLAPPED of an operation issued on `s`. Also returns the byte count,
+// which must be taken from here (not from the issuing call) for an
+// operation that completed at once: Wine may report 0 there (WINE.md).
+DWORD overlapped_result(SOCKET s, OVERLAPPED* ov, DWORD& bytes) noexcept;
+
+}  // namespace ionet::iocp

@@ -35,6 +35,10 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/resource.h>
 #endif
+#if defined(_WIN32)
+#include <fcntl.h>
+#include <io.h>
+#endif
 
 namespace {
 
@@ -197,6 +201,13 @@ nlohmann::json to_json(const ionet::engine_stats& s) {
       {"pool_slices_in_use", s.pool_slices_in_use},
       {"events_pending", s.events_pending},
       {"allocations_after_start", s.allocations_after_start},
+      {"accepts_pending", s.accepts_pending},
+      {"accept_pool_growths", s.accept_pool_growths},
+      {"accept_failures", s.accept_failures},
+      {"sockets_created", s.sockets_created},
+      {"sockets_reused", s.sockets_reused},
+      {"stale_completions", s.stale_completions},
+      {"operations_in_flight", s.operations_in_flight},
   };
 }
 
@@ -271,6 +282,10 @@ int main(int argc, char** argv) {
   }
 
   raise_fd_limit();
+#if defined(_WIN32)
+  // Lines end in "\n", not "\r\n": the output is parsed by scripts.
+  _setmode(_fileno(stdout), _O_BINARY);
+#endif
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
 #ifdef SIGPIPE

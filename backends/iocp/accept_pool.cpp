@@ -3,8 +3,8 @@
 // accept() fails with WSAENOBUFS once the system cannot make socket
 // resources fast enough; AcceptEx has them ready. Every completion posts a
 // replacement. When the posted accepts run out (the listener signals
-// FD_ACCEPT: a connection is waiting and no AcceptEx is there to take it),
-// the pool grows, never past max_connections. A closed connection's socket
+// FD_ACCEPT: a connection is waiting and no AcceptEx is there to take it;
+// Wine 8 signals it too), the pool doubles, never past max_connections. A closed connection's socket
 // comes back through DisconnectEx(TF_REUSE_SOCKET) and accepts again.
 #include <algorithm>
 #include <string>
@@ -205,7 +205,7 @@ void engine_impl::give_back(socket_entry& e, bool reusable) {
   top_up_accepts();
 }
 
-void engine_impl::grow_accepts(const char* /*why*/) {
+void engine_impl::grow_accepts() {
   std::lock_guard g(accept_lock_);
   const std::uint32_t cap = core_.opts().max_connections;
   if (accept_target_ >= cap) return;
@@ -217,7 +217,7 @@ void engine_impl::check_listener() {
   WSANETWORKEVENTS ne{};
   if (WSAEnumNetworkEvents(listen_, accept_event_, &ne) == 0 &&
       (ne.lNetworkEvents & FD_ACCEPT)) {
-    grow_accepts("FD_ACCEPT");
+    grow_accepts();
   }
 }
 
@@ -227,11 +227,9 @@ void engine_impl::on_accept(engine_impl& e, operation& op, const completion& c) 
 }
 
 void engine_impl::accept_done(socket_entry& entry, DWORD error) {
-  bool ran_dry;
   {
     std::lock_guard g(accept_lock_);
     --posted_accepts_;
-    ran_dry = posted_accepts_ == 0;
     accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
   }
   if (stopping_.load(std::memory_order_acquire)) {
@@ -250,9 +248,6 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
     give_back(entry, false);
     return;
   }
-  // Every posted accept was taken: the burst outran the pool. (FD_ACCEPT
-  // says the same a little later; this needs no wait.)
-  if (ran_dry) grow_accepts("ran dry");
   top_up_accepts();  // the replacement, before this connection's work
 
   setsockopt(entry.s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,

@@ -183,10 +183,12 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
       ec = core_.on_read(c.slot, {pool.data(s), n}, detail::thread_batch());
       left -= n;
     }
-    if (ec) begin_close(c, ec, false);
     // Inline handlers see views into the slices: deliver before they go.
+    // The messages before a bad frame are delivered while the connection
+    // is still open (their handlers may answer); then it closes.
     core_.deliver(detail::thread_batch());
     if (ec) {
+      begin_close(c, ec, false);
       pool.give_chain(chain);
       return next_read::none;
     }

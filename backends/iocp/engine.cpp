@@ -61,6 +61,7 @@ status engine_impl::start() {
                         ? std::max(1u, std::thread::hardware_concurrency()) * 2
                         : o.threads;
   stopping_ = false;
+  closed_all_ = false;
   ops_ = 0;
 
   // The kernel lets as many workers run at once as there are CPUs; the
@@ -134,17 +135,19 @@ void engine_impl::worker_main() {
 
 void engine_impl::housekeeper_main() {
   HANDLE handles[2] = {housekeeper_wake_, accept_event_};
-  bool closed_all = false;
   std::vector<std::uint32_t> watched;
   for (;;) {
     WaitForMultipleObjects(2, handles, FALSE, housekeeping_ms);
     if (!running_.load(std::memory_order_acquire)) break;
     poll_disconnects();
     if (stopping_.load(std::memory_order_acquire)) {
-      // stop() was called from an inline handler: close from here; the
-      // next stop() (or the destructor) waits and joins.
-      if (!closed_all) close_all();
-      closed_all = true;
+      // Every connection is closed from here, an engine thread (so inline
+      // handlers see their closed events where they see the rest), while
+      // stop() waits for the operations to drain.
+      if (!closed_all_.load()) {
+        close_all();
+        closed_all_.store(true);
+      }
       continue;
     }
     check_listener();
@@ -280,15 +283,19 @@ void engine_impl::stop_locked() noexcept {
   if (!running_.load()) return;
   const bool first = !stopping_.exchange(true);
   if (first) core_.stop_events();
+  SetEvent(housekeeper_wake_);  // it closes every connection
   if (on_worker_thread()) {
     // Called from an inline handler: this worker cannot wait for the
-    // others. The housekeeper closes every connection; the next stop()
-    // or the destructor, from another thread, waits and joins.
-    if (housekeeper_wake_) SetEvent(housekeeper_wake_);
+    // others. The next stop() or the destructor, from another thread,
+    // waits and joins.
     return;
   }
   while (callers_.load(std::memory_order_seq_cst) != 0) Sleep(0);
-  close_all();
+  if (!housekeeper_.joinable()) {  // start() failed before it ran
+    close_all();
+    closed_all_.store(true);
+  }
+  while (!closed_all_.load()) Sleep(1);
   wait_drained();
   running_ = false;
   if (housekeeper_wake_) SetEvent(housekeeper_wake_);

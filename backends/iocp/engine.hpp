@@ -110,7 +110,7 @@ class engine_impl final : public engine {
   bool post_accept(socket_entry& entry);
   void give_back(socket_entry& entry, bool reusable);
   void accept_done(socket_entry& entry, DWORD error);
-  void grow_accepts(const char* why);
+  void grow_accepts();
   void check_listener();
   void disconnect(socket_entry& entry);
   void poll_disconnects();
@@ -180,6 +180,7 @@ class engine_impl final : public engine {
   std::thread housekeeper_;
   std::atomic<bool> running_{false};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> closed_all_{false};  // the housekeeper closed everything
   // Threads inside send()/close()/set_context() right now; stop() waits for
   // them before tearing anything down.
   std::atomic<std::uint32_t> callers_{0};

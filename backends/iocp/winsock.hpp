@@ -21,6 +21,7 @@
 #include <string>
 #include <system_error>
 
+#include "backends/iocp/platform.hpp"
 #include "ionet/events.hpp"
 
 namespace ionet::iocp {
@@ -36,9 +37,6 @@ struct extensions {
 // WSAStartup once per process; the error if Winsock is absent.
 std::error_code winsock_init() noexcept;
 
-// True under Wine, whose gaps some code works around (shared/WINE.md and
-// the notes where it is used).
-bool running_under_wine() noexcept;
 // Fills `ext` from socket `s`; the error names the function that is missing.
 std::error_code load_extensions(SOCKET s, extensions& ext, std::string& which);
 

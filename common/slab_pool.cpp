@@ -106,6 +106,7 @@ void slab_pool::append(slice_chain& a, slice_chain& b) noexcept {
 
 slice_chain slab_pool::split_front(slice_chain& chain,
                                    std::uint32_t max_slices) noexcept {
+  if (max_slices == 0) return {};
   if (chain.count <= max_slices) {
     slice_chain all = chain;
     chain = slice_chain{};

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backends/libuv/engine.hpp"
+#include "backends/posix/sockets.hpp"
 
 namespace ionet::libuv {
 namespace {
@@ -102,24 +103,6 @@ void on_shutdown(uv_shutdown_t* req, int status) {
   uv_close(h, on_closed);
 }
 
-endpoint peer_of(int fd) {
-  endpoint ep;
-  sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return ep;
-  if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    ep.v6 = true;
-    std::memcpy(ep.bytes.data(), &a->sin6_addr, 16);
-    ep.port = ntohs(a->sin6_port);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    std::memcpy(ep.bytes.data(), &a->sin_addr, 4);
-    ep.port = ntohs(a->sin_port);
-  }
-  return ep;
-}
-
 }  // namespace
 
 void engine_impl::open_connection(loop& l, int fd) {
@@ -142,7 +125,7 @@ void engine_impl::open_connection(loop& l, int fd) {
   l.members.push_back(slot);
   uv_tcp_init(&l.uv, &c.tcp);
   c.active = true;
-  core_.emit_connected(slot, peer_of(fd), l.batch);
+  core_.emit_connected(slot, posix::peer_of(fd), l.batch);
   if (uv_tcp_open(&c.tcp, fd) != 0) {
     ::close(fd);
     close_connection(c, make_error_code(errc::connection_reset), false);

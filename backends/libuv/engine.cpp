@@ -2,6 +2,8 @@
 // work between threads. Per-connection I/O is in connection.cpp.
 #include "backends/libuv/engine.hpp"
 
+#include "backends/posix/sockets.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -33,22 +35,6 @@ void on_listen_readable(uv_poll_t* h, int status, int) {
 thread_local loop* current_loop = nullptr;
 
 loop& loop_of(uv_handle_t* h) { return *static_cast<loop*>(h->data); }
-
-socklen_t to_sockaddr(const endpoint& ep, sockaddr_storage& ss) {
-  std::memset(&ss, 0, sizeof ss);
-  if (ep.v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(ep.port);
-    std::memcpy(&a->sin6_addr, ep.bytes.data(), 16);
-    return sizeof(sockaddr_in6);
-  }
-  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-  a->sin_family = AF_INET;
-  a->sin_port = htons(ep.port);
-  std::memcpy(&a->sin_addr, ep.bytes.data(), 4);
-  return sizeof(sockaddr_in);
-}
 
 }  // namespace
 
@@ -83,40 +69,10 @@ status engine_impl::start() {
   if (status s = core_.init(); !s) return s;
   const std::uint32_t threads = core_.opts().threads;
 
-  sockaddr_storage ss;
-  const socklen_t len = to_sockaddr(ep, ss);
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return {std::error_code(errno, std::system_category()), "socket()"};
+  if (status s = posix::open_listener(ep, core_.opts(), SOCK_NONBLOCK, listen_fd_, port_);
+      !s) {
+    return s;
   }
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    const int err = errno;
-    ::close(fd);
-    const std::string where = ep.to_string();
-    if (err == EADDRINUSE) return {errc::address_in_use, where + " is already in use"};
-    if (err == EADDRNOTAVAIL) {
-      return {errc::bad_address, "host " + core_.opts().host + " is not an address of this machine"};
-    }
-    if (err == EACCES) {
-      return {errc::bad_option, "port " + std::to_string(ep.port) + " needs privileges"};
-    }
-    return {std::error_code(err, std::system_category()), "bind " + where};
-  }
-  if (::listen(fd, static_cast<int>(core_.opts().backlog)) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err == EADDRINUSE) return {errc::address_in_use, ep.to_string() + " is already in use"};
-    return {std::error_code(err, std::system_category()), "listen"};
-  }
-  sockaddr_storage bound;
-  socklen_t blen = sizeof bound;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
-  port_ = ntohs(bound.ss_family == AF_INET6
-                    ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                    : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  listen_fd_ = fd;
 
   conns_.reset(new connection[core_.opts().max_connections]);
   loops_.clear();

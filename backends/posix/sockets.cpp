@@ -1,0 +1,89 @@
+#include "backends/posix/sockets.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace ionet::posix {
+namespace {
+
+socklen_t to_sockaddr(const endpoint& ep, sockaddr_storage& ss) {
+  std::memset(&ss, 0, sizeof ss);
+  if (ep.v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(ep.port);
+    std::memcpy(&a->sin6_addr, ep.bytes.data(), 16);
+    return sizeof(sockaddr_in6);
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+  a->sin_family = AF_INET;
+  a->sin_port = htons(ep.port);
+  std::memcpy(&a->sin_addr, ep.bytes.data(), 4);
+  return sizeof(sockaddr_in);
+}
+
+endpoint from_sockaddr(const sockaddr_storage& ss) {
+  endpoint ep;
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ep.v6 = true;
+    std::memcpy(ep.bytes.data(), &a->sin6_addr, 16);
+    ep.port = ntohs(a->sin6_port);
+  } else if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    std::memcpy(ep.bytes.data(), &a->sin_addr, 4);
+    ep.port = ntohs(a->sin_port);
+  }
+  return ep;
+}
+
+}  // namespace
+
+status open_listener(const endpoint& ep, const options& o, int type_flags, int& fd_out,
+                     std::uint16_t& port) {
+  sockaddr_storage ss;
+  const socklen_t len = to_sockaddr(ep, ss);
+  const int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
+  if (fd < 0) return {std::error_code(errno, std::system_category()), "socket()"};
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    const int err = errno;
+    ::close(fd);
+    const std::string where = ep.to_string();
+    if (err == EADDRINUSE) return {errc::address_in_use, where + " is already in use"};
+    if (err == EADDRNOTAVAIL) {
+      return {errc::bad_address, "host " + o.host + " is not an address of this machine"};
+    }
+    if (err == EACCES) {
+      return {errc::bad_option, "port " + std::to_string(ep.port) + " needs privileges"};
+    }
+    return {std::error_code(err, std::system_category()), "bind " + where};
+  }
+  if (::listen(fd, static_cast<int>(o.backlog)) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EADDRINUSE) return {errc::address_in_use, ep.to_string() + " is already in use"};
+    return {std::error_code(err, std::system_category()), "listen"};
+  }
+  sockaddr_storage bound;
+  socklen_t blen = sizeof bound;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
+  port = from_sockaddr(bound).port;
+  fd_out = fd;
+  return {};
+}
+
+endpoint peer_of(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  return from_sockaddr(ss);
+}
+
+}  // namespace ionet::posix

@@ -1,0 +1,23 @@
+// POSIX socket helpers shared by the Linux backends (libuv, io_uring): the
+// listening socket with the errors users should see, and peer addresses.
+#pragma once
+
+#include <cstdint>
+
+#include "ionet/error.hpp"
+#include "ionet/events.hpp"
+#include "ionet/options.hpp"
+
+namespace ionet::posix {
+
+// socket + SO_REUSEADDR + bind + listen on `ep` with `o.backlog`; extra
+// socket() flags in `type_flags` (e.g. SOCK_NONBLOCK). On success `fd` and
+// the bound `port` are set; on failure nothing is left open and the status
+// names the problem (address_in_use, bad_address, ...).
+status open_listener(const endpoint& ep, const options& o, int type_flags, int& fd,
+                     std::uint16_t& port);
+
+// The peer's address of a connected socket (an empty endpoint on error).
+endpoint peer_of(int fd);
+
+}  // namespace ionet::posix

@@ -1,0 +1,78 @@
+// Accepting on io_uring: the IOCP backend's accept pool, the kernel's way.
+// Each loop keeps accepts posted on the shared listening socket before
+// clients arrive: one multishot accept where the kernel has it (Linux
+// 5.19; it stays armed across connections), otherwise `accept_depth`
+// single accepts, each re-posted as it completes. A shortage of
+// descriptors or memory pauses accepting until the next tick instead of
+// spinning on the error.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "backends/posix/sockets.hpp"
+#include "backends/uring/engine.hpp"
+
+namespace ionet::uring {
+namespace {
+
+bool is_shortage(int err) {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+}  // namespace
+
+status engine_impl::open_listener(const endpoint& ep) {
+  return posix::open_listener(ep, core_.opts(), 0, listen_fd_, port_);
+}
+
+void engine_impl::arm_accepts(loop& l) {
+  // Non-blocking sockets: the poll fallback reads until EAGAIN, and
+  // io_uring itself handles either kind.
+  constexpr int flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+  const std::uint32_t want = features_.multishot_accept ? 1 : core_.opts().accept_depth;
+  while (l.accepts_armed < want) {
+    io_uring_sqe* s = l.r.sqe();
+    if (features_.multishot_accept) {
+      io_uring_prep_multishot_accept(s, listen_fd_, nullptr, nullptr, flags);
+    } else {
+      io_uring_prep_accept(s, listen_fd_, nullptr, nullptr, flags);
+    }
+    io_uring_sqe_set_data(s, &l.accept_op);
+    ++l.accepts_armed;
+    ++l.ops;
+  }
+}
+
+void engine_impl::on_accept(loop& l, op&, const io_uring_cqe& cqe) {
+  engine_impl& e = *l.engine;
+  const bool more = cqe.flags & IORING_CQE_F_MORE;
+  if (!more) {
+    --l.accepts_armed;
+    --l.ops;
+  }
+  const bool stopping = e.stopping_.load(std::memory_order_acquire);
+  if (cqe.res >= 0) {
+    e.accepted(l, cqe.res);
+  } else if (cqe.res != -ECANCELED) {
+    // A client that reset before we took it, or a shortage.
+    e.accept_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (is_shortage(-cqe.res)) return;  // the next tick re-arms
+  }
+  if (!more && !stopping && cqe.res != -ECANCELED) e.arm_accepts(l);
+}
+
+void engine_impl::accepted(loop& l, int fd) {
+  if (stopping_.load(std::memory_order_acquire)) {
+    ::close(fd);
+    return;
+  }
+  auto id = core_.open_slot(l.index);
+  if (!id) {
+    ::close(fd);  // max_connections are open: refused (counted by open_slot)
+    return;
+  }
+  open_connection(l, conns_[slot_of(*id)], fd, *id);
+}
+
+}  // namespace ionet::uring

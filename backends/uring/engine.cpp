@@ -1,0 +1,354 @@
+// The io_uring backend's engine: start and stop, the loop each ring's
+// thread runs, and the hand-off of work from other threads. Accepting is in
+// accept.cpp, per-connection I/O in connection.cpp.
+#include "backends/uring/engine.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+namespace ionet::uring {
+namespace {
+
+constexpr unsigned ring_entries = 4096;
+// Provided receive buffers per loop: 16 KiB each, so one completion carries
+// what a busy connection has waiting; pages are touched only when used.
+constexpr std::uint32_t recv_buffers = 1024;
+constexpr std::uint32_t recv_buffer_bytes = 16 * 1024;
+constexpr std::size_t iovec_capacity = 16384;
+constexpr std::size_t header_capacity = 1024;
+// How long a loop may sleep before it looks at linger deadlines.
+constexpr unsigned tick_ms = 50;
+
+// The loop whose thread this is, if any.
+thread_local loop* current_loop = nullptr;
+
+}  // namespace
+
+std::uint64_t now_ms() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+engine_impl::engine_impl(options opts) : core_(*this, opts) {
+  core_.set_wake_hook(&engine_impl::wake_hook, this);
+}
+
+engine_impl::~engine_impl() { stop(); }
+
+bool engine_impl::enter() noexcept {
+  callers_.fetch_add(1, std::memory_order_seq_cst);
+  if (!running_.load(std::memory_order_seq_cst) ||
+      stopping_.load(std::memory_order_seq_cst)) {
+    leave();
+    return false;
+  }
+  return true;
+}
+
+status engine_impl::start() {
+  std::lock_guard g(stop_lock_);
+  if (running_.load()) return {errc::already_running, "start() called twice"};
+  endpoint ep;
+  if (status s = detail::validate(core_.opts(), &ep); !s) return s;
+  std::string why;
+  if (probe_features(features_, why)) return {errc::unsupported, why};
+  if (status s = core_.init(); !s) return s;
+  const options& o = core_.opts();
+
+  if (status s = open_listener(ep); !s) {
+    release_resources();
+    return s;
+  }
+  try {
+    conns_.reset(new connection[o.max_connections]);
+  } catch (const std::bad_alloc&) {
+    release_resources();
+    return {errc::out_of_memory, "connection slots for max_connections=" +
+                                     std::to_string(o.max_connections)};
+  }
+  for (std::uint32_t i = 0; i < o.max_connections; ++i) {
+    connection& c = conns_[i];
+    c.slot = i;
+    c.recv_op = {&engine_impl::on_recv, i, 0};
+    c.send_op = {&engine_impl::on_send, i, 0};
+    c.ctl_op = {&engine_impl::on_ctl, i, 0};
+  }
+  for (std::uint32_t i = 0; i < o.threads; ++i) {
+    auto l = std::make_unique<loop>();
+    l->engine = this;
+    l->index = static_cast<std::uint16_t>(i);
+    l->wake_op = {&engine_impl::on_wake, 0, 0};
+    l->accept_op = {&engine_impl::on_accept, 0, 0};
+    l->ignore_op = {&engine_impl::on_ignored, 0, 0};
+    std::error_code ec = l->r.init(ring_entries, features_, why);
+    if (!ec && features_.buffer_ring) {
+      ec = l->r.init_buffers(recv_buffers, recv_buffer_bytes, 0);
+      if (ec) why = "registering the receive buffer ring: " + ec.message();
+    }
+    if (!ec) {
+      l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (l->wake_fd < 0) {
+        ec = {errno, std::system_category()};
+        why = "eventfd: " + ec.message();
+      }
+    }
+    if (ec) {
+      loops_.push_back(std::move(l));
+      release_resources();
+      return {errc::unsupported, why};
+    }
+    l->iovecs.resize(iovec_capacity);
+    l->headers.resize(header_capacity);
+    if (!features_.buffer_ring) l->poll_buf.reset(new char[recv_buffer_bytes]);
+    loops_.push_back(std::move(l));
+  }
+  stopping_ = false;
+  running_ = true;
+  for (auto& l : loops_) {
+    loop* lp = l.get();
+    lp->thread = std::thread([this, lp] { run(*lp); });
+  }
+  return {};
+}
+
+void engine_impl::run(loop& l) {
+  current_loop = &l;
+  l.r.enable();
+  // The wake-up read and the accepts are armed here, on the ring's own
+  // thread (the ring is single-issuer where the kernel allows).
+  {
+    io_uring_sqe* s = l.r.sqe();
+    io_uring_prep_read(s, l.wake_fd, &l.wake_value, sizeof l.wake_value, 0);
+    io_uring_sqe_set_data(s, &l.wake_op);
+    ++l.ops;
+  }
+  arm_accepts(l);
+  bool wound_down = false;
+  std::uint64_t next_tick = now_ms() + tick_ms;
+  io_uring* ring = l.r.get();
+  for (;;) {
+    l.r.submit_and_wait(1, tick_ms);
+    // Everything prepared so far has been consumed by the kernel.
+    l.iovecs_used = l.headers_used = 0;
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(ring, head, cqe) {
+      auto* o = static_cast<op*>(io_uring_cqe_get_data(cqe));
+      o->complete(l, *o, *cqe);
+      ++seen;
+    }
+    io_uring_cq_advance(ring, seen);
+    l.r.publish_buffers();
+    finish(l);
+    if (stopping_.load(std::memory_order_acquire)) {
+      if (!wound_down) {
+        wind_down(l);
+        wound_down = true;
+      }
+      if (l.ops == 0) break;
+    }
+    const std::uint64_t now = now_ms();
+    if (now >= next_tick) {
+      check_lingering(l, now);
+      if (l.accepts_armed == 0 && !wound_down) arm_accepts(l);  // after a shortage
+      next_tick = now + tick_ms;
+      finish(l);
+    }
+    // For stats(), read from other threads: a plain copy, no atomic RMW.
+    l.ops_seen.store(l.ops, std::memory_order_relaxed);
+    l.accepts_seen.store(l.accepts_armed, std::memory_order_relaxed);
+  }
+  current_loop = nullptr;
+}
+
+void engine_impl::finish(loop& l) {
+  core_.deliver(l.batch);
+  while (!l.direct.empty()) {
+    l.work.swap(l.direct);
+    for (connection_id id : l.work) {
+      auto slot = core_.resolve(id);
+      connection* c = slot ? &conns_[*slot] : nullptr;
+      if (c && c->state == phase::open && c->generation == generation_of(id)) {
+        flush(l, *c);
+      } else {
+        stale_completions_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    l.work.clear();
+    core_.deliver(l.batch);
+  }
+}
+
+void engine_impl::on_wake(loop& l, op&, const io_uring_cqe& cqe) {
+  engine_impl& e = *l.engine;
+  --l.ops;
+  if (cqe.res != -ECANCELED && !e.stopping_.load(std::memory_order_acquire)) {
+    io_uring_sqe* s = l.r.sqe();
+    io_uring_prep_read(s, l.wake_fd, &l.wake_value, sizeof l.wake_value, 0);
+    io_uring_sqe_set_data(s, &l.wake_op);
+    ++l.ops;
+  }
+  e.take_inbox(l);
+}
+
+void engine_impl::take_inbox(loop& l) {
+  {
+    std::lock_guard g(l.lock);
+    l.direct.insert(l.direct.end(), l.inbox.begin(), l.inbox.end());
+    l.inbox.clear();
+  }
+  // finish() serves them once this batch of completions is done.
+}
+
+void engine_impl::on_ignored(loop& l, op&, const io_uring_cqe&) { --l.ops; }
+
+void engine_impl::hand_off(connection_id id) {
+  const std::uint32_t owner = core_.state(slot_of(id)).owner.load(std::memory_order_relaxed);
+  loop& l = *loops_[owner];
+  if (current_loop == &l) {
+    l.direct.push_back(id);  // served by finish() before the loop sleeps
+    return;
+  }
+  bool first;
+  {
+    std::lock_guard g(l.lock);
+    first = l.inbox.empty();
+    l.inbox.push_back(id);
+  }
+  if (first) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(l.wake_fd, &one, sizeof one);
+  }
+}
+
+void engine_impl::wake_hook(void* ctx, connection_id id) {
+  auto* self = static_cast<engine_impl*>(ctx);
+  if (!self->enter()) return;
+  self->hand_off(id);
+  self->leave();
+}
+
+std::error_code engine_impl::send(connection_id id, std::span<const std::byte> bytes) {
+  if (!enter()) return make_error_code(errc::not_running);
+  std::uint32_t slot = 0;
+  bool wake = false;
+  auto ec = core_.send(id, bytes, slot, wake);
+  if (!ec && wake) hand_off(id);
+  leave();
+  return ec;
+}
+
+std::error_code engine_impl::close(connection_id id) {
+  if (!enter()) return make_error_code(errc::not_running);
+  std::uint32_t slot = 0;
+  bool wake = false;
+  auto ec = core_.request_close(id, slot, wake);
+  if (!ec && wake) hand_off(id);
+  leave();
+  return ec;
+}
+
+std::error_code engine_impl::set_context(connection_id id, void* context) {
+  if (!enter()) return make_error_code(errc::not_running);
+  auto ec = core_.set_context(id, context);
+  leave();
+  return ec;
+}
+
+engine_stats engine_impl::stats() const {
+  engine_stats s = core_.stats();
+  s.stale_completions = stale_completions_.load(std::memory_order_relaxed);
+  s.accept_failures = accept_failures_.load(std::memory_order_relaxed);
+  for (const auto& l : loops_) {
+    s.operations_in_flight += l->ops_seen.load(std::memory_order_relaxed);
+    s.accepts_pending += l->accepts_seen.load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
+void engine_impl::wind_down(loop& l) {
+  // Cancel what this loop keeps armed for itself; its completions are
+  // counted like any other, so the loop ends only after they arrive.
+  for (op* o : {&l.accept_op, &l.wake_op}) {
+    io_uring_sqe* s = l.r.sqe();
+    io_uring_prep_cancel(s, o, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data(s, &l.ignore_op);
+    ++l.ops;
+  }
+  const std::uint32_t n = core_.opts().max_connections;
+  for (std::uint32_t slot = 0; slot < n; ++slot) {
+    connection& c = conns_[slot];
+    if (c.loop != l.index || c.state == phase::idle) continue;
+    if (c.state == phase::open) {
+      begin_close(l, c, make_error_code(errc::engine_stopped), false);
+    } else if (c.state == phase::lingering) {
+      c.state = phase::draining;
+      c.abortive = true;
+      cancel_ops(l, c);
+      maybe_finish(l, c);
+    }
+  }
+  finish(l);
+}
+
+void engine_impl::stop() noexcept {
+  std::lock_guard g(stop_lock_);
+  stop_locked();
+}
+
+void engine_impl::stop_locked() noexcept {
+  if (!running_.load()) return;
+  if (!stopping_.exchange(true)) core_.stop_events();
+  while (callers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  for (auto& l : loops_) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(l->wake_fd, &one, sizeof one);
+  }
+  if (current_loop && current_loop->engine == this) {
+    // Called from our own inline handler: the loops wind down by
+    // themselves; the next stop() or the destructor joins them.
+    return;
+  }
+  for (auto& l : loops_) {
+    if (l->thread.joinable()) l->thread.join();
+  }
+  release_resources();
+  running_ = false;
+}
+
+void engine_impl::release_resources() noexcept {
+  for (auto& l : loops_) {
+    if (l->wake_fd >= 0) ::close(l->wake_fd);
+    l->wake_fd = -1;
+  }
+  loops_.clear();  // each ring is torn down with its loop
+  if (conns_) {
+    for (std::uint32_t i = 0; i < core_.opts().max_connections; ++i) {
+      connection& c = conns_[i];
+      core_.slices().give_chain(c.backlog);
+      core_.slices().give_chain(c.sending);
+      if (c.fd >= 0) ::close(c.fd);
+    }
+  }
+  conns_.reset();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+}  // namespace ionet::uring
+
+namespace ionet {
+
+std::unique_ptr<engine> make_engine(options opts) {
+  return std::make_unique<uring::engine_impl>(std::move(opts));
+}
+
+}  // namespace ionet

@@ -1,0 +1,180 @@
+// The io_uring backend: the IOCP backend's design on Linux's completion
+// engine. `threads` loops, each with its own ring and thread; every loop
+// keeps an accept posted on the one listening socket (multishot where the
+// kernel has it, `accept_depth` single accepts otherwise), so the kernel
+// hands each new connection to whichever loop's accept it reaches, and the
+// connection stays on that loop. One listening socket (not one per loop
+// with SO_REUSEPORT) keeps "address in use" meaning what users expect.
+//
+// As on IOCP, operations own their buffers until their completion arrives,
+// connection objects are made at start, sends gather many slices in one
+// sendmsg, and completions are checked against the connection's
+// generation. Receives use a provided-buffer ring, so an idle connection
+// holds no receive buffer (IOCP's zero-byte read has the same aim).
+//
+// Concurrency: a connection is only touched by its loop's thread.
+// send()/close() from other threads go through the core's per-slot lock
+// and, when a queue goes from idle to busy, put the id in the loop's inbox
+// and write its eventfd (the wake-up is skipped when the inbox was not
+// empty: one wake serves every id queued before the loop looks).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <sys/uio.h>
+#include <sys/socket.h>
+
+#include "backends/uring/ring.hpp"
+#include "common/engine_core.hpp"
+
+namespace ionet::uring {
+
+// Monotonic milliseconds, coarse (linger deadlines need no better).
+std::uint64_t now_ms() noexcept;
+
+enum class phase : std::uint8_t {
+  idle,       // the slot is free
+  open,       // serving
+  lingering,  // closed for the user; our FIN is out, waiting for the peer's
+  draining,   // closed for the user; waiting for operations in flight
+};
+
+// One per connection slot, made at start and reused; only its loop's
+// thread touches it.
+struct connection {
+  op recv_op;  // the (multishot) receive, or the readiness poll
+  op send_op;  // the gathered sendmsg
+  op ctl_op;   // a cancel
+  int fd = -1;
+  std::uint32_t slot = 0;
+  std::uint32_t generation = 0;
+  std::uint32_t in_flight = 0;  // operations issued, completion not processed
+  std::uint32_t head_offset = 0;  // bytes of the backlog's first slice sent
+  phase state = phase::idle;
+  bool reading = false;   // recv_op is armed
+  bool writing = false;   // send_op is issued
+  bool eof = false;       // the peer shut down its side
+  bool abortive = false;  // ends with a reset
+  bool cancelling = false;  // ctl_op (a cancel) is issued
+  std::uint16_t loop = 0;  // the owning loop
+  detail::slice_chain backlog;  // taken from the core's queue, not yet sent
+  detail::slice_chain sending;  // owned by send_op until it completes
+  std::uint64_t deadline_ms = 0;
+};
+
+struct loop {
+  ring r;
+  engine_impl* engine = nullptr;
+  std::uint16_t index = 0;
+  std::thread thread;
+
+  int wake_fd = -1;  // eventfd: the inbox has ids
+  std::uint64_t wake_value = 0;
+  op wake_op;
+  op accept_op;
+  op ignore_op;  // completions nobody waits for (cancels of loop ops)
+  std::uint32_t accepts_armed = 0;
+
+  std::mutex lock;                    // guards inbox
+  std::vector<connection_id> inbox;   // hand-offs from other threads
+  std::vector<connection_id> work;    // the inbox, taken
+  std::vector<connection_id> direct;  // hand-offs made on this thread
+  std::vector<std::uint32_t> lingering;
+  std::uint64_t ops = 0;  // operations in flight on this ring
+  std::atomic<std::uint64_t> ops_seen{0};       // copies for stats()
+  std::atomic<std::uint32_t> accepts_seen{0};
+
+  // Scratch for sendmsg: the kernel copies msghdr and iovecs when it
+  // consumes the SQE (IORING_FEAT_SUBMIT_STABLE), so they live until the
+  // next submit. Fixed capacity: submitted early when full.
+  std::vector<iovec> iovecs;
+  std::vector<msghdr> headers;
+  std::size_t iovecs_used = 0;
+  std::size_t headers_used = 0;
+  std::unique_ptr<char[]> poll_buf;  // the poll path's receive buffer
+  detail::event_batch batch;
+  bool stopping = false;
+};
+
+class engine_impl final : public engine {
+ public:
+  explicit engine_impl(options opts);
+  ~engine_impl() override;
+
+  status start() override;
+  std::uint16_t port() const noexcept override { return port_; }
+  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
+    return core_.poll(out, timeout);
+  }
+  void release(std::span<const event> events) noexcept override {
+    core_.release(events);
+  }
+  std::error_code send(connection_id conn, std::span<const std::byte> bytes) override;
+  std::error_code close(connection_id conn) override;
+  std::error_code set_context(connection_id conn, void* context) override;
+  engine_stats stats() const override;
+  void stop() noexcept override;
+  const char* backend_name() const noexcept override { return "uring"; }
+
+  // Completion handlers (accept.cpp, connection.cpp).
+  static void on_accept(loop& l, op& o, const io_uring_cqe& cqe);
+  static void on_wake(loop& l, op& o, const io_uring_cqe& cqe);
+  static void on_recv(loop& l, op& o, const io_uring_cqe& cqe);
+  static void on_send(loop& l, op& o, const io_uring_cqe& cqe);
+  static void on_ctl(loop& l, op& o, const io_uring_cqe& cqe);
+  static void on_ignored(loop& l, op& o, const io_uring_cqe& cqe);
+
+ private:
+  friend struct loop_access;
+  // engine.cpp
+  void run(loop& l);
+  void finish(loop& l);
+  void take_inbox(loop& l);
+  void wind_down(loop& l);
+  void hand_off(connection_id id);
+  static void wake_hook(void* ctx, connection_id id);
+  bool enter() noexcept;
+  void leave() noexcept { callers_.fetch_sub(1, std::memory_order_seq_cst); }
+  void release_resources() noexcept;
+  void stop_locked() noexcept;
+
+  // accept.cpp
+  status open_listener(const endpoint& ep);
+  void arm_accepts(loop& l);
+  void accepted(loop& l, int fd);
+
+  // connection.cpp; on the connection's loop thread.
+  void open_connection(loop& l, connection& c, int fd, connection_id id);
+  void arm_recv(loop& l, connection& c);
+  void on_bytes(loop& l, connection& c, const std::byte* data, std::size_t n);
+  void read_ready(loop& l, connection& c);
+  void on_eof(loop& l, connection& c);
+  void flush(loop& l, connection& c);
+  void send_done(loop& l, connection& c, int res);
+  void begin_close(loop& l, connection& c, std::error_code reason, bool graceful);
+  void cancel_ops(loop& l, connection& c);
+  void maybe_finish(loop& l, connection& c);
+  void check_lingering(loop& l, std::uint64_t now_ms);
+  bool current(const loop& l, const connection& c, const op& o) noexcept;
+
+  detail::engine_core core_;
+  features features_;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::unique_ptr<connection[]> conns_;
+  std::vector<std::unique_ptr<loop>> loops_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint32_t> callers_{0};
+  std::mutex stop_lock_;
+
+  std::atomic<std::uint64_t> stale_completions_{0};
+  std::atomic<std::uint64_t> accept_failures_{0};
+};
+
+}  // namespace ionet::uring

@@ -102,7 +102,7 @@ std::error_code engine_impl::make_pool() {
   }
   for (std::uint32_t i = 0; i < o.max_connections; ++i) {
     connection& c = conns_[i];
-    c.slot = i;
+    c.p.slot = i;
     c.read_op.owner = c.write_op.owner = i;
     c.read_op.complete = &engine_impl::on_read;
     c.write_op.complete = &engine_impl::on_write;

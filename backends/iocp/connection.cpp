@@ -29,8 +29,6 @@ constexpr std::uint32_t read_slices_max = 128;
 constexpr int inline_reads_max = 16;
 // Slices gathered by one WSASend.
 constexpr std::uint32_t gather_max = 256;
-// How long a graceful close waits for the peer's FIN.
-constexpr std::uint64_t linger_ms = 2000;
 
 void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
 void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
@@ -59,17 +57,14 @@ void engine_impl::watch(std::uint32_t slot) {
 
 void engine_impl::open_connection(connection& c, socket_entry& entry,
                                   connection_id id, const endpoint& peer) {
+  c.p.open(generation_of(id));
   c.entry = &entry;
   c.s = entry.s;
-  c.generation = generation_of(id);
-  c.in_flight = 0;
-  c.state = phase::open;
-  c.reading = c.writing = c.eof = c.abortive = c.starved = false;
-  c.backlog = detail::slice_chain{};
+  c.starved = false;
   BOOL nodelay = TRUE;
   setsockopt(c.s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&nodelay),
              sizeof nodelay);
-  core_.emit_connected(c.slot, peer, detail::thread_batch());
+  core_.emit_connected(c.p.slot, peer, detail::thread_batch());
   read_loop(c, next_read::ready);
 }
 
@@ -77,19 +72,19 @@ void engine_impl::open_connection(connection& c, socket_entry& entry,
 
 void engine_impl::read_loop(connection& c, next_read next) {
   for (int round = 0; next != next_read::none; ++round) {
-    if (c.state == phase::draining || c.state == phase::idle) return;
+    if (!c.p.live()) return;
     if (round == inline_reads_max) {
       // Let other connections' completions run: the rest of this one's
       // input is read when this packet comes back from the port, as if a
       // zero-byte read had completed.
       c.read_op.prepare(op_kind::read_ready, c.s);
-      c.read_op.generation = c.generation;
-      c.reading = true;
-      ++c.in_flight;
+      c.read_op.generation = c.p.generation;
+      c.p.reading = true;
+      ++c.p.in_flight;
       op_started();
       if (cport_.post(0, &c.read_op.ov)) return;
-      c.reading = false;
-      --c.in_flight;
+      c.p.reading = false;
+      --c.p.in_flight;
       op_finished();
       round = 0;  // the port is full: carry on here instead
     }
@@ -102,7 +97,7 @@ void engine_impl::read_loop(connection& c, next_read next) {
 bool engine_impl::issue_read(connection& c, bool data, completion& done) {
   operation& op = c.read_op;
   op.prepare(data ? op_kind::read : op_kind::read_ready, c.s);
-  op.generation = c.generation;
+  op.generation = c.p.generation;
   std::vector<WSABUF>& bufs = scratch_bufs();
   if (data) {
     auto& pool = core_.slices();
@@ -114,7 +109,7 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
       // Every slice is queued for sending somewhere: read again when the
       // housekeeper looks, rather than spin.
       c.starved = true;
-      watch(c.slot);
+      watch(c.p.slot);
       return false;
     }
     for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
@@ -124,8 +119,8 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
   } else {
     bufs.push_back(buf_of(nullptr, 0));
   }
-  c.reading = true;
-  ++c.in_flight;
+  c.p.reading = true;
+  ++c.p.in_flight;
   op_started();
   DWORD bytes = 0;
   DWORD flags = 0;
@@ -143,23 +138,23 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
 
 engine_impl::next_read engine_impl::read_done(connection& c, const completion& done) {
   operation& op = c.read_op;
-  c.reading = false;
-  --c.in_flight;
+  c.p.reading = false;
+  --c.p.in_flight;
   op_finished();
   auto& pool = core_.slices();
   detail::slice_chain chain = op.buffers;
   op.buffers = detail::slice_chain{};
 
-  if (c.state == phase::draining) {
+  if (c.p.state == phase::draining) {
     pool.give_chain(chain);
     maybe_finish(c);
     return next_read::none;
   }
   if (done.error) {
     pool.give_chain(chain);
-    if (c.state == phase::lingering) {
-      c.state = phase::draining;
-      c.abortive = true;
+    if (c.p.state == phase::lingering) {
+      c.p.state = phase::draining;
+      c.p.abortive = true;
       maybe_finish(c);
     } else {
       begin_close(c, close_reason_of(done.error), false);
@@ -174,13 +169,13 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
   }
   const std::uint32_t unit = pool.slice_bytes();
   const bool full = done.bytes == std::uint64_t{chain.count} * unit;
-  if (c.state == phase::open) {
+  if (c.p.state == phase::open) {
     std::size_t left = done.bytes;
     std::error_code ec;
     for (std::uint32_t s = chain.head; s != detail::no_slice && left && !ec;
          s = pool.next(s)) {
       const std::size_t n = std::min<std::size_t>(left, unit);
-      ec = core_.on_read(c.slot, {pool.data(s), n}, detail::thread_batch());
+      ec = core_.on_read(c.p.slot, {pool.data(s), n}, detail::thread_batch());
       left -= n;
     }
     // Inline handlers see views into the slices: deliver before they go.
@@ -204,7 +199,7 @@ void engine_impl::on_eof(connection& c) {
   // ask). A zero-byte send tells them apart: it succeeds on a connection
   // the peer only shut down, and fails on one it reset. On Windows the read
   // itself fails with WSAECONNRESET and the probe always succeeds.
-  if (c.state == phase::open) {
+  if (c.p.state == phase::open) {
     WSABUF none = buf_of(nullptr, 0);
     DWORD sent = 0;
     if (WSASend(c.s, &none, 1, &sent, 0, nullptr, nullptr) != 0) {
@@ -212,25 +207,16 @@ void engine_impl::on_eof(connection& c) {
       return;
     }
   }
-  c.eof = true;
-  if (c.state == phase::lingering) {
-    // The peer's FIN after ours: the close is complete.
-    c.state = phase::draining;
-    maybe_finish(c);
-    return;
-  }
-  if (c.state != phase::open) return;
-  // Close now if nothing is owed to the peer; otherwise the core wakes us
-  // (a hand-off) once the replies to every released message are out.
-  if (core_.on_peer_eof(c.slot)) {
+  if (detail::on_peer_eof(core_, c.p)) {
     begin_close(c, make_error_code(errc::peer_closed), true);
   }
+  maybe_finish(c);
 }
 
 void engine_impl::on_read(engine_impl& e, operation& op, const completion& done) {
   connection& c = e.conns_[op.owner];
   lock(c);
-  if (c.state == phase::idle || op.generation != c.generation) {
+  if (c.p.state == phase::idle || op.generation != c.p.generation) {
     // Cannot happen while slots wait for their last completion; if it
     // did, the operation's buffers are all there is to put back.
     e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
@@ -247,25 +233,23 @@ void engine_impl::on_read(engine_impl& e, operation& op, const completion& done)
 
 void engine_impl::flush(connection& c) {
   auto& pool = core_.slices();
-  while (c.state == phase::open && !c.writing) {
-    if (c.backlog.empty()) {
-      std::error_code close_now;
-      c.backlog = core_.take_queue(c.slot, close_now);
-      if (c.backlog.empty()) {
-        if (close_now) begin_close(c, close_now, true);
-        return;
-      }
+  for (;;) {
+    std::error_code close_now;
+    detail::slice_chain chain = detail::next_send(core_, c.p, gather_max, close_now);
+    if (chain.empty()) {
+      if (close_now) begin_close(c, close_now, true);
+      return;
     }
     operation& op = c.write_op;
     op.prepare(op_kind::write, c.s);
-    op.generation = c.generation;
-    op.buffers = pool.split_front(c.backlog, gather_max);
+    op.generation = c.p.generation;
+    op.buffers = chain;
     std::vector<WSABUF>& bufs = scratch_bufs();
-    for (std::uint32_t s = op.buffers.head; s != detail::no_slice; s = pool.next(s)) {
+    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
       bufs.push_back(buf_of(pool.data(s), pool.length(s)));
     }
-    c.writing = true;
-    ++c.in_flight;
+    c.p.writing = true;
+    ++c.p.in_flight;
     op_started();
     completion done;
     DWORD sent = 0;
@@ -284,22 +268,22 @@ void engine_impl::flush(connection& c) {
 
 bool engine_impl::write_done(connection& c, const completion& done) {
   operation& op = c.write_op;
-  c.writing = false;
-  --c.in_flight;
+  c.p.writing = false;
+  --c.p.in_flight;
   op_finished();
   detail::slice_chain chain = op.buffers;
   op.buffers = detail::slice_chain{};
   // A stream send completes whole or fails; anything short is a failure.
   const bool ok = done.error == 0 && done.bytes == chain.bytes;
-  core_.write_done(c.slot, chain, ok);
-  if (!ok && c.state == phase::open) {
+  core_.write_done(c.p.slot, chain, ok);
+  if (!ok && c.p.state == phase::open) {
     begin_close(c,
                 done.error ? close_reason_of(done.error)
                            : make_error_code(errc::connection_reset),
                 false);
     return false;
   }
-  if (c.state != phase::open) {
+  if (c.p.state != phase::open) {
     maybe_finish(c);
     return false;
   }
@@ -309,7 +293,7 @@ bool engine_impl::write_done(connection& c, const completion& done) {
 void engine_impl::on_write(engine_impl& e, operation& op, const completion& done) {
   connection& c = e.conns_[op.owner];
   lock(c);
-  if (c.state == phase::idle || op.generation != c.generation) {
+  if (c.p.state == phase::idle || op.generation != c.p.generation) {
     e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
     e.core_.write_done(op.owner, op.buffers, false);
     op.buffers = detail::slice_chain{};
@@ -328,7 +312,7 @@ void engine_impl::on_posted(engine_impl& e, operation&, const completion& done) 
   if (auto slot = e.core_.resolve(id)) {
     connection& c = e.conns_[*slot];
     lock(c);
-    if (c.state == phase::open && c.generation == generation_of(id)) {
+    if (c.p.state == phase::open && c.p.generation == generation_of(id)) {
       e.flush(c);
     } else {
       e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
@@ -344,36 +328,28 @@ void engine_impl::on_posted(engine_impl& e, operation&, const completion& done) 
 // --- close --------------------------------------------------------------
 
 void engine_impl::begin_close(connection& c, std::error_code reason, bool graceful) {
-  if (c.state != phase::open) return;
-  // The user hears of it now; the id is dead from here on.
-  core_.close_slot(c.slot, reason, detail::thread_batch());
-  core_.write_done(c.slot, c.backlog, false);  // taken but never sent: dropped
-  c.backlog = detail::slice_chain{};
-  c.state = phase::draining;
-  if (!graceful) {
-    c.abortive = true;
-  } else if (!c.eof) {
+  if (!detail::start_close(core_, c.p, reason, graceful, detail::thread_batch())) return;
+  if (detail::should_linger(c.p)) {
     // Our FIN goes out after every byte already sent; the peer's FIN (or
     // the deadline) ends the wait. Closing before it could make the kernel
     // reset the connection and destroy replies the peer has not read.
     if (shutdown(c.s, SD_SEND) == 0) {
-      c.state = phase::lingering;
-      c.deadline_ms = GetTickCount64() + linger_ms;
-      watch(c.slot);
-      if (!c.reading && !c.starved) read_loop(c, next_read::ready);
+      detail::linger(c.p, GetTickCount64());
+      watch(c.p.slot);
+      if (!c.p.reading && !c.starved) read_loop(c, next_read::ready);
       return;
     }
-    c.abortive = true;
+    c.p.abortive = true;
   }
-  if (c.in_flight > 0) CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
+  if (c.p.in_flight > 0) CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
   maybe_finish(c);
 }
 
 void engine_impl::maybe_finish(connection& c) {
-  if (c.state != phase::draining || c.in_flight != 0) return;
+  if (!c.p.finished()) return;
   socket_entry& entry = *c.entry;
-  const bool reuse = !c.abortive;
-  c.state = phase::idle;
+  const bool reuse = !c.p.abortive;
+  c.p.state = phase::idle;
   c.entry = nullptr;
   c.s = INVALID_SOCKET;
   c.starved = false;
@@ -385,31 +361,23 @@ void engine_impl::maybe_finish(connection& c) {
     setsockopt(entry.s, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l), sizeof l);
     give_back(entry, false);
   }
-  core_.backend_done(c.slot);
+  core_.backend_done(c.p.slot);
 }
 
 void engine_impl::housekeep_connection(connection& c, std::uint64_t now) {
-  if (c.state == phase::open) {
+  if (c.p.state == phase::open) {
     flush(c);  // a hand-off the port could not take
-    if (c.state == phase::open && c.starved && !c.reading) {
-      c.starved = false;
-      read_loop(c, next_read::data);
-    }
-  } else if (c.state == phase::lingering) {
-    if (now >= c.deadline_ms) {
-      // The peer never sent its FIN: give up on it.
-      c.state = phase::draining;
-      c.abortive = true;
-      if (c.in_flight > 0) CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
-      maybe_finish(c);
-      return;
-    }
-    if (c.starved && !c.reading) {
-      c.starved = false;
-      read_loop(c, next_read::data);
-    }
-    if (c.state == phase::lingering) watch(c.slot);
+  } else if (detail::linger_expired(c.p, now)) {
+    // The peer never sent its FIN: give up on it.
+    if (c.p.in_flight > 0) CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
+    maybe_finish(c);
+    return;
   }
+  if (c.p.live() && c.starved && !c.p.reading) {
+    c.starved = false;
+    read_loop(c, next_read::data);
+  }
+  if (c.p.state == phase::lingering) watch(c.p.slot);
 }
 
 }  // namespace ionet::iocp

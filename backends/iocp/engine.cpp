@@ -235,12 +235,11 @@ void engine_impl::close_all() {
   for (std::uint32_t slot = 0; slot < n; ++slot) {
     connection& c = conns_[slot];
     lock(c);
-    if (c.state == phase::open) {
+    if (c.p.state == phase::open) {
       begin_close(c, make_error_code(errc::engine_stopped), false);
-    } else if (c.state == phase::lingering) {
-      // Do not wait for the peer any longer.
-      c.state = phase::draining;
-      c.abortive = true;
+    } else if (c.p.state == phase::lingering) {
+      c.p.state = phase::draining;  // do not wait for the peer any longer
+      c.p.abortive = true;
       CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
       maybe_finish(c);
     }
@@ -313,7 +312,7 @@ void engine_impl::release_resources() noexcept {
   }
   if (conns_) {
     for (std::uint32_t i = 0; i < core_.opts().max_connections; ++i) {
-      core_.slices().give_chain(conns_[i].backlog);
+      core_.slices().give_chain(conns_[i].p.backlog);
     }
   }
   if (listen_ != INVALID_SOCKET) closesocket(listen_);

@@ -24,6 +24,7 @@
 #include "backends/iocp/completion_port.hpp"
 #include "backends/iocp/operation.hpp"
 #include "backends/iocp/winsock.hpp"
+#include "common/completion.hpp"
 #include "common/engine_core.hpp"
 
 namespace ionet::iocp {
@@ -43,32 +44,19 @@ struct socket_entry {
   char addresses[2 * address_bytes]{};
 };
 
-enum class phase : std::uint8_t {
-  idle,       // the slot is free
-  open,       // serving
-  lingering,  // closed for the user; our FIN is out, waiting for the peer's
-  draining,   // closed for the user; waiting for operations in flight
-};
+using detail::phase;
 
-// One per connection slot, made at start and reused. Fields are guarded by
-// `lock` (held by whichever thread processes the connection).
+// One per connection slot, made at start and reused. Guarded by `lock`
+// (held by whichever thread processes the connection). The protocol state
+// is common/completion.hpp's, shared with the io_uring backend.
 struct connection {
   SRWLOCK lock = SRWLOCK_INIT;
   operation read_op;   // zero-byte or data read
   operation write_op;  // gathered WSASend
+  detail::conn_protocol p;
   socket_entry* entry = nullptr;
   SOCKET s = INVALID_SOCKET;
-  std::uint32_t slot = 0;
-  std::uint32_t generation = 0;
-  std::uint32_t in_flight = 0;  // operations issued, completion not processed
-  phase state = phase::idle;
-  bool reading = false;   // read_op is issued
-  bool writing = false;   // write_op is issued
-  bool eof = false;       // the peer shut down its side
-  bool abortive = false;  // ends with a reset; the socket is not reused
-  bool starved = false;   // no slice to read into; the housekeeper retries
-  detail::slice_chain backlog;  // taken from the core's queue, not yet sent
-  std::uint64_t deadline_ms = 0;  // lingering: when to give up on the peer
+  bool starved = false;  // no slice to read into; the housekeeper retries
 };
 
 class engine_impl final : public engine {

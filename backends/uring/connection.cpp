@@ -28,7 +28,6 @@ namespace ionet::uring {
 namespace {
 
 constexpr std::uint32_t gather_max = 256;
-constexpr std::uint64_t linger_ms = 2000;
 
 std::error_code reason_of(int negative_errno) {
   const int err = -negative_errno;
@@ -42,7 +41,7 @@ std::error_code reason_of(int negative_errno) {
 }  // namespace
 
 bool engine_impl::current(const loop& l, const connection& c, const op& o) noexcept {
-  if (c.state != phase::idle && c.loop == l.index && o.generation == c.generation) {
+  if (c.p.state != phase::idle && c.loop == l.index && o.generation == c.p.generation) {
     return true;
   }
   // Cannot happen while slots wait for their last completion; counted
@@ -52,17 +51,15 @@ bool engine_impl::current(const loop& l, const connection& c, const op& o) noexc
 }
 
 void engine_impl::open_connection(loop& l, connection& c, int fd, connection_id id) {
+  c.p.open(generation_of(id));
   c.fd = fd;
-  c.generation = generation_of(id);
   c.loop = l.index;
-  c.in_flight = 0;
   c.head_offset = 0;
-  c.state = phase::open;
-  c.reading = c.writing = c.eof = c.abortive = c.cancelling = false;
-  c.backlog = c.sending = detail::slice_chain{};
+  c.cancelling = false;
+  c.sending = detail::slice_chain{};
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  core_.emit_connected(c.slot, posix::peer_of(fd), l.batch);
+  core_.emit_connected(c.p.slot, posix::peer_of(fd), l.batch);
   arm_recv(l, c);
 }
 
@@ -81,10 +78,10 @@ void engine_impl::arm_recv(loop& l, connection& c) {
   } else {
     io_uring_prep_poll_add(s, c.fd, POLLIN);
   }
-  c.recv_op.generation = c.generation;
+  c.recv_op.generation = c.p.generation;
   io_uring_sqe_set_data(s, &c.recv_op);
-  c.reading = true;
-  ++c.in_flight;
+  c.p.reading = true;
+  ++c.p.in_flight;
   ++l.ops;
 }
 
@@ -99,14 +96,16 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
       if (has_buffer) l.r.give_buffer(bid);
       return;
     }
-    c.reading = false;
-    --c.in_flight;
+    c.p.reading = false;
+    --c.p.in_flight;
   }
   const int res = cqe.res;
   if (res > 0 && !e.features_.buffer_ring) {
     e.read_ready(l, c);  // the poll path: readable, read it ourselves
   } else if (res > 0) {
-    if (c.state == phase::open) e.on_bytes(l, c, l.r.buffer(bid), static_cast<std::size_t>(res));
+    if (c.p.state == phase::open) {
+      e.on_bytes(l, c, l.r.buffer(bid), static_cast<std::size_t>(res));
+    }
     // Lingering: discarded; we only wait for the peer's EOF.
     l.r.give_buffer(bid);
   } else if (res == 0) {
@@ -115,19 +114,15 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
   } else if (res == -ENOBUFS) {
     // Every receive buffer was in use when data came: nothing is lost, it
     // waits in the socket; re-armed below once buffers are back.
-  } else if (c.state == phase::open) {
-    e.begin_close(l, c, reason_of(res), false);
-  } else if (c.state == phase::lingering) {
-    c.state = phase::draining;
-    c.abortive = true;
+  } else {
+    e.on_error(l, c, res);
   }
-  const bool live = c.state == phase::open || c.state == phase::lingering;
-  if (live && !c.reading && !c.eof) e.arm_recv(l, c);
+  if (c.p.live() && !c.p.reading && !c.p.eof) e.arm_recv(l, c);
   e.maybe_finish(l, c);
 }
 
 void engine_impl::on_bytes(loop& l, connection& c, const std::byte* data, std::size_t n) {
-  const std::error_code ec = core_.on_read(c.slot, {data, n}, l.batch);
+  const std::error_code ec = core_.on_read(c.p.slot, {data, n}, l.batch);
   // Inline handlers see views into the receive buffer: deliver before it
   // goes back to the ring. (The pull model copied; finish() delivers.)
   if (core_.inline_mode()) core_.deliver(l.batch);
@@ -136,40 +131,35 @@ void engine_impl::on_bytes(loop& l, connection& c, const std::byte* data, std::s
 
 void engine_impl::read_ready(loop& l, connection& c) {
   // The poll fallback: read what is there into the loop's buffer.
-  for (int round = 0; round < 16; ++round) {
+  for (int round = 0; round < 16 && c.p.live(); ++round) {
     const ssize_t n = ::recv(c.fd, l.poll_buf.get(), 16 * 1024, 0);
     if (n > 0) {
-      if (c.state == phase::open) {
+      if (c.p.state == phase::open) {
         on_bytes(l, c, reinterpret_cast<const std::byte*>(l.poll_buf.get()),
                  static_cast<std::size_t>(n));
       }
-      if (c.state != phase::open && c.state != phase::lingering) return;
       continue;
     }
     if (n == 0) {
       on_eof(l, c);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      if (c.state == phase::open) {
-        begin_close(l, c, reason_of(-errno), false);
-      } else if (c.state == phase::lingering) {
-        c.state = phase::draining;
-        c.abortive = true;
-      }
+      on_error(l, c, -errno);
     }
     return;
   }
 }
 
-void engine_impl::on_eof(loop& l, connection& c) {
-  c.eof = true;
-  if (c.state == phase::lingering) {
-    c.state = phase::draining;  // the peer's FIN after ours: done
-    return;
+void engine_impl::on_error(loop& l, connection& c, int negative_errno) {
+  if (c.p.state == phase::open) {
+    begin_close(l, c, reason_of(negative_errno), false);
+  } else if (c.p.state == phase::lingering) {
+    c.p.state = phase::draining;
+    c.p.abortive = true;
   }
-  if (c.state != phase::open) return;
-  // Close now if nothing is owed to the peer; otherwise the core hands the
-  // connection back once the replies to every released message are out.
-  if (core_.on_peer_eof(c.slot)) {
+}
+
+void engine_impl::on_eof(loop& l, connection& c) {
+  if (detail::on_peer_eof(core_, c.p)) {
     begin_close(l, c, make_error_code(errc::peer_closed), true);
   }
 }
@@ -177,17 +167,13 @@ void engine_impl::on_eof(loop& l, connection& c) {
 // --- sends --------------------------------------------------------------
 
 void engine_impl::flush(loop& l, connection& c) {
-  if (c.state != phase::open || c.writing) return;
-  if (c.backlog.empty()) {
-    std::error_code close_now;
-    c.backlog = core_.take_queue(c.slot, close_now);
-    if (c.backlog.empty()) {
-      if (close_now) begin_close(l, c, close_now, true);
-      return;
-    }
+  std::error_code close_now;
+  detail::slice_chain chain = detail::next_send(core_, c.p, gather_max, close_now);
+  if (chain.empty()) {
+    if (close_now) begin_close(l, c, close_now, true);
+    return;
   }
   auto& pool = core_.slices();
-  detail::slice_chain chain = pool.split_front(c.backlog, gather_max);
   if (l.iovecs_used + chain.count > l.iovecs.size() || l.headers_used == l.headers.size()) {
     // The scratch is full: hand the kernel what it references first.
     io_uring_submit(l.r.get());
@@ -208,13 +194,13 @@ void engine_impl::flush(loop& l, connection& c) {
   h.msg_iovlen = n;
   io_uring_sqe* s = l.r.sqe();
   // MSG_WAITALL: the kernel retries a short send itself; a short count is
-  // still handled below.
+  // still handled in send_done.
   io_uring_prep_sendmsg(s, c.fd, &h, MSG_NOSIGNAL | MSG_WAITALL);
-  c.send_op.generation = c.generation;
+  c.send_op.generation = c.p.generation;
   io_uring_sqe_set_data(s, &c.send_op);
   c.sending = chain;
-  c.writing = true;
-  ++c.in_flight;
+  c.p.writing = true;
+  ++c.p.in_flight;
   ++l.ops;
 }
 
@@ -227,35 +213,34 @@ void engine_impl::on_send(loop& l, op& o, const io_uring_cqe& cqe) {
 }
 
 void engine_impl::send_done(loop& l, connection& c, int res) {
-  c.writing = false;
-  --c.in_flight;
+  c.p.writing = false;
+  --c.p.in_flight;
   auto& pool = core_.slices();
   detail::slice_chain chain = c.sending;
   c.sending = detail::slice_chain{};
   if (res < 0) {
-    core_.write_done(c.slot, chain, false);
-    if (c.state == phase::open) begin_close(l, c, reason_of(res), false);
+    core_.write_done(c.p.slot, chain, false);
+    if (c.p.state == phase::open) begin_close(l, c, reason_of(res), false);
     maybe_finish(l, c);
     return;
   }
   // Slices wholly sent go back; a slice sent in part goes to the front of
   // the backlog with its offset.
   std::uint64_t sent = static_cast<std::uint64_t>(res) + c.head_offset;
-  detail::slice_chain done;
   std::uint32_t whole = 0;
   for (std::uint32_t s = chain.head; s != detail::no_slice && sent >= pool.length(s);
        s = pool.next(s)) {
     sent -= pool.length(s);
     ++whole;
   }
-  done = pool.split_front(chain, whole);
+  detail::slice_chain done = pool.split_front(chain, whole);
   c.head_offset = static_cast<std::uint32_t>(sent);
   if (!chain.empty()) {
-    pool.append(chain, c.backlog);
-    c.backlog = chain;
+    pool.append(chain, c.p.backlog);
+    c.p.backlog = chain;
   }
-  core_.write_done(c.slot, done, true);
-  if (c.state == phase::open) {
+  core_.write_done(c.p.slot, done, true);
+  if (c.p.state == phase::open) {
     flush(l, c);
   } else {
     maybe_finish(l, c);
@@ -265,49 +250,41 @@ void engine_impl::send_done(loop& l, connection& c, int res) {
 // --- close --------------------------------------------------------------
 
 void engine_impl::begin_close(loop& l, connection& c, std::error_code reason, bool graceful) {
-  if (c.state != phase::open) return;
-  // The user hears of it now; the id is dead from here on.
-  core_.close_slot(c.slot, reason, l.batch);
-  core_.write_done(c.slot, c.backlog, false);  // taken but never sent: dropped
-  c.backlog = detail::slice_chain{};
+  if (!detail::start_close(core_, c.p, reason, graceful, l.batch)) return;
   c.head_offset = 0;
-  c.state = phase::draining;
-  if (!graceful) {
-    c.abortive = true;
-  } else if (!c.eof) {
+  if (detail::should_linger(c.p)) {
     // Our FIN goes out after every byte already sent; the peer's FIN (or
     // the deadline) ends the wait. Closing before it could make the kernel
     // reset the connection and destroy replies the peer has not read.
     if (::shutdown(c.fd, SHUT_WR) == 0) {
-      c.state = phase::lingering;
-      c.deadline_ms = now_ms() + linger_ms;
-      l.lingering.push_back(c.slot);
-      if (!c.reading) arm_recv(l, c);
+      detail::linger(c.p, now_ms());
+      l.lingering.push_back(c.p.slot);
+      if (!c.p.reading) arm_recv(l, c);
       return;
     }
-    c.abortive = true;
+    c.p.abortive = true;
   }
   cancel_ops(l, c);
   maybe_finish(l, c);
 }
 
 void engine_impl::cancel_ops(loop& l, connection& c) {
-  if (c.cancelling || (!c.reading && !c.writing)) return;
+  if (c.cancelling || (!c.p.reading && !c.p.writing)) return;
   if (features_.cancel_fd) {
     // One cancel for every operation on the descriptor. Counted against
     // the connection, so the descriptor is not closed (and its number not
     // reused) before the cancel has run.
     io_uring_sqe* s = l.r.sqe();
     io_uring_prep_cancel_fd(s, c.fd, IORING_ASYNC_CANCEL_ALL);
-    c.ctl_op.generation = c.generation;
+    c.ctl_op.generation = c.p.generation;
     io_uring_sqe_set_data(s, &c.ctl_op);
     c.cancelling = true;
-    ++c.in_flight;
+    ++c.p.in_flight;
     ++l.ops;
     return;
   }
   for (op* o : {&c.recv_op, &c.send_op}) {
-    if ((o == &c.recv_op && !c.reading) || (o == &c.send_op && !c.writing)) continue;
+    if ((o == &c.recv_op && !c.p.reading) || (o == &c.send_op && !c.p.writing)) continue;
     io_uring_sqe* s = l.r.sqe();
     io_uring_prep_cancel(s, o, 0);
     io_uring_sqe_set_data(s, &l.ignore_op);
@@ -321,37 +298,34 @@ void engine_impl::on_ctl(loop& l, op& o, const io_uring_cqe&) {
   --l.ops;
   if (!e.current(l, c, o)) return;
   c.cancelling = false;
-  --c.in_flight;
+  --c.p.in_flight;
   e.maybe_finish(l, c);
 }
 
 void engine_impl::maybe_finish(loop&, connection& c) {
-  if (c.state != phase::draining || c.in_flight != 0) return;
-  if (c.abortive) {
+  if (!c.p.finished()) return;
+  if (c.p.abortive) {
     // A reset, so the peer does not wait on a connection we gave up on.
     linger lg{1, 0};
     ::setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
   ::close(c.fd);
   c.fd = -1;
-  c.state = phase::idle;
-  core_.backend_done(c.slot);
+  c.p.state = phase::idle;
+  core_.backend_done(c.p.slot);
 }
 
 void engine_impl::check_lingering(loop& l, std::uint64_t now) {
   std::size_t keep = 0;
   for (std::uint32_t slot : l.lingering) {
     connection& c = conns_[slot];
-    if (c.state != phase::lingering || c.loop != l.index) continue;  // done
-    if (now < c.deadline_ms) {
+    if (c.p.state != phase::lingering || c.loop != l.index) continue;  // done
+    if (detail::linger_expired(c.p, now)) {
+      cancel_ops(l, c);  // the peer never sent its FIN: give up on it
+      maybe_finish(l, c);
+    } else {
       l.lingering[keep++] = slot;
-      continue;
     }
-    // The peer never sent its FIN: give up on it.
-    c.state = phase::draining;
-    c.abortive = true;
-    cancel_ops(l, c);
-    maybe_finish(l, c);
   }
   l.lingering.resize(keep);
 }

@@ -75,7 +75,7 @@ status engine_impl::start() {
   }
   for (std::uint32_t i = 0; i < o.max_connections; ++i) {
     connection& c = conns_[i];
-    c.slot = i;
+    c.p.slot = i;
     c.recv_op = {&engine_impl::on_recv, i, 0};
     c.send_op = {&engine_impl::on_send, i, 0};
     c.ctl_op = {&engine_impl::on_ctl, i, 0};
@@ -176,7 +176,7 @@ void engine_impl::finish(loop& l) {
     for (connection_id id : l.work) {
       auto slot = core_.resolve(id);
       connection* c = slot ? &conns_[*slot] : nullptr;
-      if (c && c->state == phase::open && c->generation == generation_of(id)) {
+      if (c && c->p.state == phase::open && c->p.generation == generation_of(id)) {
         flush(l, *c);
       } else {
         stale_completions_.fetch_add(1, std::memory_order_relaxed);
@@ -286,12 +286,12 @@ void engine_impl::wind_down(loop& l) {
   const std::uint32_t n = core_.opts().max_connections;
   for (std::uint32_t slot = 0; slot < n; ++slot) {
     connection& c = conns_[slot];
-    if (c.loop != l.index || c.state == phase::idle) continue;
-    if (c.state == phase::open) {
+    if (c.loop != l.index || c.p.state == phase::idle) continue;
+    if (c.p.state == phase::open) {
       begin_close(l, c, make_error_code(errc::engine_stopped), false);
-    } else if (c.state == phase::lingering) {
-      c.state = phase::draining;
-      c.abortive = true;
+    } else if (c.p.state == phase::lingering) {
+      c.p.state = phase::draining;  // do not wait for the peer any longer
+      c.p.abortive = true;
       cancel_ops(l, c);
       maybe_finish(l, c);
     }
@@ -333,7 +333,7 @@ void engine_impl::release_resources() noexcept {
   if (conns_) {
     for (std::uint32_t i = 0; i < core_.opts().max_connections; ++i) {
       connection& c = conns_[i];
-      core_.slices().give_chain(c.backlog);
+      core_.slices().give_chain(c.p.backlog);
       core_.slices().give_chain(c.sending);
       if (c.fd >= 0) ::close(c.fd);
     }

@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 #include "backends/uring/ring.hpp"
+#include "common/completion.hpp"
 #include "common/engine_core.hpp"
 
 namespace ionet::uring {
@@ -37,34 +38,21 @@ namespace ionet::uring {
 // Monotonic milliseconds, coarse (linger deadlines need no better).
 std::uint64_t now_ms() noexcept;
 
-enum class phase : std::uint8_t {
-  idle,       // the slot is free
-  open,       // serving
-  lingering,  // closed for the user; our FIN is out, waiting for the peer's
-  draining,   // closed for the user; waiting for operations in flight
-};
+using detail::phase;
 
 // One per connection slot, made at start and reused; only its loop's
-// thread touches it.
+// thread touches it. The protocol state is common/completion.hpp's, shared
+// with the IOCP backend.
 struct connection {
   op recv_op;  // the (multishot) receive, or the readiness poll
   op send_op;  // the gathered sendmsg
   op ctl_op;   // a cancel
+  detail::conn_protocol p;
   int fd = -1;
-  std::uint32_t slot = 0;
-  std::uint32_t generation = 0;
-  std::uint32_t in_flight = 0;  // operations issued, completion not processed
   std::uint32_t head_offset = 0;  // bytes of the backlog's first slice sent
-  phase state = phase::idle;
-  bool reading = false;   // recv_op is armed
-  bool writing = false;   // send_op is issued
-  bool eof = false;       // the peer shut down its side
-  bool abortive = false;  // ends with a reset
-  bool cancelling = false;  // ctl_op (a cancel) is issued
-  std::uint16_t loop = 0;  // the owning loop
-  detail::slice_chain backlog;  // taken from the core's queue, not yet sent
-  detail::slice_chain sending;  // owned by send_op until it completes
-  std::uint64_t deadline_ms = 0;
+  std::uint16_t loop = 0;         // the owning loop
+  bool cancelling = false;        // ctl_op (a cancel) is issued
+  detail::slice_chain sending;    // owned by send_op until it completes
 };
 
 struct loop {
@@ -154,6 +142,7 @@ class engine_impl final : public engine {
   void on_bytes(loop& l, connection& c, const std::byte* data, std::size_t n);
   void read_ready(loop& l, connection& c);
   void on_eof(loop& l, connection& c);
+  void on_error(loop& l, connection& c, int negative_errno);
   void flush(loop& l, connection& c);
   void send_done(loop& l, connection& c, int res);
   void begin_close(loop& l, connection& c, std::error_code reason, bool graceful);

@@ -1,0 +1,43 @@
+#include "common/completion.hpp"
+
+namespace ionet::detail {
+
+slice_chain next_send(engine_core& core, conn_protocol& c, std::uint32_t max_slices,
+                      std::error_code& close_now) {
+  close_now.clear();
+  if (c.state != phase::open || c.writing) return {};
+  if (c.backlog.empty()) {
+    c.backlog = core.take_queue(c.slot, close_now);
+    if (c.backlog.empty()) return {};
+  }
+  return core.slices().split_front(c.backlog, max_slices);
+}
+
+bool start_close(engine_core& core, conn_protocol& c, std::error_code reason,
+                 bool graceful, event_batch& out) {
+  if (c.state != phase::open) return false;
+  core.close_slot(c.slot, reason, out);
+  core.write_done(c.slot, c.backlog, false);  // taken but never sent: dropped
+  c.backlog = slice_chain{};
+  c.state = phase::draining;
+  if (!graceful) c.abortive = true;
+  return true;
+}
+
+bool on_peer_eof(engine_core& core, conn_protocol& c) {
+  c.eof = true;
+  if (c.state == phase::lingering) {
+    c.state = phase::draining;  // the peer's FIN after ours: done
+    return false;
+  }
+  return c.state == phase::open && core.on_peer_eof(c.slot);
+}
+
+bool linger_expired(conn_protocol& c, std::uint64_t now_ms) noexcept {
+  if (c.state != phase::lingering || now_ms < c.deadline_ms) return false;
+  c.state = phase::draining;
+  c.abortive = true;
+  return true;
+}
+
+}  // namespace ionet::detail

@@ -1,0 +1,98 @@
+// What the completion backends (IOCP, io_uring) share per connection: the
+// phases of the close protocol, the count of operations in flight, and the
+// steps of sending and closing that do not touch the OS. Each backend keeps
+// a conn_protocol in its connection object and calls these from whichever
+// thread owns the connection at the moment (its lock held on IOCP, its
+// loop's thread on io_uring); the OS calls around them are the backend's.
+//
+// The rules both follow:
+// - every operation issued counts in `in_flight` until its completion has
+//   been processed, and the slot is recycled only when the count is zero
+//   in phase `draining`, so no completion can reach a newer connection;
+// - at most one send is in flight per connection; its slices go back to
+//   the pool when it completes;
+// - a graceful close sends everything queued, shuts down our side and
+//   waits (lingers) for the peer's FIN or a deadline; an abortive one drops
+//   what is queued, cancels what is in flight and resets.
+#pragma once
+
+#include <cstdint>
+#include <system_error>
+
+#include "common/engine_core.hpp"
+#include "common/slab_pool.hpp"
+
+namespace ionet::detail {
+
+enum class phase : std::uint8_t {
+  idle,       // the slot is free
+  open,       // serving
+  lingering,  // closed for the user; our FIN is out, waiting for the peer's
+  draining,   // closed for the user; waiting for operations in flight
+};
+
+struct conn_protocol {
+  std::uint32_t slot = 0;
+  std::uint32_t generation = 0;
+  std::uint32_t in_flight = 0;  // operations issued, completion not processed
+  phase state = phase::idle;
+  bool reading = false;   // a receive is issued
+  bool writing = false;   // a send is issued
+  bool eof = false;       // the peer shut down its side
+  bool abortive = false;  // ends with a reset
+  slice_chain backlog;    // taken from the core's queue, not yet sent
+  std::uint64_t deadline_ms = 0;  // lingering: when to give up on the peer
+
+  // A new connection in this slot.
+  void open(std::uint32_t new_generation) noexcept {
+    generation = new_generation;
+    in_flight = 0;
+    state = phase::open;
+    reading = writing = eof = abortive = false;
+    backlog = slice_chain{};
+    deadline_ms = 0;
+  }
+  // Still reading: serving, or waiting for the peer's FIN.
+  bool live() const noexcept { return state == phase::open || state == phase::lingering; }
+  // Nothing left to wait for: the backend releases the socket and the slot.
+  bool finished() const noexcept { return state == phase::draining && in_flight == 0; }
+};
+
+// How long a graceful close waits for the peer's FIN.
+inline constexpr std::uint64_t linger_ms = 2000;
+
+// The next send: up to `max_slices` slices from the backlog, refilled from
+// the core's queue when empty. An empty chain means nothing to send (or
+// not now: closed, or a send already in flight); then `close_now` tells
+// whether the connection should close gracefully, and why.
+slice_chain next_send(engine_core& core, conn_protocol& c, std::uint32_t max_slices,
+                      std::error_code& close_now);
+
+// The first half of every close: the user gets the closed event, the id is
+// dead, queued bytes that were never sent are dropped (and counted), and
+// the connection is draining (abortive unless `graceful`). False when it
+// was not open. The backend then either shuts down its side and lingers
+// (graceful, and the peer has not finished: use should_linger) or cancels
+// what is in flight.
+bool start_close(engine_core& core, conn_protocol& c, std::error_code reason,
+                 bool graceful, event_batch& out);
+inline bool should_linger(const conn_protocol& c) noexcept {
+  return c.state == phase::draining && !c.abortive && !c.eof;
+}
+// Our FIN is out: wait for the peer's until `now + linger_ms`.
+inline void linger(conn_protocol& c, std::uint64_t now_ms) noexcept {
+  c.state = phase::lingering;
+  c.deadline_ms = now_ms + linger_ms;
+}
+
+// The peer's EOF. Returns true when the connection should close now,
+// gracefully, with peer_closed (nothing is owed to the peer); otherwise it
+// either finished lingering (now draining) or the core will hand it back
+// once the replies to the last released messages are out.
+bool on_peer_eof(engine_core& core, conn_protocol& c);
+
+// Gives up on a peer that never sent its FIN: true when the deadline has
+// passed (the connection is now draining and abortive).
+bool linger_expired(conn_protocol& c, std::uint64_t now_ms) noexcept;
+
+}  // namespace ionet::detail

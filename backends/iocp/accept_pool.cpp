@@ -30,6 +30,11 @@ constexpr std::uint32_t max_backoff_ms = 1000;
 }  // namespace
 
 status engine_impl::open_listener(const endpoint& ep) {
+  if (core_.opts().reuse_port) {
+    // Windows has no port sharing with kernel load balancing; its
+    // SO_REUSEADDR would let another process steal the port instead.
+    return {errc::bad_option, "reuse_port is not supported on Windows (IOCP)"};
+  }
   family_ = ep.v6 ? AF_INET6 : AF_INET;
   listen_ = open_tcp_socket(family_);
   if (listen_ == INVALID_SOCKET) {

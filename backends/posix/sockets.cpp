@@ -52,6 +52,11 @@ status open_listener(const endpoint& ep, const options& o, int type_flags, int& 
   if (fd < 0) return {std::error_code(errno, std::system_category()), "socket()"};
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (o.reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    const std::error_code ec(errno, std::system_category());
+    ::close(fd);
+    return {ec, "SO_REUSEPORT"};
+  }
   if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     const int err = errno;
     ::close(fd);

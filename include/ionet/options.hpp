@@ -43,6 +43,12 @@ struct options {
   std::uint32_t accept_depth = 64;
   // listen() backlog.
   std::uint32_t backlog = 4096;
+  // Share the port with other listeners that set it too (SO_REUSEPORT): the
+  // kernel spreads new connections among them. This is how one host serves
+  // more connections than one process may hold files (ionet-echo
+  // --processes). A port taken without it is still address_in_use.
+  // Portability: Linux backends only; IOCP refuses it (bad_option).
+  bool reuse_port = false;
   // The unit of send buffering: messages are copied into slices of this
   // size taken from a pool made at start.
   std::uint32_t slice_bytes = 512;

@@ -25,13 +25,19 @@ std::uint64_t histogram::middle(std::size_t index) noexcept {
 void histogram::add(std::uint64_t ns) noexcept {
   ++buckets_[index(ns)];
   ++count_;
+  sum_ += ns;
   max_ = std::max(max_, ns);
 }
 
 void histogram::merge(const histogram& other) noexcept {
   for (std::size_t i = 0; i < bucket_count; ++i) buckets_[i] += other.buckets_[i];
   count_ += other.count_;
+  sum_ += other.sum_;
   max_ = std::max(max_, other.max_);
+}
+
+double histogram::mean() const noexcept {
+  return count_ == 0 ? 0.0 : static_cast<double>(sum_) / static_cast<double>(count_);
 }
 
 std::uint64_t histogram::quantile(double q) const noexcept {

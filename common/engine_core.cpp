@@ -1,6 +1,7 @@
 #include "common/engine_core.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 
 namespace ionet::detail {
@@ -62,6 +63,36 @@ status engine_core::init() {
                 std::to_string(opts_.slice_bytes) + " bytes"};
   }
   message_allocs_at_start_ = messages_.allocations();
+  total_queued_cap_ = opts_.max_total_queued_bytes
+                          ? opts_.max_total_queued_bytes
+                          : std::uint64_t{slices} * opts_.slice_bytes / 4 * 3;
+  total_queued_.store(0, std::memory_order_relaxed);
+  epoch_ms_ = 0;
+  now_.store(1, std::memory_order_relaxed);
+  tick();
+  return {};
+}
+
+void engine_core::tick() noexcept {
+  const std::int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count();
+  if (epoch_ms_ == 0) epoch_ms_ = ms - 1;
+  // Wraps after 49 days; the checks use differences, valid up to 24 days.
+  now_.store(static_cast<std::uint32_t>(ms - epoch_ms_) | 1u, std::memory_order_relaxed);
+}
+
+std::error_code engine_core::expired(std::uint32_t slot) const noexcept {
+  const conn_state& st = states_[slot];
+  const std::uint32_t now = now_.load(std::memory_order_relaxed);
+  auto passed = [now](const std::atomic<std::uint32_t>& since, std::chrono::milliseconds limit) {
+    const std::uint32_t t = since.load(std::memory_order_relaxed);
+    return limit.count() > 0 && t != 0 &&
+           static_cast<std::int64_t>(static_cast<std::uint32_t>(now - t)) >= limit.count();
+  };
+  if (passed(st.partial_since, opts_.read_timeout)) return make_error_code(errc::read_timeout);
+  if (passed(st.write_since, opts_.write_timeout)) return make_error_code(errc::write_timeout);
+  if (passed(st.last_active, opts_.idle_timeout)) return make_error_code(errc::idle_timeout);
   return {};
 }
 
@@ -84,6 +115,9 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   st.context.store(nullptr, std::memory_order_relaxed);
   st.unreleased.store(0, std::memory_order_relaxed);
   st.holds.store(2, std::memory_order_relaxed);
+  st.last_active.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  st.partial_since.store(0, std::memory_order_relaxed);
+  st.write_since.store(0, std::memory_order_relaxed);
   accepted_.fetch_add(1, std::memory_order_relaxed);
   return id;
 }
@@ -105,8 +139,12 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
     table_->retire(slot);
   }
   bytes_dropped_.fetch_add(dropped.bytes, std::memory_order_relaxed);
+  total_queued_.fetch_sub(dropped.bytes, std::memory_order_relaxed);
   slices_->give_chain(dropped);
   st.decoder.reset();
+  st.partial_since.store(0, std::memory_order_relaxed);
+  st.write_since.store(0, std::memory_order_relaxed);
+  st.last_active.store(0, std::memory_order_relaxed);
   if (reason == errc::message_too_large) {
     frames_too_large_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -155,9 +193,18 @@ std::error_code engine_core::send(connection_id id,
     return make_error_code(errc::queue_full);
   }
   if (total == 0) return {};
+  // The engine-wide cap: reserved before the copy, returned on failure.
+  if (total_queued_.fetch_add(total, std::memory_order_relaxed) + total > total_queued_cap_) {
+    total_queued_.fetch_sub(total, std::memory_order_relaxed);
+    send_queue_full_.fetch_add(1, std::memory_order_relaxed);
+    return make_error_code(errc::queue_full);
+  }
   // Copy outside the lock: concurrent senders only serialise on the append.
   slice_chain chain;
-  if (auto ec = encode_to_slices(*slices_, opts_.mode, bytes, chain)) return ec;
+  if (auto ec = encode_to_slices(*slices_, opts_.mode, bytes, chain)) {
+    total_queued_.fetch_sub(total, std::memory_order_relaxed);
+    return ec;
+  }
   conn_state& st = states_[slot];
   std::error_code ec;
   {
@@ -178,6 +225,7 @@ std::error_code engine_core::send(connection_id id,
   if (ec) {
     if (ec == errc::queue_full) send_queue_full_.fetch_add(1, std::memory_order_relaxed);
     if (ec == errc::stale_connection) send_stale_.fetch_add(1, std::memory_order_relaxed);
+    total_queued_.fetch_sub(total, std::memory_order_relaxed);
     slices_->give_chain(chain);
     return ec;
   }
@@ -224,8 +272,12 @@ slice_chain engine_core::take_queue(std::uint32_t slot,
   slice_chain chain = st.queue;
   st.queue = slice_chain{};
   close_now.clear();
+  if (!chain.empty() && st.write_since.load(std::memory_order_relaxed) == 0) {
+    st.write_since.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
   if (chain.empty()) {
     st.scheduled = false;
+    st.write_since.store(0, std::memory_order_relaxed);
     if (st.close_requested) {
       close_now = make_error_code(errc::closed_by_user);
     } else if (st.peer_eof && st.unreleased.load(std::memory_order_acquire) == 0) {
@@ -269,6 +321,15 @@ void engine_core::write_done(std::uint32_t slot, slice_chain& chain,
     std::lock_guard g(st.lock);
     st.queued -= chain.bytes;
   }
+  if (sent && chain.bytes) {
+    // Progress: the write timeout counts from here while more is queued.
+    const std::uint32_t now = now_.load(std::memory_order_relaxed);
+    st.last_active.store(now, std::memory_order_relaxed);
+    if (st.write_since.load(std::memory_order_relaxed) != 0) {
+      st.write_since.store(now, std::memory_order_relaxed);
+    }
+  }
+  total_queued_.fetch_sub(chain.bytes, std::memory_order_relaxed);
   (sent ? bytes_sent_ : bytes_dropped_)
       .fetch_add(chain.bytes, std::memory_order_relaxed);
   slices_->give_chain(chain);
@@ -279,6 +340,8 @@ std::error_code engine_core::on_read(std::uint32_t slot,
                                      event_batch& out) {
   bytes_received_.fetch_add(bytes.size(), std::memory_order_relaxed);
   conn_state& st = states_[slot];
+  const std::uint32_t now = now_.load(std::memory_order_relaxed);
+  st.last_active.store(now, std::memory_order_relaxed);
   const connection_id id = table_->id_of(slot);
   std::error_code copy_failed;
   auto ec = st.decoder.feed(bytes, messages_, [&](decoded_message&& m) {
@@ -304,6 +367,12 @@ std::error_code engine_core::on_read(std::uint32_t slot,
     if (!inline_mode()) st.unreleased.fetch_add(1, std::memory_order_relaxed);
     out.events.push_back(e);
   });
+  // A message left partial starts the read timeout; completing it stops it.
+  if (!st.decoder.partial()) {
+    st.partial_since.store(0, std::memory_order_relaxed);
+  } else if (st.partial_since.load(std::memory_order_relaxed) == 0) {
+    st.partial_since.store(now, std::memory_order_relaxed);
+  }
   return ec ? ec : copy_failed;
 }
 

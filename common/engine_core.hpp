@@ -49,6 +49,12 @@ struct conn_state {
   // the user has seen it). The slot is freed when both are gone.
   std::atomic<std::uint32_t> holds{0};
   frame_decoder decoder;     // [owner]
+  // For the timeouts, in the core's coarse milliseconds (0: not set):
+  // when a byte last moved either way, since when a message has been
+  // partly received, since when a queued write has made no progress.
+  std::atomic<std::uint32_t> last_active{0};
+  std::atomic<std::uint32_t> partial_since{0};
+  std::atomic<std::uint32_t> write_since{0};
 };
 
 // Events are gathered per engine-thread callback and handed over at once.
@@ -138,6 +144,20 @@ class engine_core {
   // Counted by backends: connections refused beyond max_connections.
   void count_rejected() noexcept { rejected_.fetch_add(1, std::memory_order_relaxed); }
 
+  // --- timeouts ---
+  // Backends call tick() from their periodic timer (a few times a second):
+  // it advances the coarse clock that stamps activity, so the I/O path
+  // reads one atomic instead of the system clock.
+  void tick() noexcept;
+  // The timeout a connection has run into, if any (any thread; the
+  // backend then closes it with this reason).
+  std::error_code expired(std::uint32_t slot) const noexcept;
+  // Whether any timeout is on (backends skip the sweep otherwise).
+  bool timeouts_on() const noexcept {
+    return opts_.idle_timeout.count() || opts_.read_timeout.count() ||
+           opts_.write_timeout.count();
+  }
+
  private:
   void drop_user_hold(std::uint32_t slot) noexcept;
   void discard_unpolled() noexcept;
@@ -169,6 +189,10 @@ class engine_core {
   std::atomic<std::uint64_t> send_queue_full_{0};
   std::atomic<std::uint64_t> frames_too_large_{0};
   std::uint64_t message_allocs_at_start_ = 0;
+  std::atomic<std::uint64_t> total_queued_{0};  // across connections
+  std::uint64_t total_queued_cap_ = 0;
+  std::atomic<std::uint32_t> now_{1};  // coarse ms since init, never 0
+  std::int64_t epoch_ms_ = 0;
 };
 
 }  // namespace ionet::detail

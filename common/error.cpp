@@ -29,6 +29,9 @@ class category final : public std::error_category {
       case errc::malformed_frame: return "malformed_frame";
       case errc::engine_stopped: return "engine_stopped";
       case errc::connection_limit: return "connection_limit";
+      case errc::idle_timeout: return "idle_timeout";
+      case errc::read_timeout: return "read_timeout";
+      case errc::write_timeout: return "write_timeout";
     }
     return "unknown ionet error " + std::to_string(value);
   }

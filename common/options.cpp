@@ -196,6 +196,34 @@ status validate(const options& o, endpoint* bound) {
                  o.pool_slices);
     }
   }
+  constexpr std::int64_t max_timeout_ms = 24LL * 24 * 3600 * 1000;  // 24 days
+  for (auto [name, t] : {std::pair{"idle_timeout", o.idle_timeout},
+                         std::pair{"read_timeout", o.read_timeout},
+                         std::pair{"write_timeout", o.write_timeout}}) {
+    if (t.count() < 0 || t.count() > max_timeout_ms) {
+      return {errc::bad_option, std::string(name) +
+                                    " must be between 0 (off) and 24 days (got " +
+                                    std::to_string(t.count()) + " ms)"};
+    }
+  }
+  if (o.keepalive_idle.count() < 0 || o.keepalive_idle.count() > 86400) {
+    return bad("keepalive_idle", "must be between 0 (off) and 86400 s",
+               static_cast<std::uint64_t>(o.keepalive_idle.count()));
+  }
+  if (o.keepalive_idle.count() > 0 &&
+      (o.keepalive_interval.count() < 1 || o.keepalive_interval.count() > 3600)) {
+    return bad("keepalive_interval", "must be between 1 and 3600 s",
+               static_cast<std::uint64_t>(o.keepalive_interval.count()));
+  }
+  if (o.keepalive_idle.count() > 0 && (o.keepalive_probes < 1 || o.keepalive_probes > 100)) {
+    return bad("keepalive_probes", "must be between 1 and 100", o.keepalive_probes);
+  }
+  if (o.max_total_queued_bytes != 0 && o.max_total_queued_bytes < o.max_queued_bytes) {
+    return bad("max_total_queued_bytes",
+               "must be 0 (automatic) or at least max_queued_bytes (" +
+                   std::to_string(o.max_queued_bytes) + ")",
+               o.max_total_queued_bytes);
+  }
   if (o.event_queue_capacity == 0) {
     return bad("event_queue_capacity", "must be at least 1", 0);
   }

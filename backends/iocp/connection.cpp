@@ -64,6 +64,7 @@ void engine_impl::open_connection(connection& c, socket_entry& entry,
   BOOL nodelay = TRUE;
   setsockopt(c.s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&nodelay),
              sizeof nodelay);
+  set_keepalive(c.s, core_.opts());
   core_.emit_connected(c.p.slot, peer, detail::thread_batch());
   read_loop(c, next_read::ready);
 }

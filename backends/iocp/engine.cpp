@@ -13,8 +13,10 @@ namespace {
 
 // Completions taken from the port per call.
 constexpr ULONG completion_batch = 64;
-// How often the housekeeper looks at the listener and at deadlines.
+// How often the housekeeper looks at the listener and at deadlines; the
+// timeouts are swept less often (they are seconds long).
 constexpr DWORD housekeeping_ms = 50;
+constexpr std::uint64_t sweep_ms = 250;
 
 // The engine whose worker this thread is, so stop() called from an inline
 // handler knows it cannot wait for the workers.
@@ -136,6 +138,7 @@ void engine_impl::worker_main() {
 void engine_impl::housekeeper_main() {
   HANDLE handles[2] = {housekeeper_wake_, accept_event_};
   std::vector<std::uint32_t> watched;
+  std::uint64_t next_sweep = 0;
   for (;;) {
     WaitForMultipleObjects(2, handles, FALSE, housekeeping_ms);
     if (!running_.load(std::memory_order_acquire)) break;
@@ -152,6 +155,12 @@ void engine_impl::housekeeper_main() {
     }
     check_listener();
     top_up_accepts();
+    core_.tick();
+    const std::uint64_t now_ms = GetTickCount64();
+    if (core_.timeouts_on() && now_ms >= next_sweep) {
+      sweep_timeouts();
+      next_sweep = now_ms + sweep_ms;
+    }
     {
       std::lock_guard g(watch_lock_);
       watched.swap(watch_list_);
@@ -165,6 +174,24 @@ void engine_impl::housekeeper_main() {
       unlock(c);
     }
     watched.clear();
+  }
+}
+
+void engine_impl::sweep_timeouts() {
+  const std::uint32_t n = core_.opts().max_connections;
+  for (std::uint32_t slot = 0; slot < n; ++slot) {
+    // A cheap look first (atomics); the lock only for the few that expired.
+    if (!core_.expired(slot)) continue;
+    connection& c = conns_[slot];
+    lock(c);
+    if (c.p.state == phase::open) {
+      if (const std::error_code ec = core_.expired(slot)) {
+        // Idle: a polite close. Slowloris or a peer that does not read: reset.
+        begin_close(c, ec, ec == errc::idle_timeout);
+      }
+    }
+    core_.deliver(detail::thread_batch());
+    unlock(c);
   }
 }
 

@@ -128,6 +128,7 @@ class engine_impl final : public engine {
   static void wake_hook(void* ctx, connection_id id);
   void stop_locked() noexcept;
   void close_all();
+  void sweep_timeouts();
   void wait_drained();
   void release_resources() noexcept;
   bool on_worker_thread() const noexcept;

@@ -79,6 +79,16 @@ std::error_code close_reason_of(DWORD error) noexcept {
   }
 }
 
+void set_keepalive(SOCKET s, const options& o) noexcept {
+  if (o.keepalive_idle.count() <= 0) return;
+  tcp_keepalive k{};
+  k.onoff = 1;
+  k.keepalivetime = static_cast<ULONG>(o.keepalive_idle.count() * 1000);
+  k.keepaliveinterval = static_cast<ULONG>(o.keepalive_interval.count() * 1000);
+  DWORD bytes = 0;
+  WSAIoctl(s, SIO_KEEPALIVE_VALS, &k, sizeof k, nullptr, 0, &bytes, nullptr, nullptr);
+}
+
 endpoint endpoint_of(const sockaddr* sa) noexcept {
   endpoint ep;
   if (!sa) return ep;

@@ -16,6 +16,7 @@
 #include <ws2tcpip.h>
 #include <mswsock.h>
 #include <windows.h>
+#include <mstcpip.h>
 // clang-format on
 
 #include <string>
@@ -23,6 +24,7 @@
 
 #include "backends/iocp/platform.hpp"
 #include "ionet/events.hpp"
+#include "ionet/options.hpp"
 
 namespace ionet::iocp {
 
@@ -52,6 +54,10 @@ inline std::error_code wsa_error(int code) noexcept {
 // The close reason for a failed operation: a reset for what the peer or
 // the network did, the native error otherwise.
 std::error_code close_reason_of(DWORD error) noexcept;
+
+// TCP keepalive as the options say (SIO_KEEPALIVE_VALS: idle and interval;
+// the probe count is the system's).
+void set_keepalive(SOCKET s, const options& o) noexcept;
 
 // sockaddr <-> endpoint.
 endpoint endpoint_of(const sockaddr* sa) noexcept;

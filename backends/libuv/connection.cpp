@@ -131,7 +131,7 @@ void engine_impl::open_connection(loop& l, int fd) {
     close_connection(c, make_error_code(errc::connection_reset), false);
     return;
   }
-  uv_tcp_nodelay(&c.tcp, 1);
+  posix::tune_accepted(fd, core_.opts());
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc, on_read) != 0) {
     close_connection(c, make_error_code(errc::connection_reset), false);
   }

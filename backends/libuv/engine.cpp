@@ -282,6 +282,18 @@ void engine_impl::shutdown_loop(loop& l) {
 }
 
 void engine_impl::on_sweep(loop& l) {
+  if (l.index == 0) core_.tick();
+  if (core_.timeouts_on() && !stopping()) {
+    for (std::size_t i = 0; i < l.members.size(); ++i) {
+      connection& c = conns_[l.members[i]];
+      if (c.closing) continue;
+      if (const std::error_code ec = core_.expired(c.slot)) {
+        // Idle: a polite close. Slowloris or a peer that does not read: reset.
+        close_connection(c, ec, ec == errc::idle_timeout);
+      }
+    }
+    finish(l);
+  }
   if (l.accept_paused && !stopping()) {
     l.accept_paused = false;
     uv_poll_start(&l.listen_poll, UV_READABLE, on_listen_readable);

@@ -1,6 +1,7 @@
 #include "backends/posix/sockets.hpp"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -89,6 +90,19 @@ endpoint peer_of(int fd) {
   socklen_t len = sizeof ss;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
   return from_sockaddr(ss);
+}
+
+void tune_accepted(int fd, const options& o) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  const int idle = static_cast<int>(o.keepalive_idle.count());
+  if (idle <= 0) return;
+  const int interval = static_cast<int>(o.keepalive_interval.count());
+  const int probes = static_cast<int>(o.keepalive_probes);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
 }  // namespace ionet::posix

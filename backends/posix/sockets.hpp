@@ -20,4 +20,8 @@ status open_listener(const endpoint& ep, const options& o, int type_flags, int& 
 // The peer's address of a connected socket (an empty endpoint on error).
 endpoint peer_of(int fd);
 
+// TCP_NODELAY, and TCP keepalive as the options say (off when
+// keepalive_idle is 0), on an accepted socket.
+void tune_accepted(int fd, const options& o);
+
 }  // namespace ionet::posix

@@ -57,8 +57,7 @@ void engine_impl::open_connection(loop& l, connection& c, int fd, connection_id 
   c.head_offset = 0;
   c.cancelling = false;
   c.sending = detail::slice_chain{};
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  posix::tune_accepted(fd, core_.opts());
   core_.emit_connected(c.p.slot, posix::peer_of(fd), l.batch);
   arm_recv(l, c);
 }
@@ -234,12 +233,17 @@ void engine_impl::send_done(loop& l, connection& c, int res) {
     ++whole;
   }
   detail::slice_chain done = pool.split_front(chain, whole);
-  c.head_offset = static_cast<std::uint32_t>(sent);
-  if (!chain.empty()) {
+  core_.write_done(c.p.slot, done, true);
+  if (c.p.state != phase::open) {
+    // Cut short by a close (a cancelled send reports what it had sent):
+    // the rest will never go.
+    core_.write_done(c.p.slot, chain, false);
+    c.head_offset = 0;
+  } else if (!chain.empty()) {
+    c.head_offset = static_cast<std::uint32_t>(sent);
     pool.append(chain, c.p.backlog);
     c.p.backlog = chain;
   }
-  core_.write_done(c.p.slot, done, true);
   if (c.p.state == phase::open) {
     flush(l, c);
   } else {
@@ -313,6 +317,18 @@ void engine_impl::maybe_finish(loop&, connection& c) {
   c.fd = -1;
   c.p.state = phase::idle;
   core_.backend_done(c.p.slot);
+}
+
+void engine_impl::check_timeouts(loop& l) {
+  const std::uint32_t n = core_.opts().max_connections;
+  for (std::uint32_t slot = 0; slot < n; ++slot) {
+    connection& c = conns_[slot];
+    if (c.loop != l.index || c.p.state != phase::open) continue;
+    if (const std::error_code ec = core_.expired(slot)) {
+      // Idle: a polite close. Slowloris or a peer that does not read: reset.
+      begin_close(l, c, ec, ec == errc::idle_timeout);
+    }
+  }
 }
 
 void engine_impl::check_lingering(loop& l, std::uint64_t now) {

@@ -21,8 +21,10 @@ constexpr std::uint32_t recv_buffers = 1024;
 constexpr std::uint32_t recv_buffer_bytes = 16 * 1024;
 constexpr std::size_t iovec_capacity = 16384;
 constexpr std::size_t header_capacity = 1024;
-// How long a loop may sleep before it looks at linger deadlines.
+// How long a loop may sleep before it looks at linger deadlines; the
+// timeouts are swept less often (they are seconds long).
 constexpr unsigned tick_ms = 50;
+constexpr std::uint64_t sweep_ms = 250;
 
 // The loop whose thread this is, if any.
 thread_local loop* current_loop = nullptr;
@@ -132,6 +134,7 @@ void engine_impl::run(loop& l) {
   arm_accepts(l);
   bool wound_down = false;
   std::uint64_t next_tick = now_ms() + tick_ms;
+  std::uint64_t next_sweep = next_tick;
   io_uring* ring = l.r.get();
   for (;;) {
     l.r.submit_and_wait(1, tick_ms);
@@ -158,6 +161,11 @@ void engine_impl::run(loop& l) {
     const std::uint64_t now = now_ms();
     if (now >= next_tick) {
       check_lingering(l, now);
+      if (l.index == 0) core_.tick();
+      if (core_.timeouts_on() && now >= next_sweep && !wound_down) {
+        check_timeouts(l);
+        next_sweep = now + sweep_ms;
+      }
       if (l.accepts_armed == 0 && !wound_down) arm_accepts(l);  // after a shortage
       next_tick = now + tick_ms;
       finish(l);

@@ -149,6 +149,7 @@ class engine_impl final : public engine {
   void cancel_ops(loop& l, connection& c);
   void maybe_finish(loop& l, connection& c);
   void check_lingering(loop& l, std::uint64_t now_ms);
+  void check_timeouts(loop& l);
   bool current(const loop& l, const connection& c, const op& o) noexcept;
 
   detail::engine_core core_;

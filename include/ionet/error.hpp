@@ -32,6 +32,9 @@ enum class errc : int {
   malformed_frame,    // raw bytes that cannot be decoded
   engine_stopped,     // stop() closed the connection
   connection_limit,   // refused: max_connections already open
+  idle_timeout,       // no byte moved either way for options::idle_timeout
+  read_timeout,       // a message left partial for options::read_timeout
+  write_timeout,      // queued bytes made no progress for options::write_timeout
 };
 
 const std::error_category& error_category() noexcept;

@@ -2,6 +2,7 @@
 // validates them all and refuses a bad one with a status that names it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -66,6 +67,27 @@ struct options {
   static constexpr std::uint32_t backend_default = 0xffffffffu;
   std::uint32_t threads = backend_default;
   framing mode = framing::length_prefix;
+  // Bytes queued for sending across all connections before send()
+  // answers queue_full, so a crowd of slow readers cannot exhaust memory.
+  // 0: three quarters of the slice pool (the rest serves reads).
+  std::uint64_t max_total_queued_bytes = 0;
+
+  // Timeouts, checked a few times a second; 0 turns one off. The defaults
+  // are what a server open to the Internet wants: a connection that does
+  // nothing for 5 minutes is closed (idle_timeout, gracefully); one that
+  // leaves a message half-sent for 30 s (slowloris) or does not read what
+  // it is sent for 60 s is reset (read_timeout, write_timeout).
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
+  std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(60)};
+  // TCP keepalive on every connection: the first probe after this much
+  // silence, then one every keepalive_interval, `keepalive_probes` in all
+  // (so a vanished peer is noticed in ~2 minutes). 0 turns it off.
+  // Portability: on Windows the probe count is the system's.
+  std::chrono::seconds keepalive_idle{60};
+  std::chrono::seconds keepalive_interval{10};
+  std::uint32_t keepalive_probes = 5;
+
   // Pull model: most message events waiting for poll() before the engine
   // stops reading (backpressure; nothing is dropped).
   std::uint32_t event_queue_capacity = 65536;

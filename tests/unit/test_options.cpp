@@ -433,3 +433,36 @@ TEST_CASE("options: status carries a code and a sentence",
   CHECK(native.code == std::errc::timed_out);
   CHECK_FALSE(native.ok());
 }
+
+TEST_CASE("options: timeouts, keepalive and the total queue cap are checked",
+          "[unit][options]") {
+  using namespace std::chrono_literals;
+  auto refused = [](const ionet::options& o, const char* name) {
+    const ionet::status s = ionet::detail::validate(o);
+    INFO(s.to_string());
+    CHECK(s.code == ionet::errc::bad_option);
+    CHECK(s.message.find(name) != std::string::npos);
+  };
+  ionet::options o;
+  o.idle_timeout = -1ms;
+  refused(o, "idle_timeout");
+  o = {};
+  o.read_timeout = std::chrono::hours(24 * 30);
+  refused(o, "read_timeout");
+  o = {};
+  o.keepalive_interval = 0s;
+  refused(o, "keepalive_interval");
+  o = {};
+  o.keepalive_probes = 0;
+  refused(o, "keepalive_probes");
+  o = {};
+  o.max_total_queued_bytes = o.max_queued_bytes - 1;
+  refused(o, "max_total_queued_bytes");
+
+  // Off is fine: zero timeouts, no keepalive (then its interval is unused).
+  o = {};
+  o.idle_timeout = o.read_timeout = o.write_timeout = 0ms;
+  o.keepalive_idle = 0s;
+  o.keepalive_interval = 0s;
+  CHECK(ionet::detail::validate(o).ok());
+}

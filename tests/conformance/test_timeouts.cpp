@@ -1,0 +1,107 @@
+// Timeouts: an idle connection is closed (idle_timeout), a message left
+// partial is cut off (read_timeout: slowloris), a peer that does not read
+// what it is sent is reset (write_timeout); a busy connection is not
+// touched by any of them. Checked a few times a second, so the waits here
+// are a few times the timeout.
+#include "support.hpp"
+
+using namespace ionet_test;
+
+namespace {
+
+ionet::options short_timeouts() {
+  ionet::options o = local_options();
+  o.idle_timeout = std::chrono::milliseconds(slow_platform ? 1500 : 600);
+  o.read_timeout = o.idle_timeout;
+  o.write_timeout = o.idle_timeout;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("timeouts: an idle connection is closed with idle_timeout",
+          "[conformance][timeouts]") {
+  server s(short_timeouts());
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  std::string why;
+  const auto id = connect_one(s, c, why);
+  INFO(why);
+  REQUIRE(id);
+  REQUIRE_FALSE(echo_roundtrip(c, pattern(10, 1)));
+  const auto t0 = steady::now();
+  REQUIRE(s.wait_closed_id(*id));
+  CHECK(steady::now() - t0 >= s.opts().idle_timeout - 100ms);
+  CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::idle_timeout);
+  // Closed politely: the client reads EOF.
+  CHECK(read_until_closed(c) == ionet::errc::peer_closed);
+}
+
+TEST_CASE("timeouts: a message left partial is cut off with read_timeout (slowloris)",
+          "[conformance][timeouts]") {
+  ionet::options o = short_timeouts();
+  o.idle_timeout = std::chrono::milliseconds(0);  // only the read timeout
+  server s(o);
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  std::string why;
+  const auto id = connect_one(s, c, why);
+  INFO(why);
+  REQUIRE(id);
+  // A header and a few bytes of a 1,000-byte message, one byte at a time
+  // slower than the timeout allows in total: each byte resets nothing.
+  const auto f = frame(pattern(1000, 2));
+  const auto t0 = steady::now();
+  bool closed = false;
+  for (std::size_t i = 0; i < 40 && !closed; ++i) {
+    if (c.write_raw(std::span(f).subspan(i, 1))) break;
+    closed = s.wait_closed_id(*id, o.read_timeout / 4);
+  }
+  REQUIRE(s.wait_closed_id(*id));
+  CHECK(steady::now() - t0 < o.read_timeout * 4);
+  CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::read_timeout);
+  CHECK(s.engine().stats().messages_received == 0);
+}
+
+TEST_CASE("timeouts: a peer that does not read is reset with write_timeout",
+          "[conformance][timeouts]") {
+  ionet::options o = short_timeouts();
+  o.idle_timeout = std::chrono::milliseconds(0);
+  o.max_message_bytes = 64 * 1024;
+  o.max_queued_bytes = 8u << 20;
+  server s(o, [](ionet::engine&, const ionet::event&) {});
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  std::string why;
+  const auto id = connect_one(s, c, why);
+  INFO(why);
+  REQUIRE(id);
+  // Far more than the socket buffers hold; the client never reads.
+  int queued = 0;
+  for (int i = 0; i < 100; ++i) {
+    if (!s.engine().send(*id, pattern(60000, static_cast<std::uint64_t>(i)))) ++queued;
+  }
+  CHECK(queued > 10);
+  REQUIRE(s.wait_closed_id(*id));
+  CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::write_timeout);
+  const auto st = s.engine().stats();
+  CHECK(st.bytes_queued == st.bytes_sent + st.bytes_dropped);
+  CHECK(st.bytes_dropped > 0);
+  CHECK(eventually([&] { return s.engine().stats().pool_slices_in_use == 0; }));
+}
+
+TEST_CASE("timeouts: a connection that keeps talking is never timed out",
+          "[conformance][timeouts]") {
+  server s(short_timeouts());
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  REQUIRE(connect_client(c, s.port()).ok());
+  // Three timeouts' worth of traffic, a message every tenth of one.
+  const auto until = steady::now() + s.opts().idle_timeout * 3;
+  int n = 0;
+  while (steady::now() < until) {
+    REQUIRE_FALSE(echo_roundtrip(c, pattern(100, static_cast<std::uint64_t>(n++))));
+    std::this_thread::sleep_for(s.opts().idle_timeout / 10);
+  }
+  CHECK(s.snapshot().closed.empty());
+}

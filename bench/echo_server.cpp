@@ -1,11 +1,13 @@
 // ionet-echo: the engine's echo server, for benchmarks and manual tests.
 //
-// Pull model on the main thread: poll() a batch, echo every message with
-// send(), release() the batch. In length_prefix mode each whole message goes
-// back as one frame (send() frames it); in raw mode the bytes of each read
-// go back as they came.
+// --delivery inline (default): the engine's handler echoes each message on
+// the engine's own thread. --delivery pull: the seed's model, the main
+// thread poll()s a batch, echoes every message with send() and release()s
+// the batch. In length_prefix mode each whole message goes back as one
+// frame (send() frames it); in raw mode the bytes of each read go back as
+// they came.
 //
-// send() may refuse with queue_full (the client is not reading fast enough)
+// Pull model: send() may refuse with queue_full (the client is not reading fast enough)
 // or pool_exhausted. Nothing is dropped: the message is copied to a
 // per-connection backlog that is retried on every loop turn, and later
 // messages of that connection queue behind it so order is kept. A
@@ -23,7 +25,9 @@
 #include <cstdio>
 #include <deque>
 #include <iostream>
+#include <memory>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -31,6 +35,9 @@
 #include <nlohmann/json.hpp>
 
 #include "ionet/ionet.hpp"
+#if defined(__linux__)
+#include "echo_processes.hpp"
+#endif
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/resource.h>
@@ -211,12 +218,91 @@ nlohmann::json to_json(const ionet::engine_stats& s) {
   };
 }
 
-std::string listen_address(std::string host, std::uint16_t port) {
+// "127.0.0.1" or "[::1]": the host as `listening on` shows it.
+std::string listen_host(std::string host) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
-  return host + ":" + std::to_string(port);
+  return host;
+}
+
+std::string listen_address(const std::string& host, std::uint16_t port) {
+  return listen_host(host) + ":" + std::to_string(port);
+}
+
+// The inline handler's echo: on the engine's thread, no hand-off. A
+// connection whose queue is full (it does not read) is closed as a slow
+// consumer: a handler cannot wait, and holding the echo back would need a
+// timer to retry it.
+struct inline_echo {
+  std::size_t max_chunk;
+  std::atomic<std::uint64_t> slow_consumer_closes{0};
+  std::atomic<std::uint64_t> send_errors{0};
+
+  void operator()(ionet::engine& eng, const ionet::event& e) {
+    if (e.type != ionet::event_type::message) return;
+    std::span<const std::byte> data = e.data;
+    do {
+      const std::size_t n = std::min(data.size(), max_chunk);
+      if (const std::error_code ec = eng.send(e.conn, data.first(n))) {
+        if (is_retryable(ec)) {
+          slow_consumer_closes.fetch_add(1, std::memory_order_relaxed);
+          eng.close(e.conn);
+        } else {
+          send_errors.fetch_add(1, std::memory_order_relaxed);
+        }
+        return;
+      }
+      data = data.subspan(n);
+    } while (!data.empty());
+  }
+};
+
+// Runs one engine until a signal; prints `listening on` and, at the end,
+// the stats as one JSON object. The process's exit code.
+int serve_one(ionet::options opts, const std::string& framing, const std::string& host,
+              std::uint64_t max_backlog, bool pull) {
+  auto echo = std::make_shared<inline_echo>();
+  echo->max_chunk = opts.max_message_bytes;
+  if (!pull) {
+    opts.handler = [echo](ionet::engine& eng, const ionet::event& e) { (*echo)(eng, e); };
+  }
+  auto eng = ionet::make_engine(opts);
+  if (ionet::status st = eng->start(); !st) {
+    std::cerr << "ionet-echo: " << st.to_string() << "\n";
+    return 2;
+  }
+  std::cout << "listening on " << listen_address(host, eng->port()) << std::endl;
+
+  echo_counters c;
+  if (pull) {
+    echo_loop loop(*eng, opts.mode, opts.max_message_bytes, max_backlog);
+    loop.run();
+    c = loop.counters();
+  } else {
+    while (g_stop.load(std::memory_order_relaxed) == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  eng->stop();
+  c.slow_consumer_closes += echo->slow_consumer_closes.load();
+  c.send_errors += echo->send_errors.load();
+
+  nlohmann::json out = {
+      {"backend", eng->backend_name()},
+      {"framing", framing},
+      {"delivery", pull ? "pull" : "inline"},
+      {"engine", to_json(eng->stats())},
+      {"echo",
+       {{"backlogged_messages", c.backlogged_messages},
+        {"backlog_peak_bytes", c.backlog_peak_bytes},
+        {"backlog_dropped_bytes", c.backlog_dropped_bytes},
+        {"slow_consumer_closes", c.slow_consumer_closes},
+        {"send_errors", c.send_errors}}},
+  };
+  std::cout << out.dump() << std::endl;
+  return 0;
 }
 
 }  // namespace
@@ -231,6 +317,7 @@ int main(int argc, char** argv) {
       "stdout (IPv6 as [ADDR]:PORT). On SIGINT or SIGTERM the engine is stopped\n"
       "and one JSON object follows on stdout:\n"
       "  {\"backend\": ..., \"engine\": {engine_stats fields}, \"echo\": {...}}\n"
+      "(with --processes: the workers' figures summed, and \"workers\").\n"
       "Exit codes: 0 after a signal; 2 on a bad flag, or when the engine\n"
       "refuses to start (bad option, address in use; its message on stderr).");
 
@@ -262,6 +349,21 @@ int main(int argc, char** argv) {
                  "echo bytes held back per connection (send() said queue_full)\n"
                  "before the connection is closed;\n"
                  "default max(64 MiB, 4 x max-queued-bytes)");
+
+  std::string delivery = "inline";
+  app.add_option("--delivery", delivery,
+                 "inline: echo in the engine's handler, on its threads (no\n"
+                 "hand-off); pull: a user thread polls events and echoes\n"
+                 "(the seed's model, one hand-off each way)")
+      ->check(CLI::IsMember({"inline", "pull"}))
+      ->capture_default_str();
+
+  unsigned processes = 1;
+  app.add_option("--processes", processes,
+                 "worker processes sharing the port through SO_REUSEPORT, each\n"
+                 "with its own engine (Linux; past one process's file limit)")
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
 
   bool keep_sigpipe = false;
   app.add_flag("--keep-sigpipe", keep_sigpipe,
@@ -295,29 +397,16 @@ int main(int argc, char** argv) {
   if (!keep_sigpipe) std::signal(SIGPIPE, SIG_IGN);
 #endif
 
-  auto eng = ionet::make_engine(opts);
-  if (ionet::status st = eng->start(); !st) {
-    std::cerr << "ionet-echo: " << st.to_string() << "\n";
-    return 2;
-  }
-  std::cout << "listening on " << listen_address(opts.host, eng->port()) << std::endl;
-
-  echo_loop loop(*eng, opts.mode, opts.max_message_bytes, max_backlog);
-  loop.run();
-  eng->stop();
-
-  const echo_counters& c = loop.counters();
-  nlohmann::json out = {
-      {"backend", eng->backend_name()},
-      {"framing", framing},
-      {"engine", to_json(eng->stats())},
-      {"echo",
-       {{"backlogged_messages", c.backlogged_messages},
-        {"backlog_peak_bytes", c.backlog_peak_bytes},
-        {"backlog_dropped_bytes", c.backlog_dropped_bytes},
-        {"slow_consumer_closes", c.slow_consumer_closes},
-        {"send_errors", c.send_errors}}},
+  auto serve = [&](const ionet::options& o) {
+    return serve_one(o, framing, opts.host, max_backlog, delivery == "pull");
   };
-  std::cout << out.dump() << std::endl;
-  return 0;
+  if (processes > 1) {
+#if defined(__linux__)
+    return ionet_bench::run_processes(processes, opts, listen_host(opts.host), g_stop, serve);
+#else
+    std::cerr << "ionet-echo: --processes needs Linux (fork and SO_REUSEPORT)\n";
+    return 2;
+#endif
+  }
+  return serve(opts);
 }

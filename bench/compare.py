@@ -1,0 +1,634 @@
+#!/usr/bin/env python3
+"""The benchmark comparison behind ci/bench.
+
+Runs a matrix of scenarios against every server that is built: ionet on
+each backend and the peers a user would pick instead (plain libuv, epoll,
+asio and io_uring echo servers). Servers are interleaved within each
+repetition, so the runs compared are adjacent in time; every figure is a
+median with its min-max, and every ratio is the median of per-repetition
+ratios against the plain libuv peer. Writes bench/results/<date>-<host>.json,
+a markdown table beside it (also printed) and PNG plots.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE = "peer-libuv"
+
+# name: (build folder, binary, what it is)
+SERVERS = {
+    "ionet-libuv": ("linux-release", "bench/ionet-echo", "ionet, libuv backend"),
+    "ionet-libuv-pull": ("linux-release", "bench/ionet-echo",
+                         "ionet, libuv backend, pull model (a user thread echoes)"),
+    "ionet-uring": ("linux-uring-release", "bench/ionet-echo", "ionet, io_uring backend"),
+    "peer-libuv": ("linux-release", "bench/peers/peer-libuv-echo", "plain libuv echo"),
+    "peer-epoll": ("linux-release", "bench/peers/peer-epoll-echo", "plain epoll echo"),
+    "peer-asio": ("linux-release", "bench/peers/peer-asio-echo", "standalone asio echo"),
+    "peer-uring": ("linux-release", "bench/peers/peer-uring-echo", "plain io_uring echo"),
+    "ionet-iocp-wine": ("mingw-iocp", "bench/ionet-echo.exe",
+                        "ionet, IOCP backend under Wine: behaviour only, not speed"),
+}
+WINE_ONLY = {"ionet-iocp-wine"}
+# Servers run only in the cells that name them (to keep the run short).
+EXTRA = {"ionet-libuv-pull"}
+
+
+def cell(name, scenario, load, metrics, servers=None, note=""):
+    return {"name": name, "scenario": scenario, "load": load, "metrics": metrics,
+            "servers": servers, "note": note}
+
+
+def plan(args):
+    """The cells to run, by scenario."""
+    quick = args.quick
+    rates = [50000] if quick else [20000, 50000, 80000]
+    eff = ["server_cpu_us_per_msg", "p50_us", "p99_us", "p999_us", "msgs_per_sec",
+           "late_sends", "skipped_sends"]
+    sat = ["msgs_per_sec", "server_cpu_us_per_msg", "p99_us"]
+    cells = []
+    for r in rates:
+        cells.append(cell(f"efficiency {r // 1000}k/s", "efficiency",
+                          ["--connections", "1000", "--size", "512", "--inflight", "16",
+                           "--rate", str(r)], eff,
+                          servers="+pull" if r == 50000 else None,
+                          note=f"open loop, {r} msg/s offered over 1,000 connections x 512 B"))
+    sats = [("saturation 100x64", ["--connections", "100", "--size", "64", "--inflight", "1"]),
+            ("saturation 1000x512", ["--connections", "1000", "--size", "512", "--inflight", "1"]),
+            ("saturation 4KiB", ["--connections", "100", "--size", "4096", "--inflight", "1"]),
+            ("saturation pipelined16", ["--connections", "100", "--size", "64", "--inflight", "16"])]
+    if quick:
+        sats = sats[1:2]
+    for name, load in sats:
+        extra = {"saturation 100x64": "+wine", "saturation 1000x512": "+pull"}.get(name)
+        cells.append(cell(name, "saturation", load, sat, servers=extra, note="closed loop"))
+    n_idle = 2000 if quick else 10000
+    cells.append(cell(f"memory {n_idle} idle", "memory",
+                      ["--mode", "idle", "--connections", str(n_idle), "--hold", "1"],
+                      ["rss_per_conn_bytes", "rss_before_kib"],
+                      note=f"server RSS per idle connection, {n_idle} held"))
+    n_burst = 5000 if quick else 15000
+    cells.append(cell(f"accept burst {n_burst}", "burst",
+                      ["--mode", "connect-burst", "--connections", str(n_burst)],
+                      ["connect_seconds", "connect_failures"],
+                      note=f"{n_burst} connects as fast as possible"))
+    if not quick:
+        cells.append(cell("instructions per message", "instructions",
+                          ["--connections", "100", "--size", "512", "--inflight", "16",
+                           "--rate", "2000"],
+                          ["instructions_per_msg"],
+                          note="callgrind, user space, 2,000 msg/s; two run lengths differenced"))
+    if args.scenario:
+        wanted = set(args.scenario)
+        cells = [c for c in cells if c["scenario"] in wanted or c["name"] in wanted]
+    return cells
+
+
+# --- processes ---------------------------------------------------------------
+
+def pin(core):
+    if os.cpu_count() and os.cpu_count() >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Server:
+    """One server process: started, waited on for 'listening on', stopped."""
+
+    def __init__(self, name, path, framing, extra=(), wrap=()):
+        self.name = name
+        self.out = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".out",
+                                               delete=False)
+        cmd = list(wrap) + [path, "--host", "127.0.0.1", "--port", "0",
+                            "--framing", framing] + list(extra)
+        env = dict(os.environ)
+        if name in WINE_ONLY:
+            prefix = env.get("IONET_WINEPREFIX", os.path.join(ROOT, "build", "wine-prefix"))
+            subprocess.run([os.path.join(ROOT, "ci", "wine-run"), "cmd", "/c", "exit", "0"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env.update(WINEPREFIX=prefix, WINEDEBUG="-all")
+            cmd = pin(0) + ["/usr/lib/wine/wine64"] + cmd[len(wrap):]
+        else:
+            cmd = pin(0) + cmd
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env)
+        self.port = None
+        self.stats = None
+
+    def wait_ready(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.out.name, "rb") as f:
+                for line in f.read().decode(errors="replace").splitlines():
+                    if line.startswith("listening on "):
+                        self.port = int(line.rsplit(":", 1)[1])
+                        return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.02)
+        return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with open(self.out.name, "rb") as f:
+            text = f.read().decode(errors="replace")
+        os.unlink(self.out.name)
+        for line in text.splitlines():
+            if line.startswith("{"):
+                try:
+                    self.stats = json.loads(line)
+                except ValueError:
+                    pass
+        return self.proc.returncode, text
+
+
+def run_load(load_bin, port, cell_, args, server_pid, extra=()):
+    cmd = pin(1) + [load_bin, "--host", "127.0.0.1", "--port", str(port),
+                    "--framing", "length_prefix", "--server-pid", str(server_pid)]
+    cmd += cell_["load"] + list(extra)
+    if cell_["scenario"] in ("efficiency", "saturation", "instructions"):
+        cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    budget = args.duration + args.warmup + 120
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
+    except subprocess.TimeoutExpired:
+        return None, "ionet-load timed out"
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
+    except (ValueError, IndexError):
+        return None, p.stderr + p.stdout
+
+
+def flatten(result):
+    """The figures of one ionet-load run, by metric name."""
+    out = dict(result)
+    lat = result.get("latency_us", {})
+    for k in ("p50", "p99", "p999", "max"):
+        if k in lat:
+            out[f"{k}_us"] = lat[k]
+    return out
+
+
+def server_extra(name):
+    if not name.startswith("ionet"):
+        return []
+    # The engine refuses connections past --max-connections (default
+    # 10,000): room for the burst and memory cells.
+    extra = ["--max-connections", "16000"]
+    if name.endswith("-pull"):
+        extra += ["--delivery", "pull"]
+    return extra
+
+
+def one_run(name, cell_, args, bins):
+    """Starts the server, drives it, stops it; returns (figures, error)."""
+    path = bins[name]
+    if cell_["scenario"] == "instructions":
+        return instructions_run(name, cell_, args, bins)
+    srv = Server(name, path, "length_prefix", server_extra(name))
+    if not srv.wait_ready():
+        rc, text = srv.stop()
+        return None, f"{name} did not start: {text[-300:]}"
+    figures, err = {}, None
+    try:
+        if cell_["scenario"] == "memory":
+            figures, err = memory_run(srv, cell_, args, bins)
+        else:
+            result, log = run_load(bins["ionet-load"], srv.port, cell_, args, srv.proc.pid)
+            if result is None:
+                err = f"ionet-load failed: {log[-300:]}"
+            else:
+                figures = flatten(result)
+                if result.get("corrupted_bytes", 0) or result.get("errors", 0):
+                    err = f"corrupted {result.get('corrupted_bytes')} errors {result.get('errors')}"
+    finally:
+        rc, text = srv.stop()
+    if rc not in (0, None) and err is None and name not in WINE_ONLY:
+        err = f"{name} exited with {rc}"
+    return figures, err
+
+
+def memory_run(srv, cell_, args, bins):
+    ready = tempfile.NamedTemporaryFile(prefix="bench-ready-", delete=False)
+    ready.close()
+    os.unlink(ready.name)
+    before = rss_kib(srv.proc.pid)
+    cmd = pin(1) + [bins["ionet-load"], "--host", "127.0.0.1", "--port", str(srv.port),
+                    "--framing", "length_prefix", "--ready-file", ready.name] + cell_["load"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            with open(ready.name) as f:
+                if f.read().startswith("ready"):
+                    time.sleep(0.3)  # let the server settle its last accepts
+                    held = rss_kib(srv.proc.pid)
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    out, errs = p.communicate(timeout=180)
+    try:
+        os.unlink(ready.name)
+    except OSError:
+        pass
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None, f"ionet-load (idle) failed: {errs[-300:]}"
+    n = result.get("connected", 0)
+    if before is None or held is None or n == 0:
+        return None, "could not read the server's RSS while connections were held"
+    figures = flatten(result)
+    figures["rss_before_kib"] = before
+    figures["rss_held_kib"] = held
+    figures["rss_per_conn_bytes"] = round((held - before) * 1024 / n, 1)
+    err = None
+    if result.get("connect_failures", 0) or result.get("corrupted_bytes", 0):
+        err = f"idle: {result.get('connect_failures')} connect failures"
+    return figures, err
+
+
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    return None
+
+
+def instructions_run(name, cell_, args, bins):
+    """User-space instructions per message: the server under callgrind,
+    two load runs of different lengths, the difference divided by the
+    extra messages (start-up and shutdown cancel out)."""
+    if not shutil.which("valgrind"):
+        return None, "valgrind is not installed"
+    totals = []
+    for seconds in (1.0, 3.0):
+        outfile = tempfile.NamedTemporaryFile(prefix="callgrind-", delete=False)
+        outfile.close()
+        wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outfile.name}",
+                "--dump-instr=no", "--collect-jumps=no"]
+        srv = Server(name, bins[name], "length_prefix", server_extra(name),
+                     wrap=wrap)
+        if not srv.wait_ready(timeout=60):
+            srv.stop()
+            return None, f"{name} did not start under callgrind"
+        sub = argparse.Namespace(duration=seconds, warmup=0.0)
+        result, log = run_load(bins["ionet-load"], srv.port, cell_, sub, srv.proc.pid)
+        srv.stop()
+        total = callgrind_total(outfile.name)
+        os.unlink(outfile.name)
+        if result is None or total is None:
+            return None, f"callgrind run failed: {log[-300:] if log else ''}"
+        totals.append((total, result["messages"]))
+    (i1, m1), (i2, m2) = totals
+    if m2 <= m1:
+        return None, "the longer run echoed no more messages than the shorter"
+    return {"instructions_per_msg": round((i2 - i1) / (m2 - m1), 1),
+            "messages_short": m1, "messages_long": m2}, None
+
+
+# --- statistics and report ---------------------------------------------------
+
+def summarize(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+
+
+def ratio_summary(runs, name, metric):
+    """Median of per-repetition ratios name/baseline (adjacent runs)."""
+    ratios = []
+    for rep in runs:
+        a = rep.get(name, {}).get(metric)
+        b = rep.get(BASELINE, {}).get(metric)
+        if a is not None and b:
+            ratios.append(a / b)
+    return summarize(ratios)
+
+
+def fmt(x):
+    if x is None:
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def fmt_summary(s):
+    if not s:
+        return "-"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return fmt(s["median"])
+    return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
+
+
+def fmt_ratio(s):
+    if not s:
+        return ""
+    if s["min"] <= 1.0 <= s["max"]:
+        return f" ≈{s['median']:.2f}x"
+    return f" {s['median']:.2f}x"
+
+
+def markdown(report):
+    lines = [f"# ionet benchmark comparison — {report['date']}", "",
+             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+             f"Linux {report['machine']['kernel']}. Server pinned to core 0, load to core 1. "
+             f"{report['config']['repetitions']} interleaved repetitions; figures are "
+             "median (min–max); ratios are medians of per-repetition ratios against "
+             f"`{BASELINE}` run next to it in time; ≈ marks a ratio whose spread includes 1.",
+             ""]
+    for c in report["cells"]:
+        lines.append(f"## {c['name']}")
+        if c["note"]:
+            lines.append(f"_{c['note']}_")
+        lines.append("")
+        metrics = c["metrics"]
+        lines.append("| server | " + " | ".join(metrics) + " |")
+        lines.append("|---" * (len(metrics) + 1) + "|")
+        for name in c["servers"]:
+            row = [name + (" (Wine)" if name in WINE_ONLY else "")]
+            for m in metrics:
+                s = c["summary"].get(name, {}).get(m)
+                r = c["ratios"].get(name, {}).get(m) if name != BASELINE else None
+                row.append(fmt_summary(s) + fmt_ratio(r))
+            lines.append("| " + " | ".join(row) + " |")
+        if c["errors"]:
+            lines.append("")
+            for e in c["errors"][:6]:
+                lines.append(f"- problem: {e}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(report, stem):
+    """PNGs with gnuplot: throughput, latency percentiles, memory."""
+    if not shutil.which("gnuplot"):
+        return []
+    made = []
+    work = tempfile.mkdtemp(prefix="bench-plot-")
+
+    def bar_plot(fname, title, ylabel, rows, columns):
+        data = os.path.join(work, fname + ".dat")
+        with open(data, "w") as f:
+            f.write("server " + " ".join(f'"{c}"' for c in columns) + "\n")
+            for name, vals in rows:
+                f.write(f'"{name}" ' + " ".join("0" if v is None else str(v) for v in vals) + "\n")
+        png = f"{stem}-{fname}.png"
+        script = f"""
+set terminal pngcairo size 1100,600 noenhanced font ",10"
+set output "{png}"
+set title "{title}"
+set ylabel "{ylabel}"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set key outside right top
+set xtics rotate by -25
+set grid ytics
+plot for [i=2:{len(columns) + 1}] "{data}" using i:xtic(1) title columnheader(i)
+"""
+        sp = os.path.join(work, fname + ".gp")
+        with open(sp, "w") as f:
+            f.write(script)
+        if subprocess.run(["gnuplot", sp], capture_output=True).returncode == 0:
+            made.append(png)
+
+    def med(c, name, m):
+        s = c["summary"].get(name, {}).get(m)
+        return None if not s else s["median"]
+
+    servers = [s for s in report["servers"] if s not in WINE_ONLY and s not in EXTRA]
+    sat = [c for c in report["cells"] if c["scenario"] == "saturation"]
+    if sat:
+        bar_plot("throughput", "Saturation throughput (messages/s, median)", "messages/s",
+                 [(n, [med(c, n, "msgs_per_sec") for c in sat]) for n in servers],
+                 [c["name"].replace("saturation ", "") for c in sat])
+    eff = [c for c in report["cells"] if c["scenario"] == "efficiency"]
+    for c in eff:
+        tag = c["name"].split()[-1].replace("/", "")
+        bar_plot(f"latency-{tag}", f"Latency at {c['name']} (µs, median of runs)", "µs",
+                 [(n, [med(c, n, m) for m in ("p50_us", "p99_us", "p999_us")]) for n in servers],
+                 ["p50", "p99", "p99.9"])
+    if eff:
+        bar_plot("cpu", "Server CPU per message at fixed rates (µs)", "µs of CPU per message",
+                 [(n, [med(c, n, "server_cpu_us_per_msg") for c in eff]) for n in servers],
+                 [c["name"].replace("efficiency ", "") for c in eff])
+    mem = [c for c in report["cells"] if c["scenario"] == "memory"]
+    if mem:
+        bar_plot("memory", "Server RSS per idle connection (bytes)", "bytes",
+                 [(n, [med(mem[0], n, "rss_per_conn_bytes")]) for n in servers],
+                 ["bytes per connection"])
+    shutil.rmtree(work, ignore_errors=True)
+    return made
+
+
+def micro_benchmarks(args):
+    """bench/micro (Google Benchmark) of common/, when it is built."""
+    path = os.path.join(ROOT, "build", "linux-release", "bench", "micro", "ionet-micro")
+    if not os.path.exists(path):
+        return None
+    min_time = "0.05" if args.quick else "0.2"
+    p = subprocess.run(pin(0) + [path, f"--benchmark_min_time={min_time}",
+                                 "--benchmark_format=json"],
+                       capture_output=True, text=True, timeout=600)
+    try:
+        data = json.loads(p.stdout)
+    except ValueError:
+        return {"error": p.stderr[-300:]}
+    return [{"name": b["name"], "ns": round(b["real_time"], 1),
+             "items_per_second": b.get("items_per_second")}
+            for b in data.get("benchmarks", [])]
+
+
+def micro_markdown(micro):
+    if not micro or isinstance(micro, dict):
+        return ""
+    lines = ["## common/ microbenchmarks (bench/micro, one run)", "",
+             "| benchmark | ns per iteration | items/s |", "|---|---|---|"]
+    for b in micro:
+        ips = b["items_per_second"]
+        lines.append(f"| {b['name']} | {fmt(b['ns'])} | {fmt(ips) if ips else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine():
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kib = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
+            "kernel": platform.release(), "memory_kib": mem_kib,
+            "python": platform.python_version()}
+
+
+def main():
+    p = argparse.ArgumentParser(
+        prog="ci/bench",
+        description="Benchmark comparison: ionet's backends against the servers a user "
+                    "would pick instead.")
+    p.add_argument("--quick", action="store_true", help="one repetition of a smaller matrix (a few minutes)")
+    p.add_argument("--repetitions", type=int, default=None, help="interleaved repetitions (default 5; 1 with --quick)")
+    p.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 2)")
+    p.add_argument("--warmup", type=float, default=0.5, help="seconds of load before measuring (default 0.5)")
+    p.add_argument("--scenario", action="append", choices=["efficiency", "saturation", "memory", "burst", "instructions"],
+                   help="only this scenario (repeatable)")
+    p.add_argument("--servers", default=None, help="comma list of servers (default: all that are built); known: " + ", ".join(SERVERS))
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where results go")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and check the binaries, run nothing")
+    args = p.parse_args()
+    if args.repetitions is None:
+        args.repetitions = 1 if args.quick else 5
+    if args.duration is None:
+        args.duration = 1.0 if args.quick else 2.0
+    if args.repetitions < 1 or args.duration <= 0 or args.warmup < 0:
+        p.error("--repetitions must be >= 1, --duration > 0 and --warmup >= 0")
+
+    bins = {"ionet-load": os.path.join(ROOT, "build", "linux-release", "bench", "ionet-load")}
+    wanted = args.servers.split(",") if args.servers else list(SERVERS)
+    for w in wanted:
+        if w not in SERVERS:
+            p.error(f"--servers: unknown server '{w}' (known: {', '.join(SERVERS)})")
+    servers = []
+    for name in wanted:
+        build, rel, _ = SERVERS[name]
+        path = os.path.join(ROOT, "build", build, rel)
+        if os.path.exists(path):
+            bins[name] = path
+            servers.append(name)
+        elif args.servers and not args.dry_run:
+            p.error(f"--servers: {name} is not built ({path})")
+        else:
+            print(f"ci/bench: {name} is not built ({path}); left out", file=sys.stderr)
+    if not os.path.exists(bins["ionet-load"]) and not args.dry_run:
+        print(f"ci/bench: {bins['ionet-load']} is missing: build linux-release first", file=sys.stderr)
+        return 1
+    if BASELINE not in servers:
+        print(f"ci/bench: the baseline {BASELINE} is not built; ratios are left out", file=sys.stderr)
+
+    cells = plan(args)
+    work = []  # (cell index, repetition, server)
+    for i, c in enumerate(cells):
+        names = [s for s in servers if s not in WINE_ONLY and s not in EXTRA]
+        if c["servers"] == "+wine":
+            names += [s for s in servers if s in WINE_ONLY]
+        if c["servers"] == "+pull":
+            names += [s for s in servers if s in EXTRA]
+        if c["scenario"] == "instructions":
+            names = [s for s in names if s not in WINE_ONLY]
+        c["servers"] = names
+        reps = 1 if c["scenario"] == "instructions" else args.repetitions
+        for rep in range(reps):
+            for name in names:
+                work.append((i, rep, name))
+    per_run = {"efficiency": args.duration + args.warmup + 1.2,
+               "saturation": args.duration + args.warmup + 1.2,
+               "memory": 8.0, "burst": 5.0, "instructions": 25.0}
+    estimate = sum(per_run[cells[i]["scenario"]] for i, _, _ in work)
+    print(f"ci/bench: {len(work)} runs over {len(cells)} cells and {len(servers)} servers, "
+          f"about {estimate / 60:.1f} min", file=sys.stderr)
+    if args.dry_run:
+        for c in cells:
+            print(f"  {c['name']}: {', '.join(c['servers'])} x "
+                  f"{1 if c['scenario'] == 'instructions' else args.repetitions}: {' '.join(c['load'])}")
+        return 0
+
+    results = {}  # (cell, rep, server) -> figures
+    errors = {}
+    started = time.monotonic()
+    for k, (i, rep, name) in enumerate(work):
+        c = cells[i]
+        figures, err = one_run(name, c, args, bins)
+        results[(i, rep, name)] = figures or {}
+        if err:
+            errors.setdefault(i, []).append(f"{name} r{rep + 1}: {err}")
+        done_s = time.monotonic() - started
+        left = done_s / (k + 1) * (len(work) - k - 1)
+        shown = ", ".join(f"{m} {fmt((figures or {}).get(m))}" for m in c["metrics"][:3])
+        print(f"ci/bench: [{k + 1}/{len(work)}] {c['name']} r{rep + 1} {name}: "
+              f"{shown}{' PROBLEM: ' + err if err else ''} (~{left / 60:.1f} min left)",
+              file=sys.stderr, flush=True)
+
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": machine(), "servers": servers,
+              "config": {"repetitions": args.repetitions, "duration_s": args.duration,
+                         "warmup_s": args.warmup, "quick": args.quick,
+                         "baseline": BASELINE},
+              "cells": []}
+    failed = False
+    for i, c in enumerate(cells):
+        reps = 1 if c["scenario"] == "instructions" else args.repetitions
+        runs = [{name: results.get((i, rep, name), {}) for name in c["servers"]}
+                for rep in range(reps)]
+        summary = {name: {m: summarize([r[name].get(m) for r in runs]) for m in c["metrics"]}
+                   for name in c["servers"]}
+        ratios = {name: {m: ratio_summary(runs, name, m) for m in c["metrics"]}
+                  for name in c["servers"]}
+        report["cells"].append({**c, "runs": runs, "summary": summary, "ratios": ratios,
+                                "errors": errors.get(i, [])})
+        if any("corrupted" in e or "errors" in e for e in errors.get(i, [])):
+            failed = True
+
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%MZ")
+    stem = os.path.join(args.out, f"{stamp}-{report['machine']['host']}")
+    report["micro"] = micro_benchmarks(args)
+    report["plots"] = [os.path.basename(x) for x in plots(report, stem)]
+    with open(stem + ".json", "w") as f:
+        json.dump(report, f, indent=1)
+    md = markdown(report) + micro_markdown(report["micro"])
+    if report["plots"]:
+        md += "\nPlots: " + ", ".join(report["plots"]) + "\n"
+    with open(stem + ".md", "w") as f:
+        f.write(md)
+    print(md)
+    print(f"ci/bench: wrote {stem}.json, {stem}.md and {len(report['plots'])} plots",
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

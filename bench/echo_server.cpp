@@ -365,11 +365,6 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();
 
-  bool keep_sigpipe = false;
-  app.add_flag("--keep-sigpipe", keep_sigpipe,
-               "leave SIGPIPE at its default (the process dies when the engine\n"
-               "writes to a reset socket); by default it is ignored");
-
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -390,12 +385,6 @@ int main(int argc, char** argv) {
 #endif
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-#ifdef SIGPIPE
-  // The libuv backend writes with plain write(), so a peer's reset raises
-  // SIGPIPE and kills the process. Until the engine guards against that
-  // itself, the echo server ignores it (--keep-sigpipe shows the problem).
-  if (!keep_sigpipe) std::signal(SIGPIPE, SIG_IGN);
-#endif
 
   auto serve = [&](const ionet::options& o) {
     return serve_one(o, framing, opts.host, max_backlog, delivery == "pull");

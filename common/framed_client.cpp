@@ -45,9 +45,10 @@ std::error_code framed_client::read_exact(std::span<std::byte> out,
                                           std::chrono::milliseconds timeout) {
   const auto deadline = clock::now() + timeout;
   while (!out.empty()) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - clock::now());
-    if (left.count() <= 0) return std::make_error_code(std::errc::timed_out);
+    // Rounded up, and never below zero: with no time left the socket is
+    // still looked at once, so bytes already there are taken.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+    if (left.count() < 0) left = std::chrono::milliseconds(0);
     std::size_t got = 0;
     if (auto ec = read_some(out, got, left)) return ec;
     out = out.subspan(got);

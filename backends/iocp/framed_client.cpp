@@ -17,24 +17,26 @@ std::error_code last_error() { return iocp::wsa_error(WSAGetLastError()); }
 SOCKET sock(std::intptr_t fd) { return static_cast<SOCKET>(fd); }
 
 // Waits until the socket is readable (or writable) or the deadline passes.
+// Looks at least once, so data already waiting is found with no time left.
 std::error_code wait_ready(SOCKET s, bool for_write, clock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::microseconds>(deadline - clock::now());
-  if (left.count() <= 0) return std::make_error_code(std::errc::timed_out);
-  fd_set set;
-  FD_ZERO(&set);
-  FD_SET(s, &set);
-  fd_set errors;
-  FD_ZERO(&errors);
-  FD_SET(s, &errors);
-  timeval tv;
-  tv.tv_sec = static_cast<long>(left.count() / 1000000);
-  tv.tv_usec = static_cast<long>(left.count() % 1000000);
-  const int r = select(0, for_write ? nullptr : &set, for_write ? &set : nullptr,
-                       &errors, &tv);
-  if (r > 0) return {};
-  if (r == 0) return std::make_error_code(std::errc::timed_out);
-  return last_error();
+  for (;;) {
+    auto left = std::chrono::ceil<std::chrono::microseconds>(deadline - clock::now());
+    if (left.count() < 0) left = std::chrono::microseconds(0);
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(s, &set);
+    fd_set errors;
+    FD_ZERO(&errors);
+    FD_SET(s, &errors);
+    timeval tv;
+    tv.tv_sec = static_cast<long>(left.count() / 1000000);
+    tv.tv_usec = static_cast<long>(left.count() % 1000000);
+    const int r = select(0, for_write ? nullptr : &set, for_write ? &set : nullptr,
+                         &errors, &tv);
+    if (r > 0) return {};
+    if (r < 0) return last_error();
+    if (clock::now() >= deadline) return std::make_error_code(std::errc::timed_out);
+  }
 }
 
 }  // namespace

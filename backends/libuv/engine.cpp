@@ -5,6 +5,8 @@
 #include "backends/posix/sockets.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -120,6 +122,15 @@ status engine_impl::start() {
   for (auto& l : loops_) {
     loop* lp = l.get();
     lp->thread = std::thread([lp] {
+      // libuv writes with write(2): to a socket the peer has reset that
+      // raises SIGPIPE, whose default action ends the process. Blocked on
+      // this thread (it is directed at the writing thread), the write just
+      // fails with EPIPE, and the application's own disposition of the
+      // signal is left alone.
+      sigset_t pipe;
+      sigemptyset(&pipe);
+      sigaddset(&pipe, SIGPIPE);
+      pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
       current_loop = lp;
       uv_run(&lp->uv, UV_RUN_DEFAULT);
       current_loop = nullptr;

@@ -20,17 +20,17 @@ using clock = std::chrono::steady_clock;
 
 std::error_code last_error() { return {errno, std::system_category()}; }
 
-// Waits until fd is ready for `events` or the deadline passes.
+// Waits until fd is ready for `events` or the deadline passes. Looks at
+// least once, so data already waiting is found even with no time left.
 std::error_code wait_ready(int fd, short events, clock::time_point deadline) {
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - clock::now());
-    if (left.count() <= 0) return std::make_error_code(std::errc::timed_out);
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+    if (left.count() < 0) left = std::chrono::milliseconds(0);
     pollfd p{fd, events, 0};
     const int r = ::poll(&p, 1, static_cast<int>(left.count()));
     if (r > 0) return {};
-    if (r == 0) return std::make_error_code(std::errc::timed_out);
-    if (errno != EINTR) return last_error();
+    if (r < 0 && errno != EINTR) return last_error();
+    if (clock::now() >= deadline) return std::make_error_code(std::errc::timed_out);
   }
 }
 

@@ -37,7 +37,9 @@ class framed_client {
 
   // Reads one whole message into `out`. Errors: errc::peer_closed on EOF,
   // errc::message_too_large if the header announces more than `max_bytes`,
-  // std::errc::timed_out when nothing complete arrived in time.
+  // std::errc::timed_out when nothing complete arrived in time. A timeout
+  // in the middle of a message leaves the stream out of step: close the
+  // client then.
   std::error_code read(std::vector<std::byte>& out,
                        std::chrono::milliseconds timeout = std::chrono::seconds(5),
                        std::uint32_t max_bytes = 64u << 20);

@@ -1,0 +1,144 @@
+// One million sends to ids gone stale while connections churn through a
+// few slots: every send either reaches the connection its id named, or is
+// refused as stale_connection. Each message carries the id it was sent to,
+// and each client checks that every message it reads carries its own, so a
+// single stray byte would show.
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "adversarial.hpp"
+
+using namespace ionet_test;
+
+namespace {
+
+std::vector<std::byte> tagged(ionet::connection_id id) {
+  std::vector<std::byte> m(16);
+  for (int i = 0; i < 8; ++i) {
+    m[static_cast<std::size_t>(i)] = static_cast<std::byte>(id >> (8 * i));
+    m[static_cast<std::size_t>(8 + i)] = static_cast<std::byte>(~id >> (8 * i));
+  }
+  return m;
+}
+
+bool tag_of(std::span<const std::byte> m, ionet::connection_id& id) {
+  if (m.size() != 16) return false;
+  ionet::connection_id a = 0;
+  ionet::connection_id b = 0;
+  for (int i = 0; i < 8; ++i) {
+    a |= std::to_integer<ionet::connection_id>(m[static_cast<std::size_t>(i)]) << (8 * i);
+    b |= std::to_integer<ionet::connection_id>(m[static_cast<std::size_t>(8 + i)]) << (8 * i);
+  }
+  id = a;
+  return a == ~b;
+}
+
+}  // namespace
+
+TEST_CASE("adversarial: a million sends to stale ids during churn reach no one else",
+          "[adversarial]") {
+  std::mutex lock;
+  std::vector<ionet::connection_id> ids;  // every id ever connected
+  ionet::options o = local_options();
+  o.max_connections = 8;  // few slots: reused constantly
+  // Each new connection is told its id first, tagged like every message.
+  server s(o, [&](ionet::engine& eng, const ionet::event& e) {
+    if (e.type != ionet::event_type::connected) return;
+    {
+      std::lock_guard g(lock);
+      ids.push_back(e.conn);
+    }
+    (void)eng.send(e.conn, tagged(e.conn));
+  });
+  REQUIRE(s.start().ok());
+
+  std::atomic<bool> go{true};
+  std::atomic<std::uint64_t> sends{0}, stale{0}, delivered_sends{0};
+  std::atomic<std::uint64_t> read_ok{0}, strays{0}, client_errors{0};
+  const std::uint64_t target = sanitized || slow_platform ? 200000 : 1000000;
+
+  std::vector<std::thread> churners;
+  for (int t = 0; t < 4; ++t) {
+    churners.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      while (go.load()) {
+        ionet::framed_client c;
+        if (!connect_client(c, s.port())) continue;
+        std::vector<std::byte> m;
+        ionet::connection_id mine = 0;
+        if (c.read(m, 5s) || !tag_of(m, mine)) {
+          client_errors.fetch_add(1);
+          continue;
+        }
+        // Read for a while: everything must be tagged with our own id.
+        const auto until = steady::now() + std::chrono::milliseconds(5 + rng() % 20);
+        while (steady::now() < until) {
+          if (c.read(m, 2ms)) continue;  // timed out: nothing came
+          ionet::connection_id got = 0;
+          if (tag_of(m, got) && got == mine) {
+            read_ok.fetch_add(1);
+          } else {
+            strays.fetch_add(1);
+          }
+        }
+        if (rng() % 2) c.reset();
+      }
+    });
+  }
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 3; ++t) {
+    senders.emplace_back([&, t] {
+      std::mt19937_64 rng(100 + static_cast<unsigned>(t));
+      std::vector<ionet::connection_id> known;
+      // Until a million sends and 200 connections through the 8 slots (each
+      // slot reused ~25 times), within a minute.
+      const auto limit = steady::now() + 60s;
+      auto enough = [&] {
+        std::lock_guard g(lock);
+        return sends.load() >= target && ids.size() >= 200;
+      };
+      while (!enough() && steady::now() < limit) {
+        {
+          std::lock_guard g(lock);
+          known = ids;
+        }
+        if (known.empty()) {
+          std::this_thread::yield();
+          continue;
+        }
+        for (int i = 0; i < 1000; ++i) {
+          // Mostly recent ids (live or just gone), some ancient ones.
+          const std::size_t n = known.size();
+          const std::size_t pick = rng() % 4 ? n - 1 - rng() % std::min<std::size_t>(n, 16)
+                                             : rng() % n;
+          const ionet::connection_id id = known[pick];
+          const std::error_code ec = s.engine().send(id, tagged(id));
+          sends.fetch_add(1);
+          if (ec == ionet::errc::stale_connection || ec == ionet::errc::closing) {
+            stale.fetch_add(1);
+          } else if (!ec) {
+            delivered_sends.fetch_add(1);
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  go.store(false);
+  for (auto& t : churners) t.join();
+  WARN("sends " << sends.load() << ", refused as stale " << stale.load() << ", accepted "
+                << delivered_sends.load() << ", read back by their own connection "
+                << read_ok.load() << ", connections " << ids.size());
+  CHECK(sends.load() >= target);
+  CHECK(strays.load() == 0);  // not one message reached another connection
+  CHECK(client_errors.load() == 0);
+  CHECK(stale.load() > target / 2);
+  CHECK(read_ok.load() > 0);
+  CHECK(ids.size() >= 200);
+  const auto st = s.engine().stats();
+  CHECK(st.send_stale >= stale.load());
+  s.stop();
+  check_stopped(s);
+}

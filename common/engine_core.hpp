@@ -18,6 +18,7 @@
 #include "common/framing.hpp"
 #include "common/message_pool.hpp"
 #include "common/slab_pool.hpp"
+#include "common/spin_lock.hpp"
 #include "ionet/engine.hpp"
 
 namespace ionet::detail {
@@ -31,7 +32,7 @@ bool parse_address(const std::string& host, endpoint& out);
 // callers on any thread. Fields marked [lock] are guarded by `lock`;
 // [owner] ones are touched only by the engine thread serving the slot.
 struct conn_state {
-  std::mutex lock;
+  spin_lock lock;
   std::atomic<void*> context{nullptr};
   slice_chain queue;         // [lock] encoded, not yet handed to the OS
   std::uint64_t queued = 0;  // [lock] bytes queued or being written

@@ -24,28 +24,28 @@ std::error_code encode_to_slices(slab_pool& pool, framing mode,
   if (!pool.take_chain(static_cast<std::uint32_t>(slices), chain)) {
     return make_error_code(errc::pool_exhausted);
   }
-  // Lay header + payload out as one stream across the slices.
-  std::byte hdr[header_bytes];
-  if (header) put_header(hdr, static_cast<std::uint32_t>(message.size()));
-  std::size_t pos = 0;  // position in the virtual stream header + payload
-  for (std::uint32_t s = chain.head; s != no_slice; s = pool.next(s)) {
-    std::byte* dst = pool.data(s);
-    std::size_t room = std::min(unit, total - pos);
-    std::size_t filled = 0;
-    while (filled < room) {
-      if (pos < header) {
-        const std::size_t n = std::min(header - pos, room - filled);
-        std::memcpy(dst + filled, hdr + pos, n);
-        filled += n;
-        pos += n;
-      } else {
-        const std::size_t n = room - filled;
-        std::memcpy(dst + filled, message.data() + (pos - header), n);
-        filled += n;
-        pos += n;
-      }
-    }
-    pool.length(s) = static_cast<std::uint32_t>(filled);
+  // Lay header + payload out as one stream across the slices: the first
+  // slice starts with the header, every slice but the last is full.
+  const std::byte* src = message.data();
+  std::size_t left = message.size();
+  std::uint32_t s = chain.head;
+  std::size_t room = unit;
+  std::byte* dst = pool.data(s);
+  if (header) {
+    put_header(dst, static_cast<std::uint32_t>(message.size()));
+    dst += header;
+    room -= header;
+  }
+  for (;;) {
+    const std::size_t n = std::min(room, left);
+    if (n) std::memcpy(dst, src, n);
+    pool.length(s) = static_cast<std::uint32_t>(unit - room + n);
+    src += n;
+    left -= n;
+    s = pool.next(s);
+    if (s == no_slice) break;
+    dst = pool.data(s);
+    room = unit;
   }
   chain.bytes = total;
   pool.append(out, chain);

@@ -67,23 +67,49 @@ void slab_pool::give(std::uint32_t slice) noexcept {
 }
 
 bool slab_pool::take_chain(std::uint32_t n, slice_chain& out) noexcept {
-  slice_chain got;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    const std::uint32_t s = take();
-    if (s == no_slice) {
-      give_chain(got);
+  if (n == 0) return true;
+  // n slices off the free stack with one CAS: walk n links from the head,
+  // then swing the head past them. A concurrent pop or push changes the
+  // head's tag, so a walk over links that changed under us fails the CAS
+  // and is retried, never used.
+  std::uint64_t head = head_.load(std::memory_order_acquire);
+  for (;;) {
+    const std::uint32_t first = index_of(head);
+    std::uint32_t last = first;
+    std::uint32_t got = first == no_slice ? 0 : 1;
+    while (got != 0 && got < n) {
+      const std::uint32_t nx = next_[last].load(std::memory_order_relaxed);
+      if (nx == no_slice || nx >= count_) break;
+      last = nx;
+      ++got;
+    }
+    if (got < n) {
+      // Too few (or a torn walk): retry only if the head moved meanwhile.
+      const std::uint64_t now = head_.load(std::memory_order_acquire);
+      if (now != head) {
+        head = now;
+        continue;
+      }
+      exhausted_.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    if (got.empty()) {
-      got.head = s;
-    } else {
-      set_next(got.tail, s);
+    const std::uint32_t rest = next_[last].load(std::memory_order_relaxed);
+    if (head_.compare_exchange_weak(head, pack(tag_of(head) + 1, rest),
+                                    std::memory_order_acq_rel, std::memory_order_acquire)) {
+      in_use_.fetch_add(n, std::memory_order_relaxed);
+      slice_chain got_chain;
+      got_chain.head = first;
+      got_chain.tail = last;
+      got_chain.count = n;
+      for (std::uint32_t s = first;; s = next_[s].load(std::memory_order_relaxed)) {
+        length_[s] = 0;
+        if (s == last) break;
+      }
+      next_[last].store(no_slice, std::memory_order_relaxed);
+      append(out, got_chain);
+      return true;
     }
-    got.tail = s;
-    ++got.count;
   }
-  append(out, got);
-  return true;
 }
 
 void slab_pool::give_chain(slice_chain& chain) noexcept {

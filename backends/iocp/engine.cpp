@@ -16,7 +16,7 @@ constexpr ULONG completion_batch = 64;
 // How often the housekeeper looks at the listener and at deadlines; the
 // timeouts are swept less often (they are seconds long).
 constexpr DWORD housekeeping_ms = 50;
-constexpr std::uint64_t sweep_ms = 250;
+constexpr std::uint64_t sweep_ms = 1000;  // every slot is looked at
 
 // The engine whose worker this thread is, so stop() called from an inline
 // handler knows it cannot wait for the workers.

@@ -138,27 +138,48 @@ void engine_impl::open_connection(loop& l, int fd) {
 }
 
 void engine_impl::flush(connection& c) {
-  if (!c.active || c.closing || !c.writing.empty()) return;
-  std::error_code close_now;
-  detail::slice_chain chain = core_.take_queue(c.slot, close_now);
-  if (chain.empty()) {
-    if (close_now) close_connection(c, close_now, true);
-    return;
-  }
-  // One write gathers every queued slice.
   loop& l = *c.owner;
   auto& pool = core_.slices();
-  l.bufs.clear();
-  for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
-    l.bufs.push_back(uv_buf_init(reinterpret_cast<char*>(pool.data(s)), pool.length(s)));
-  }
-  c.writing = chain;
-  const int r = uv_write(&c.write_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
-                         l.bufs.data(), static_cast<unsigned>(l.bufs.size()), on_write);
-  if (r != 0) {
-    core_.write_done(c.slot, c.writing, false);
-    c.writing = detail::slice_chain{};
-    close_connection(c, make_error_code(errc::connection_reset), false);
+  auto* stream = reinterpret_cast<uv_stream_t*>(&c.tcp);
+  while (c.active && !c.closing && c.writing.empty()) {
+    std::error_code close_now;
+    detail::slice_chain chain = core_.take_queue(c.slot, close_now);
+    if (chain.empty()) {
+      if (close_now) close_connection(c, close_now, true);
+      return;
+    }
+    // One write gathers every queued slice. Tried at once first: when the
+    // socket takes it all (the usual case) there is no request to queue
+    // and no callback to wait for.
+    l.bufs.clear();
+    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
+      l.bufs.push_back(uv_buf_init(reinterpret_cast<char*>(pool.data(s)), pool.length(s)));
+    }
+    const int tried = uv_try_write(stream, l.bufs.data(), static_cast<unsigned>(l.bufs.size()));
+    if (tried == static_cast<int>(chain.bytes)) {
+      core_.write_done(c.slot, chain, true);
+      continue;  // more may have been queued meanwhile
+    }
+    if (tried < 0 && tried != UV_EAGAIN) {
+      core_.write_done(c.slot, chain, false);
+      close_connection(c, make_error_code(errc::connection_reset), false);
+      return;
+    }
+    // The socket took part (or none): libuv writes the rest when it can.
+    std::size_t skip = tried > 0 ? static_cast<std::size_t>(tried) : 0;
+    std::size_t first = 0;
+    while (skip >= l.bufs[first].len) skip -= l.bufs[first++].len;
+    l.bufs[first].base += skip;
+    l.bufs[first].len -= static_cast<unsigned>(skip);
+    c.writing = chain;
+    const int r = uv_write(&c.write_req, stream, l.bufs.data() + first,
+                           static_cast<unsigned>(l.bufs.size() - first), on_write);
+    if (r != 0) {
+      core_.write_done(c.slot, c.writing, false);
+      c.writing = detail::slice_chain{};
+      close_connection(c, make_error_code(errc::connection_reset), false);
+    }
+    return;
   }
 }
 

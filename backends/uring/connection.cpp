@@ -54,6 +54,8 @@ void engine_impl::open_connection(loop& l, connection& c, int fd, connection_id 
   c.p.open(generation_of(id));
   c.fd = fd;
   c.loop = l.index;
+  c.member_index = static_cast<std::uint32_t>(l.members.size());
+  l.members.push_back(c.p.slot);
   c.head_offset = 0;
   c.cancelling = false;
   c.sending = detail::slice_chain{};
@@ -262,6 +264,7 @@ void engine_impl::begin_close(loop& l, connection& c, std::error_code reason, bo
     // reset the connection and destroy replies the peer has not read.
     if (::shutdown(c.fd, SHUT_WR) == 0) {
       detail::linger(c.p, now_ms());
+      c.linger_index = static_cast<std::uint32_t>(l.lingering.size());
       l.lingering.push_back(c.p.slot);
       if (!c.p.reading) arm_recv(l, c);
       return;
@@ -306,8 +309,21 @@ void engine_impl::on_ctl(loop& l, op& o, const io_uring_cqe&) {
   e.maybe_finish(l, c);
 }
 
-void engine_impl::maybe_finish(loop&, connection& c) {
+void engine_impl::maybe_finish(loop& l, connection& c) {
   if (!c.p.finished()) return;
+  // Swap-remove from the loop's lists: once idle, the slot may be taken
+  // by another loop's thread, so this loop must not look at it again.
+  const std::uint32_t last = l.members.back();
+  l.members[c.member_index] = last;
+  conns_[last].member_index = c.member_index;
+  l.members.pop_back();
+  if (c.linger_index != not_lingering) {
+    const std::uint32_t tail = l.lingering.back();
+    l.lingering[c.linger_index] = tail;
+    conns_[tail].linger_index = c.linger_index;
+    l.lingering.pop_back();
+    c.linger_index = not_lingering;
+  }
   if (c.p.abortive) {
     // A reset, so the peer does not wait on a connection we gave up on.
     linger lg{1, 0};
@@ -320,30 +336,33 @@ void engine_impl::maybe_finish(loop&, connection& c) {
 }
 
 void engine_impl::check_timeouts(loop& l) {
-  const std::uint32_t n = core_.opts().max_connections;
-  for (std::uint32_t slot = 0; slot < n; ++slot) {
-    connection& c = conns_[slot];
-    if (c.loop != l.index || c.p.state != phase::open) continue;
-    if (const std::error_code ec = core_.expired(slot)) {
+  // By index: a close may finish a connection at once, and then the last
+  // member takes its place (looked at next, not skipped).
+  for (std::size_t i = 0; i < l.members.size();) {
+    connection& c = conns_[l.members[i]];
+    const std::error_code ec =
+        c.p.state == phase::open ? core_.expired(c.p.slot) : std::error_code{};
+    if (ec) {
       // Idle: a polite close. Slowloris or a peer that does not read: reset.
       begin_close(l, c, ec, ec == errc::idle_timeout);
+      if (c.p.state == phase::idle) continue;
     }
+    ++i;
   }
 }
 
 void engine_impl::check_lingering(loop& l, std::uint64_t now) {
-  std::size_t keep = 0;
-  for (std::uint32_t slot : l.lingering) {
-    connection& c = conns_[slot];
-    if (c.p.state != phase::lingering || c.loop != l.index) continue;  // done
-    if (detail::linger_expired(c.p, now)) {
+  // By index, as in check_timeouts: a finished connection leaves the list
+  // and the last one takes its place.
+  for (std::size_t i = 0; i < l.lingering.size();) {
+    connection& c = conns_[l.lingering[i]];
+    if (c.p.state == phase::lingering && detail::linger_expired(c.p, now)) {
       cancel_ops(l, c);  // the peer never sent its FIN: give up on it
       maybe_finish(l, c);
-    } else {
-      l.lingering[keep++] = slot;
+      if (c.p.state == phase::idle) continue;
     }
+    ++i;
   }
-  l.lingering.resize(keep);
 }
 
 }  // namespace ionet::uring

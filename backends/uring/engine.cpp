@@ -291,10 +291,10 @@ void engine_impl::wind_down(loop& l) {
     io_uring_sqe_set_data(s, &l.ignore_op);
     ++l.ops;
   }
-  const std::uint32_t n = core_.opts().max_connections;
-  for (std::uint32_t slot = 0; slot < n; ++slot) {
+  // A copy: closing finishes connections, which leave the members list.
+  const std::vector<std::uint32_t> members = l.members;
+  for (std::uint32_t slot : members) {
     connection& c = conns_[slot];
-    if (c.loop != l.index || c.p.state == phase::idle) continue;
     if (c.p.state == phase::open) {
       begin_close(l, c, make_error_code(errc::engine_stopped), false);
     } else if (c.p.state == phase::lingering) {

@@ -43,6 +43,8 @@ using detail::phase;
 // One per connection slot, made at start and reused; only its loop's
 // thread touches it. The protocol state is common/completion.hpp's, shared
 // with the IOCP backend.
+inline constexpr std::uint32_t not_lingering = ~std::uint32_t{0};
+
 struct connection {
   op recv_op;  // the (multishot) receive, or the readiness poll
   op send_op;  // the gathered sendmsg
@@ -51,6 +53,8 @@ struct connection {
   int fd = -1;
   std::uint32_t head_offset = 0;  // bytes of the backlog's first slice sent
   std::uint16_t loop = 0;         // the owning loop
+  std::uint32_t member_index = 0;  // position in its loop's members
+  std::uint32_t linger_index = not_lingering;  // position in its loop's lingering
   bool cancelling = false;        // ctl_op (a cancel) is issued
   detail::slice_chain sending;    // owned by send_op until it completes
 };
@@ -72,7 +76,8 @@ struct loop {
   std::vector<connection_id> inbox;   // hand-offs from other threads
   std::vector<connection_id> work;    // the inbox, taken
   std::vector<connection_id> direct;  // hand-offs made on this thread
-  std::vector<std::uint32_t> lingering;
+  std::vector<std::uint32_t> lingering;  // slots waiting for the peer's FIN
+  std::vector<std::uint32_t> members;  // slots of this loop not idle
   std::uint64_t ops = 0;  // operations in flight on this ring
   std::atomic<std::uint64_t> ops_seen{0};       // copies for stats()
   std::atomic<std::uint32_t> accepts_seen{0};

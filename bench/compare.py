@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+import scale
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = "peer-libuv"
 
@@ -148,11 +150,11 @@ class Server:
             time.sleep(0.02)
         return False
 
-    def stop(self):
+    def stop(self, timeout=20):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -527,8 +529,15 @@ def main():
     p.add_argument("--repetitions", type=int, default=None, help="interleaved repetitions (default 5; 1 with --quick)")
     p.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 2)")
     p.add_argument("--warmup", type=float, default=0.5, help="seconds of load before measuring (default 0.5)")
-    p.add_argument("--scenario", action="append", choices=["efficiency", "saturation", "memory", "burst", "instructions"],
-                   help="only this scenario (repeatable)")
+    p.add_argument("--scenario", action="append",
+                   choices=["efficiency", "saturation", "memory", "burst", "instructions", "scale"],
+                   help="only this scenario (repeatable); 'scale' (65,000 and 100,000 "
+                        "concurrent connections on each ionet Linux backend, several "
+                        "minutes) runs only when named")
+    p.add_argument("--scale-targets", default="65000,100000",
+                   help="scale: comma list of connection counts (default 65000,100000)")
+    p.add_argument("--hold", type=float, default=60.0,
+                   help="scale: seconds the connections are held (default 60)")
     p.add_argument("--servers", default=None, help="comma list of servers (default: all that are built); known: " + ", ".join(SERVERS))
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where results go")
     p.add_argument("--dry-run", action="store_true", help="print the plan and check the binaries, run nothing")
@@ -539,6 +548,14 @@ def main():
         args.duration = 1.0 if args.quick else 2.0
     if args.repetitions < 1 or args.duration <= 0 or args.warmup < 0:
         p.error("--repetitions must be >= 1, --duration > 0 and --warmup >= 0")
+    try:
+        args.scale_targets = [int(x) for x in args.scale_targets.split(",")]
+    except ValueError:
+        p.error(f"--scale-targets: '{args.scale_targets}' is not a comma list of integers")
+    if any(t < 1 or t > 200000 for t in args.scale_targets):
+        p.error("--scale-targets: each count must be in 1..200000")
+    if not 10 <= args.hold <= 3600:
+        p.error("--hold must be between 10 and 3600 seconds")
 
     bins = {"ionet-load": os.path.join(ROOT, "build", "linux-release", "bench", "ionet-load")}
     wanted = args.servers.split(",") if args.servers else list(SERVERS)
@@ -581,12 +598,22 @@ def main():
                "saturation": args.duration + args.warmup + 1.2,
                "memory": 8.0, "burst": 5.0, "instructions": 25.0}
     estimate = sum(per_run[cells[i]["scenario"]] for i, _, _ in work)
+    run_scale = bool(args.scenario and "scale" in args.scenario)
+    scale_servers = [s for s in servers if s in ("ionet-libuv", "ionet-uring")]
+    if run_scale:
+        estimate += len(scale_servers) * len(args.scale_targets) * (args.hold + 60)
+        if "ionet-iocp-wine" in servers:
+            estimate += 2 * 60
     print(f"ci/bench: {len(work)} runs over {len(cells)} cells and {len(servers)} servers, "
           f"about {estimate / 60:.1f} min", file=sys.stderr)
     if args.dry_run:
         for c in cells:
             print(f"  {c['name']}: {', '.join(c['servers'])} x "
                   f"{1 if c['scenario'] == 'instructions' else args.repetitions}: {' '.join(c['load'])}")
+        if run_scale:
+            print(f"  scale: {', '.join(scale_servers)} at "
+                  f"{', '.join(f'{t:,}' for t in args.scale_targets)} connections, "
+                  f"held {args.hold:.0f} s")
         return 0
 
     results = {}  # (cell, rep, server) -> figures
@@ -625,14 +652,29 @@ def main():
         if any("corrupted" in e or "errors" in e for e in errors.get(i, [])):
             failed = True
 
+    if run_scale:
+        def log(msg):
+            print(f"ci/bench: {msg}", file=sys.stderr, flush=True)
+        rows = scale.run(scale_servers, bins, args.scale_targets, args.hold, pin, log)
+        if "ionet-iocp-wine" in servers:
+            for target in (17500, 20000):
+                figures, problems = scale.wine_ceiling(Server, bins, target, 10.0, log)
+                figures["problems"] = problems
+                rows.append(figures)
+        report["concurrent_connections"] = rows
+        if any(r.get("corrupted_bytes") or r.get("errors") for r in rows):
+            failed = True
+
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%MZ")
     stem = os.path.join(args.out, f"{stamp}-{report['machine']['host']}")
-    report["micro"] = micro_benchmarks(args)
+    report["micro"] = None if args.scenario else micro_benchmarks(args)
     report["plots"] = [os.path.basename(x) for x in plots(report, stem)]
     with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=1)
     md = markdown(report) + micro_markdown(report["micro"])
+    if run_scale:
+        md += "\n" + scale.markdown(report["concurrent_connections"])
     if report["plots"]:
         md += "\nPlots: " + ", ".join(report["plots"]) + "\n"
     with open(stem + ".md", "w") as f:

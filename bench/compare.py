@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import tempfile
 import time
 
 import scale
+from procstat import interrupt, rss_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = "peer-libuv"
@@ -104,17 +104,6 @@ def pin(core):
     return []
 
 
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 class Server:
     """One server process: started, waited on for 'listening on', stopped."""
 
@@ -151,13 +140,7 @@ class Server:
         return False
 
     def stop(self, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc, timeout)
         with open(self.out.name, "rb") as f:
             text = f.read().decode(errors="replace")
         os.unlink(self.out.name)

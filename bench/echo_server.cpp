@@ -17,6 +17,10 @@
 //
 // SIGINT/SIGTERM set a flag that the loop checks at least every 100 ms; the
 // engine is stopped and its stats printed as one JSON object on stdout.
+// With --stats-interval SECONDS the same object is also printed while
+// running, one line every SECONDS (from the main thread, which is the only
+// one writing to stdout; engine::stats() may be read from any thread), so a
+// soak test can watch the counters without stopping the server.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -90,9 +95,12 @@ class echo_loop {
             std::size_t max_backlog)
       : eng_(eng), mode_(mode), max_chunk_(max_chunk), max_backlog_(max_backlog) {}
 
-  void run() {
+  // `each_turn` runs on this thread once per loop turn (at least every
+  // 100 ms), where counters() may be read.
+  void run(const std::function<void()>& each_turn) {
     std::vector<ionet::event> events(1024);
     while (g_stop.load(std::memory_order_relaxed) == 0) {
+      each_turn();
       retry_backlogs();
       // With a backlog waiting, come back soon to retry it; otherwise the
       // timeout only bounds how late a stop signal is noticed.
@@ -259,10 +267,52 @@ struct inline_echo {
   }
 };
 
-// Runs one engine until a signal; prints `listening on` and, at the end,
-// the stats as one JSON object. The process's exit code.
+// The stats object ionet-echo prints: at exit, and every --stats-interval.
+nlohmann::json stats_json(const ionet::engine& eng, const std::string& framing, bool pull,
+                          const echo_counters& c) {
+  return {
+      {"backend", eng.backend_name()},
+      {"framing", framing},
+      {"delivery", pull ? "pull" : "inline"},
+      {"engine", to_json(eng.stats())},
+      {"echo",
+       {{"backlogged_messages", c.backlogged_messages},
+        {"backlog_peak_bytes", c.backlog_peak_bytes},
+        {"backlog_dropped_bytes", c.backlog_dropped_bytes},
+        {"slow_consumer_closes", c.slow_consumer_closes},
+        {"send_errors", c.send_errors}}},
+  };
+}
+
+// --stats-interval: says when the next periodic stats line is due.
+class stats_ticker {
+ public:
+  explicit stats_ticker(double seconds)
+      : period_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::duration<double>(seconds))),
+        next_(std::chrono::steady_clock::now() + period_) {}
+
+  // True once per period (never when the period is 0). A late call does
+  // not make the following lines come in a burst.
+  bool due() {
+    if (period_.count() <= 0) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_) return false;
+    next_ += period_;
+    if (next_ <= now) next_ = now + period_;
+    return true;
+  }
+
+ private:
+  std::chrono::steady_clock::duration period_;
+  std::chrono::steady_clock::time_point next_;
+};
+
+// Runs one engine until a signal; prints `listening on`, the stats every
+// `stats_interval` seconds (0: never) and, at the end, the stats as one
+// JSON object. The process's exit code.
 int serve_one(ionet::options opts, const std::string& framing, const std::string& host,
-              std::uint64_t max_backlog, bool pull) {
+              std::uint64_t max_backlog, bool pull, double stats_interval) {
   auto echo = std::make_shared<inline_echo>();
   echo->max_chunk = opts.max_message_bytes;
   if (!pull) {
@@ -275,33 +325,33 @@ int serve_one(ionet::options opts, const std::string& framing, const std::string
   }
   std::cout << "listening on " << listen_address(host, eng->port()) << std::endl;
 
+  // The pull loop's counters plus the inline handler's.
+  auto with_inline = [&echo](echo_counters c) {
+    c.slow_consumer_closes += echo->slow_consumer_closes.load(std::memory_order_relaxed);
+    c.send_errors += echo->send_errors.load(std::memory_order_relaxed);
+    return c;
+  };
+  stats_ticker ticker(stats_interval);
   echo_counters c;
   if (pull) {
     echo_loop loop(*eng, opts.mode, opts.max_message_bytes, max_backlog);
-    loop.run();
+    loop.run([&] {
+      if (ticker.due()) {
+        std::cout << stats_json(*eng, framing, pull, with_inline(loop.counters())).dump()
+                  << std::endl;
+      }
+    });
     c = loop.counters();
   } else {
     while (g_stop.load(std::memory_order_relaxed) == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (ticker.due()) {
+        std::cout << stats_json(*eng, framing, pull, with_inline(c)).dump() << std::endl;
+      }
     }
   }
   eng->stop();
-  c.slow_consumer_closes += echo->slow_consumer_closes.load();
-  c.send_errors += echo->send_errors.load();
-
-  nlohmann::json out = {
-      {"backend", eng->backend_name()},
-      {"framing", framing},
-      {"delivery", pull ? "pull" : "inline"},
-      {"engine", to_json(eng->stats())},
-      {"echo",
-       {{"backlogged_messages", c.backlogged_messages},
-        {"backlog_peak_bytes", c.backlog_peak_bytes},
-        {"backlog_dropped_bytes", c.backlog_dropped_bytes},
-        {"slow_consumer_closes", c.slow_consumer_closes},
-        {"send_errors", c.send_errors}}},
-  };
-  std::cout << out.dump() << std::endl;
+  std::cout << stats_json(*eng, framing, pull, with_inline(c)).dump() << std::endl;
   return 0;
 }
 
@@ -318,6 +368,8 @@ int main(int argc, char** argv) {
       "and one JSON object follows on stdout:\n"
       "  {\"backend\": ..., \"engine\": {engine_stats fields}, \"echo\": {...}}\n"
       "(with --processes: the workers' figures summed, and \"workers\").\n"
+      "With --stats-interval S, the same object is also printed every S\n"
+      "seconds while running, one line each (the last line is the final one).\n"
       "Exit codes: 0 after a signal; 2 on a bad flag, or when the engine\n"
       "refuses to start (bad option, address in use; its message on stderr).");
 
@@ -365,6 +417,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();
 
+  double stats_interval = 0;
+  app.add_option("--stats-interval", stats_interval,
+                 "while running, print the stats JSON object (one line) every\n"
+                 "this many seconds; 0: only at exit. Not with --processes")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -372,6 +431,11 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
 
+  if (processes > 1 && stats_interval > 0) {
+    std::cerr << "ionet-echo: --stats-interval is not supported with --processes "
+                 "(each worker has its own engine; their stats are summed only at exit)\n";
+    return 2;
+  }
   opts.mode = framing == "raw" ? ionet::framing::raw : ionet::framing::length_prefix;
   if (threads_opt->count() > 0) opts.threads = threads;
   if (max_backlog == 0) {
@@ -387,7 +451,7 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, on_signal);
 
   auto serve = [&](const ionet::options& o) {
-    return serve_one(o, framing, opts.host, max_backlog, delivery == "pull");
+    return serve_one(o, framing, opts.host, max_backlog, delivery == "pull", stats_interval);
   };
   if (processes > 1) {
 #if defined(__linux__)

@@ -16,10 +16,11 @@ processes), its CPU % over the hold, p50/p99 latency, corrupted bytes.
 import json
 import math
 import os
-import signal
 import subprocess
 import tempfile
 import time
+
+from procstat import interrupt, rss_kib
 
 # A worker takes at most this many connections: room under the 20,000-file
 # limit for the listener, the loop's own descriptors and stdio.
@@ -48,17 +49,8 @@ def tree_pids(pid):
     return pids
 
 
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+def rss_total_kib(pids):
+    return sum(rss_kib(pid) or 0 for pid in pids)
 
 
 def cpu_seconds(pids):
@@ -120,7 +112,7 @@ def one_target(name, path, load_bin, target, hold, pin, log):
             return None, [f"{name} did not start"]
         time.sleep(0.5)
         pids = tree_pids(server.pid)
-        rss_before = rss_kib(pids)
+        rss_before = rss_total_kib(pids)
 
         # The load: each process its share, all started together.
         shares = [target // loads + (1 if i < target % loads else 0) for i in range(loads)]
@@ -166,7 +158,7 @@ def one_target(name, path, load_bin, target, hold, pin, log):
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
             time.sleep(max(1.0, hold / 2 - 3.0))
             figures["established_seen_by_server_kernel"] = established_on(port)
-            rss_held = rss_kib(pids)
+            rss_held = rss_total_kib(pids)
             time.sleep(max(1.0, hold / 2 - 8.0))
             cpu1, t1 = cpu_seconds(pids), time.monotonic()
             figures["server_cpu_percent"] = round(100.0 * (cpu1 - cpu0) / (t1 - t0), 1)
@@ -215,14 +207,8 @@ def one_target(name, path, load_bin, target, hold, pin, log):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-                problems.append("the server did not stop within 120 s of SIGINT")
+        if not interrupt(server, 120):
+            problems.append("the server did not stop within 120 s of SIGINT")
         with open(out.name, "rb") as f:
             text = f.read().decode(errors="replace")
         os.unlink(out.name)

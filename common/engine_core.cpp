@@ -432,9 +432,12 @@ engine_stats engine_core::stats() const {
   auto get = [](const std::atomic<std::uint64_t>& a) {
     return a.load(std::memory_order_relaxed);
   };
-  s.accepted = get(accepted_);
+  // Closed first: a connection is counted closed only after it was counted
+  // accepted, so a reader stalled between the two loads sees accepted ahead
+  // (the clamp covers what relaxed loads do not promise).
   s.closed = get(closed_);
-  s.connections_open = s.accepted - s.closed;
+  s.accepted = get(accepted_);
+  s.connections_open = s.accepted > s.closed ? s.accepted - s.closed : 0;
   s.rejected = get(rejected_);
   s.bytes_received = get(bytes_received_);
   s.bytes_sent = get(bytes_sent_);

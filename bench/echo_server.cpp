@@ -210,6 +210,7 @@ nlohmann::json to_json(const ionet::engine_stats& s) {
       {"bytes_dropped", s.bytes_dropped},
       {"send_stale", s.send_stale},
       {"send_queue_full", s.send_queue_full},
+      {"read_pauses", s.read_pauses},
       {"send_pool_exhausted", s.send_pool_exhausted},
       {"frames_too_large", s.frames_too_large},
       {"pool_slices_total", s.pool_slices_total},

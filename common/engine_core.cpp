@@ -427,6 +427,33 @@ void engine_core::release(std::span<const event> events) noexcept {
   }
 }
 
+bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
+  conn_state& st = states_[slot];
+  st.lock.lock();
+  const std::uint64_t mine = st.queued;
+  st.lock.unlock();
+  if (mine == 0) return false;
+  bool pause = mine >= opts_.max_queued_bytes / 2;
+  const std::uint64_t total = total_queued_.load(std::memory_order_relaxed);
+  if (!pause && total >= total_queued_cap_ / 4 * 3) {
+    const std::uint64_t closed = closed_.load(std::memory_order_relaxed);
+    const std::uint64_t accepted = accepted_.load(std::memory_order_relaxed);
+    const std::uint64_t open = accepted > closed ? accepted - closed : 1;
+    pause = mine >= total / open;
+  }
+  if (pause) read_pauses_.fetch_add(1, std::memory_order_relaxed);
+  return pause;
+}
+
+bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
+  if (total_queued_.load(std::memory_order_relaxed) >= total_queued_cap_ / 2) return false;
+  conn_state& st = states_[slot];
+  st.lock.lock();
+  const std::uint64_t mine = st.queued;
+  st.lock.unlock();
+  return mine < opts_.max_queued_bytes / 4;
+}
+
 engine_stats engine_core::stats() const {
   engine_stats s;
   auto get = [](const std::atomic<std::uint64_t>& a) {
@@ -447,6 +474,7 @@ engine_stats engine_core::stats() const {
   s.bytes_dropped = get(bytes_dropped_);
   s.send_stale = get(send_stale_);
   s.send_queue_full = get(send_queue_full_);
+  s.read_pauses = get(read_pauses_);
   s.frames_too_large = get(frames_too_large_);
   if (slices_) {
     s.send_pool_exhausted = slices_->exhausted();

@@ -129,6 +129,16 @@ class engine_core {
   // Hands a batch to the user: inline handler, or the pull queue.
   void deliver(event_batch& batch);
 
+  // --- reading under memory pressure (owner thread) ---
+  // Whether to stop reading `slot` for now, because its peer sends more
+  // than it reads: its own queue is half full (max_queued_bytes / 2), or
+  // the engine's queued bytes are past 3/4 of the total cap and it holds
+  // more than an even share of them. Counted in read_pauses when true.
+  bool should_pause_reading(std::uint32_t slot) noexcept;
+  // Whether a paused connection may be read again: its queue is under a
+  // quarter of max_queued_bytes and the engine's under half its cap.
+  bool may_resume_reading(std::uint32_t slot) noexcept;
+
   // --- user side ---
   std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout);
   void release(std::span<const event> events) noexcept;
@@ -189,6 +199,7 @@ class engine_core {
   std::atomic<std::uint64_t> send_stale_{0};
   std::atomic<std::uint64_t> send_queue_full_{0};
   std::atomic<std::uint64_t> frames_too_large_{0};
+  std::atomic<std::uint64_t> read_pauses_{0};
   std::uint64_t message_allocs_at_start_ = 0;
   std::atomic<std::uint64_t> total_queued_{0};  // across connections
   std::uint64_t total_queued_cap_ = 0;

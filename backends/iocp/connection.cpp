@@ -61,6 +61,7 @@ void engine_impl::open_connection(connection& c, socket_entry& entry,
   c.entry = &entry;
   c.s = entry.s;
   c.starved = false;
+  c.paused = false;
   BOOL nodelay = TRUE;
   setsockopt(c.s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&nodelay),
              sizeof nodelay);
@@ -191,6 +192,13 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
   }
   // Lingering: the bytes are discarded; we only wait for the peer's EOF.
   pool.give_chain(chain);
+  if (c.p.state == phase::open && core_.should_pause_reading(c.p.slot)) {
+    // Its peer sends more than it reads (engine_core::should_pause_reading):
+    // no reads until its queue drains (on_write, or the housekeeper, resumes).
+    c.paused = true;
+    watch(c.p.slot);
+    return next_read::none;
+  }
   return full ? next_read::data : next_read::ready;
 }
 
@@ -301,6 +309,10 @@ void engine_impl::on_write(engine_impl& e, operation& op, const completion& done
     e.op_finished();
   } else if (e.write_done(c, done)) {
     e.flush(c);
+    if (c.paused && c.p.state == phase::open && e.core_.may_resume_reading(c.p.slot)) {
+      c.paused = false;  // its peer reads again: so do we
+      if (!c.p.reading) e.read_loop(c, next_read::ready);
+    }
   }
   e.core_.deliver(detail::thread_batch());
   unlock(c);
@@ -373,6 +385,14 @@ void engine_impl::housekeep_connection(connection& c, std::uint64_t now) {
     if (c.p.in_flight > 0) CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
     maybe_finish(c);
     return;
+  }
+  if (c.paused && c.p.live()) {
+    if (!core_.may_resume_reading(c.p.slot)) {
+      watch(c.p.slot);  // look again next round
+      return;
+    }
+    c.paused = false;
+    if (!c.p.reading) read_loop(c, next_read::ready);
   }
   if (c.p.live() && c.starved && !c.p.reading) {
     c.starved = false;

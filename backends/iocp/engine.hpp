@@ -57,6 +57,7 @@ struct connection {
   socket_entry* entry = nullptr;
   SOCKET s = INVALID_SOCKET;
   bool starved = false;  // no slice to read into; the housekeeper retries
+  bool paused = false;   // not read for now: its peer sends more than it reads
 };
 
 class engine_impl final : public engine {

@@ -68,6 +68,13 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     e.close_connection(c, make_error_code(errc::connection_reset), false);
   }
   e.finish(l);
+  if (nread > 0 && !c.closing && e.core().should_pause_reading(c.slot)) {
+    // Its peer sends more than it reads (engine_core::should_pause_reading):
+    // no reads until its queue drains (on_write, or on_sweep, resumes).
+    uv_read_stop(s);
+    c.paused = true;
+    l.paused.push_back(c.slot);
+  }
 }
 
 void on_write(uv_write_t* req, int status) {
@@ -81,6 +88,7 @@ void on_write(uv_write_t* req, int status) {
     if (!c.closing) e.close_connection(c, make_error_code(errc::connection_reset), false);
   } else {
     e.flush(c);
+    e.try_resume(c);  // its peer read what we sent: read it again
   }
   e.finish(l);
 }
@@ -117,6 +125,7 @@ void engine_impl::open_connection(loop& l, int fd) {
   c.slot = slot;
   c.closing = false;
   c.lingering = false;
+  c.paused = false;
   c.writing = detail::slice_chain{};
   c.tcp.data = &c;
   c.write_req.data = &c;
@@ -183,6 +192,21 @@ void engine_impl::flush(connection& c) {
   }
 }
 
+void engine_impl::resume_reading(loop& l) {
+  const std::vector<std::uint32_t> paused = l.paused;  // try_resume edits it
+  for (std::uint32_t slot : paused) try_resume(conns_[slot]);
+  finish(l);
+}
+
+void engine_impl::try_resume(connection& c) {
+  if (!c.paused || c.closing || !core_.may_resume_reading(c.slot)) return;
+  c.paused = false;
+  std::erase(c.owner->paused, c.slot);
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc, on_read) != 0) {
+    close_connection(c, make_error_code(errc::connection_reset), false);
+  }
+}
+
 void engine_impl::close_connection(connection& c, std::error_code reason, bool graceful) {
   if (c.closing) return;
   c.closing = true;
@@ -201,6 +225,10 @@ void engine_impl::on_handle_closed(connection& c) {
   loop& l = *c.owner;
   c.active = false;
   c.lingering = false;
+  if (c.paused) {
+    c.paused = false;
+    std::erase(l.paused, c.slot);
+  }
   // Swap-remove from the loop's member list.
   const std::uint32_t last = l.members.back();
   l.members[c.member_index] = last;

@@ -294,6 +294,7 @@ void engine_impl::shutdown_loop(loop& l) {
 
 void engine_impl::on_sweep(loop& l) {
   if (l.index == 0) core_.tick();
+  if (!l.paused.empty()) resume_reading(l);
   if (core_.timeouts_on() && !stopping()) {
     for (std::size_t i = 0; i < l.members.size(); ++i) {
       connection& c = conns_[l.members[i]];

@@ -33,6 +33,7 @@ struct connection {
   bool active = false;     // the handle is initialised and not yet closed
   bool closing = false;    // close_slot() done; the handle is on its way out
   bool lingering = false;  // shut down; draining the peer until EOF
+  bool paused = false;     // not read for now: its peer sends more than it reads
   std::uint64_t linger_deadline_ms = 0;
   std::uint32_t member_index = 0;  // position in owner->members
 };
@@ -57,6 +58,7 @@ struct loop {
   std::unique_ptr<char[]> read_buf;   // shared by every read on this loop
   std::vector<std::uint32_t> lingering;  // slots draining after shutdown
   std::vector<std::uint32_t> members;    // slots this loop serves
+  std::vector<std::uint32_t> paused;     // members not read for now
   std::vector<connection_id> direct;     // schedule() calls made on this loop
 
   // Loop 0 only: the listening socket.
@@ -97,6 +99,10 @@ class engine_impl final : public engine {
   void on_wake(loop& l);
   void open_connection(loop& l, int fd);
   void flush(connection& c);
+  // Reads a paused connection again once its queue and the engine's have
+  // room; resume_reading() tries every paused connection of the loop.
+  void try_resume(connection& c);
+  void resume_reading(loop& l);
   void close_connection(connection& c, std::error_code reason, bool graceful);
   void on_sweep(loop& l);
   // Ends every loop callback: hands the gathered events to the user, then

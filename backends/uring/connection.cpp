@@ -58,6 +58,7 @@ void engine_impl::open_connection(loop& l, connection& c, int fd, connection_id 
   l.members.push_back(c.p.slot);
   c.head_offset = 0;
   c.cancelling = false;
+  c.paused = false;
   c.sending = detail::slice_chain{};
   posix::tune_accepted(fd, core_.opts());
   core_.emit_connected(c.p.slot, posix::peer_of(fd), l.batch);
@@ -115,11 +116,42 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
   } else if (res == -ENOBUFS) {
     // Every receive buffer was in use when data came: nothing is lost, it
     // waits in the socket; re-armed below once buffers are back.
+  } else if (res == -ECANCELED && c.paused) {
+    // pause_reading() cut the multishot receive short.
   } else {
     e.on_error(l, c, res);
   }
-  if (c.p.live() && !c.p.reading && !c.p.eof) e.arm_recv(l, c);
+  if (res > 0 && !c.paused && c.p.state == phase::open &&
+      e.core_.should_pause_reading(c.p.slot)) {
+    e.pause_reading(l, c);
+  }
+  if (c.p.live() && !c.p.reading && !c.p.eof && !c.paused) e.arm_recv(l, c);
   e.maybe_finish(l, c);
+}
+
+void engine_impl::pause_reading(loop& l, connection& c) {
+  c.paused = true;
+  l.paused.push_back(c.p.slot);
+  // A multishot receive stays armed: cancel it (its last completion comes
+  // with -ECANCELED). A single receive is simply not re-armed.
+  if (c.p.reading && features_.multishot_recv) {
+    io_uring_sqe* s = l.r.sqe();
+    io_uring_prep_cancel(s, &c.recv_op, 0);
+    io_uring_sqe_set_data(s, &l.ignore_op);
+    ++l.ops;
+  }
+}
+
+void engine_impl::resume_reading(loop& l) {
+  const std::vector<std::uint32_t> paused = l.paused;  // try_resume edits it
+  for (std::uint32_t slot : paused) try_resume(l, conns_[slot]);
+}
+
+void engine_impl::try_resume(loop& l, connection& c) {
+  if (!c.paused || !core_.may_resume_reading(c.p.slot)) return;
+  c.paused = false;
+  std::erase(l.paused, c.p.slot);
+  if (c.p.live() && !c.p.reading && !c.p.eof) arm_recv(l, c);
 }
 
 void engine_impl::on_bytes(loop& l, connection& c, const std::byte* data, std::size_t n) {
@@ -211,6 +243,7 @@ void engine_impl::on_send(loop& l, op& o, const io_uring_cqe& cqe) {
   --l.ops;
   if (!e.current(l, c, o)) return;
   e.send_done(l, c, cqe.res);
+  if (c.paused && c.p.state == phase::open) e.try_resume(l, c);  // its peer reads again
 }
 
 void engine_impl::send_done(loop& l, connection& c, int res) {
@@ -317,6 +350,10 @@ void engine_impl::maybe_finish(loop& l, connection& c) {
   l.members[c.member_index] = last;
   conns_[last].member_index = c.member_index;
   l.members.pop_back();
+  if (c.paused) {
+    c.paused = false;
+    std::erase(l.paused, c.p.slot);
+  }
   if (c.linger_index != not_lingering) {
     const std::uint32_t tail = l.lingering.back();
     l.lingering[c.linger_index] = tail;

@@ -161,6 +161,7 @@ void engine_impl::run(loop& l) {
     const std::uint64_t now = now_ms();
     if (now >= next_tick) {
       check_lingering(l, now);
+      if (!l.paused.empty() && !wound_down) resume_reading(l);
       if (l.index == 0) core_.tick();
       if (core_.timeouts_on() && now >= next_sweep && !wound_down) {
         check_timeouts(l);

@@ -56,6 +56,7 @@ struct connection {
   std::uint32_t member_index = 0;  // position in its loop's members
   std::uint32_t linger_index = not_lingering;  // position in its loop's lingering
   bool cancelling = false;        // ctl_op (a cancel) is issued
+  bool paused = false;            // not read for now: its peer sends more than it reads
   detail::slice_chain sending;    // owned by send_op until it completes
 };
 
@@ -78,6 +79,7 @@ struct loop {
   std::vector<connection_id> direct;  // hand-offs made on this thread
   std::vector<std::uint32_t> lingering;  // slots waiting for the peer's FIN
   std::vector<std::uint32_t> members;  // slots of this loop not idle
+  std::vector<std::uint32_t> paused;   // members not read for now
   std::uint64_t ops = 0;  // operations in flight on this ring
   std::atomic<std::uint64_t> ops_seen{0};       // copies for stats()
   std::atomic<std::uint32_t> accepts_seen{0};
@@ -154,6 +156,12 @@ class engine_impl final : public engine {
   void cancel_ops(loop& l, connection& c);
   void maybe_finish(loop& l, connection& c);
   void check_lingering(loop& l, std::uint64_t now_ms);
+  // Stops reading a connection whose peer sends more than it reads
+  // (engine_core::should_pause_reading); try_resume() reads it again once
+  // its queue drains, resume_reading() tries every paused one of the loop.
+  void pause_reading(loop& l, connection& c);
+  void try_resume(loop& l, connection& c);
+  void resume_reading(loop& l);
   void check_timeouts(loop& l);
   bool current(const loop& l, const connection& c, const op& o) noexcept;
 

@@ -46,6 +46,13 @@ struct engine_stats {
   std::uint64_t send_stale = 0;       // send() to a stale id
   std::uint64_t send_queue_full = 0;  // send() refused: queue_full
   std::uint64_t send_pool_exhausted = 0;
+  // Times reading paused on a connection whose peer sends more than it
+  // reads: its queue half full (max_queued_bytes / 2), or, past 3/4 of
+  // max_total_queued_bytes, more than an even share of the queued bytes.
+  // It is read again once its queue is under a quarter and the total under
+  // half. (While paused, a frame left partial still counts toward
+  // read_timeout.)
+  std::uint64_t read_pauses = 0;
   std::uint64_t frames_too_large = 0;  // connections closed: message_too_large
   std::uint64_t pool_slices_total = 0;
   std::uint64_t pool_slices_in_use = 0;

@@ -116,6 +116,70 @@ TEST_CASE("adversarial: a client that never reads gets queue_full, memory stays 
   CHECK(accepted > 0);
 }
 
+TEST_CASE("adversarial: peers that send but do not read are paused, then resumed losing nothing",
+          "[adversarial]") {
+  ionet::options o = local_options();
+  // Room past the pause (half of max_queued_bytes) for what is already on
+  // its way when reading stops: up to a ring of receive buffers on io_uring.
+  o.max_queued_bytes = 4u << 20;
+  o.max_total_queued_bytes = 8u << 20;
+  o.write_timeout = std::chrono::milliseconds(0);  // the hogs are slow on purpose
+  o.read_timeout = std::chrono::milliseconds(0);
+  // Echoes inline, so a connection's queue is up to date when the engine
+  // decides whether to read it again.
+  server s(o, {}, server::delivery::inline_handler);
+  REQUIRE(s.start().ok());
+  // Each hog sends more than the kernel's loopback buffers hold in both
+  // directions (a few MiB) and half its queue cap, so reading must pause.
+  constexpr std::size_t size = 8192;
+  const int count = 2500;
+  std::vector<ionet::framed_client> hogs(2);
+  for (auto& h : hogs) REQUIRE(connect_client(h, s.port()).ok());
+  ionet::framed_client good;
+  REQUIRE(connect_client(good, s.port()).ok());
+  std::atomic<int> write_errors{0};
+  std::vector<std::thread> writers;
+  for (std::size_t k = 0; k < hogs.size(); ++k) {
+    writers.emplace_back([&, k] {
+      for (int i = 0; i < count; ++i) {
+        if (hogs[k].write(pattern(size, k * 100000 + static_cast<std::uint64_t>(i)))) {
+          write_errors.fetch_add(1);
+          return;
+        }
+      }
+    });
+  }
+  // The engine stops reading the hogs before its queues overflow ...
+  CHECK(eventually([&] { return s.engine().stats().read_pauses > 0; }, 60s));
+  const auto st = s.engine().stats();
+  CHECK(st.bytes_queued - st.bytes_sent - st.bytes_dropped <= o.max_total_queued_bytes);
+  // ... and keeps serving everyone else meanwhile.
+  REQUIRE_FALSE(echo_roundtrip(good, pattern(3000, 7)));
+  // When the hogs read, reading resumes and every echo arrives, in order.
+  std::vector<std::thread> readers;
+  std::atomic<int> bad{0};
+  for (std::size_t k = 0; k < hogs.size(); ++k) {
+    readers.emplace_back([&, k] {
+      std::vector<std::byte> got;
+      for (int i = 0; i < count; ++i) {
+        if (hogs[k].read(got, 30s) ||
+            !same_bytes(got, pattern(size, k * 100000 + static_cast<std::uint64_t>(i)))) {
+          bad.fetch_add(1);
+          return;
+        }
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  for (auto& t : readers) t.join();
+  CHECK(write_errors.load() == 0);
+  CHECK(bad.load() == 0);
+  CHECK(s.snapshot().echo_failures == 0);
+  settle_and_check(s);
+  s.stop();
+  check_stopped(s);
+}
+
 TEST_CASE("adversarial: stop() under full load", "[adversarial]") {
   server s;
   REQUIRE(s.start().ok());

@@ -37,7 +37,7 @@ TEST_CASE("adversarial: a header announcing 4 GiB is refused at once, with no al
   settle_and_check(s);
 }
 
-TEST_CASE("adversarial: random garbage from many clients; good clients unharmed",
+TEST_CASE("adversarial: random garbage from many clients leaves good clients unharmed",
           "[adversarial]") {
   ionet::options o = local_options();
   o.max_message_bytes = 64 * 1024;

@@ -344,14 +344,6 @@ class server {
   }
 
  private:
-  struct seen {
-    ionet::event_type type;
-    ionet::connection_id id;
-    std::error_code reason;
-    void* context;
-    std::size_t size;
-  };
-
   void dispatch(ionet::engine& eng, const ionet::event& ev) {
     if (cb_) {
       cb_(eng, ev);
@@ -368,54 +360,49 @@ class server {
     }
   }
 
+  // Each event is recorded just before it is dispatched: a reply sent by
+  // the dispatch can reach a client at once, and a test that saw it must
+  // find the event (and every earlier one) in the record; a context set by
+  // the dispatch of an earlier event is seen by a later one.
   void handle(std::span<ionet::event> events) {
-    std::vector<seen> what;
-    what.reserve(events.size());
     for (const ionet::event& ev : events) {
+      note(ev);
       dispatch(*eng_, ev);
-      // Read the context before release: after it the slot may be reused.
-      what.push_back({ev.type, ev.conn, ev.reason, ev.context(), ev.data.size()});
     }
     eng_->release(events);
-    note(what);
   }
 
   void on_inline(ionet::engine& eng, const ionet::event& ev) {
+    note(ev);
     dispatch(eng, ev);
-    note({seen{ev.type, ev.conn, ev.reason, ev.context(), ev.data.size()}});
   }
 
-  void note(const std::vector<seen>& what) {
+  void note(const ionet::event& ev) {
     {
       std::lock_guard g(lock_);
       rec_.echo_failures = echo_failures_.load();
-      for (const seen& s : what) {
-        auto it = state_.find(s.id);
-        const int st = it == state_.end() ? 0 : it->second;  // 0 new, 1 open, 2 closed
-        switch (s.type) {
-          case ionet::event_type::connected:
-            if (st != 0) rec_.order_errors.push_back("connected twice: " + std::to_string(s.id));
-            state_[s.id] = 1;
-            rec_.connected.push_back(s.id);
-            break;
-          case ionet::event_type::message:
-            if (st != 1) {
-              rec_.order_errors.push_back("message outside connected..closed: " +
-                                          std::to_string(s.id));
-            }
-            ++rec_.messages;
-            rec_.message_bytes += s.size;
-            if (s.size == 0) ++rec_.empty_messages;
-            break;
-          case ionet::event_type::closed:
-            if (st != 1) {
-              rec_.order_errors.push_back("closed without open connection: " +
-                                          std::to_string(s.id));
-            }
-            state_[s.id] = 2;
-            rec_.closed.push_back({s.id, s.reason, s.context});
-            break;
-        }
+      auto it = state_.find(ev.conn);
+      const int st = it == state_.end() ? 0 : it->second;  // 0 new, 1 open, 2 closed
+      auto bad = [&](const char* what) {
+        rec_.order_errors.push_back(what + std::to_string(ev.conn));
+      };
+      switch (ev.type) {
+        case ionet::event_type::connected:
+          if (st != 0) bad("connected twice: ");
+          state_[ev.conn] = 1;
+          rec_.connected.push_back(ev.conn);
+          break;
+        case ionet::event_type::message:
+          if (st != 1) bad("message outside connected..closed: ");
+          ++rec_.messages;
+          rec_.message_bytes += ev.data.size();
+          if (ev.data.empty()) ++rec_.empty_messages;
+          break;
+        case ionet::event_type::closed:
+          if (st != 1) bad("closed without open connection: ");
+          state_[ev.conn] = 2;
+          rec_.closed.push_back({ev.conn, ev.reason, ev.context()});
+          break;
       }
     }
     changed_.notify_all();

@@ -129,7 +129,7 @@ std::error_code engine_impl::make_pool() {
 
 void engine_impl::top_up_accepts() {
   std::lock_guard g(accept_lock_);
-  if (stopping_.load(std::memory_order_acquire)) return;
+  if (gate_.stopping()) return;
   if (retry_after_ms_ && GetTickCount64() < retry_after_ms_) return;
   while (posted_accepts_ < accept_target_ && !free_entries_.empty()) {
     socket_entry& e = entries_[free_entries_.back()];
@@ -237,7 +237,7 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
     --posted_accepts_;
     accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
   }
-  if (stopping_.load(std::memory_order_acquire)) {
+  if (gate_.stopping()) {
     give_back(entry, false);
     return;
   }
@@ -321,13 +321,13 @@ void engine_impl::poll_disconnects() {
   }
   for (std::uint32_t i : done) {
     socket_entry& e = entries_[i];
-    give_back(e, e.disconnect_op.ov.Internal == 0 && !stopping_.load());
+    give_back(e, e.disconnect_op.ov.Internal == 0 && !gate_.stopping());
     op_finished();
   }
 }
 
 void engine_impl::on_disconnect(engine_impl& e, operation& op, const completion& c) {
-  e.give_back(e.entries_[op.owner], c.error == 0 && !e.stopping_.load());
+  e.give_back(e.entries_[op.owner], c.error == 0 && !e.gate_.stopping());
   e.op_finished();
 }
 

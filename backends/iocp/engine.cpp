@@ -29,8 +29,7 @@ void no_completion(engine_impl&, operation&, const completion&) {}
 
 }  // namespace
 
-engine_impl::engine_impl(options opts) : core_(*this, opts) {
-  core_.set_wake_hook(&engine_impl::wake_hook, this);
+engine_impl::engine_impl(options opts) : engine_base(opts) {
   posted_op_.kind = op_kind::posted;
   posted_op_.complete = &engine_impl::on_posted;
   quit_op_.kind = op_kind::posted;
@@ -41,19 +40,9 @@ engine_impl::~engine_impl() { stop(); }
 
 bool engine_impl::on_worker_thread() const noexcept { return current_engine == this; }
 
-bool engine_impl::enter() noexcept {
-  callers_.fetch_add(1, std::memory_order_seq_cst);
-  if (!running_.load(std::memory_order_seq_cst) ||
-      stopping_.load(std::memory_order_seq_cst)) {
-    leave();
-    return false;
-  }
-  return true;
-}
-
 status engine_impl::start() {
   std::lock_guard g(stop_lock_);
-  if (running_.load()) return {errc::already_running, "start() called twice"};
+  if (gate_.running()) return {errc::already_running, "start() called twice"};
   endpoint ep;
   if (status s = detail::validate(core_.opts(), &ep); !s) return s;
   if (auto ec = winsock_init()) return {ec, "WSAStartup"};
@@ -62,7 +51,6 @@ status engine_impl::start() {
   workers_wanted_ = o.threads == options::backend_default
                         ? std::max(1u, std::thread::hardware_concurrency()) * 2
                         : o.threads;
-  stopping_ = false;
   closed_all_ = false;
   ops_ = 0;
 
@@ -85,7 +73,7 @@ status engine_impl::start() {
     return s;
   }
 
-  running_ = true;
+  gate_.open();
   try {
     for (std::uint32_t i = 0; i < workers_wanted_; ++i) {
       workers_.emplace_back([this] { worker_main(); });
@@ -141,9 +129,9 @@ void engine_impl::housekeeper_main() {
   std::uint64_t next_sweep = 0;
   for (;;) {
     WaitForMultipleObjects(2, handles, FALSE, housekeeping_ms);
-    if (!running_.load(std::memory_order_acquire)) break;
+    if (!gate_.running()) break;
     poll_disconnects();
-    if (stopping_.load(std::memory_order_acquire)) {
+    if (gate_.stopping()) {
       // Every connection is closed from here, an engine thread (so inline
       // handlers see their closed events where they see the rest), while
       // stop() waits for the operations to drain.
@@ -203,40 +191,6 @@ void engine_impl::hand_off(connection_id id) {
     op_finished();
     watch(slot_of(id));
   }
-}
-
-void engine_impl::wake_hook(void* ctx, connection_id id) {
-  auto* self = static_cast<engine_impl*>(ctx);
-  if (!self->enter()) return;
-  self->hand_off(id);
-  self->leave();
-}
-
-std::error_code engine_impl::send(connection_id id, std::span<const std::byte> bytes) {
-  if (!enter()) return make_error_code(errc::not_running);
-  std::uint32_t slot = 0;
-  bool wake = false;
-  auto ec = core_.send(id, bytes, slot, wake);
-  if (!ec && wake) hand_off(id);
-  leave();
-  return ec;
-}
-
-std::error_code engine_impl::close(connection_id id) {
-  if (!enter()) return make_error_code(errc::not_running);
-  std::uint32_t slot = 0;
-  bool wake = false;
-  auto ec = core_.request_close(id, slot, wake);
-  if (!ec && wake) hand_off(id);
-  leave();
-  return ec;
-}
-
-std::error_code engine_impl::set_context(connection_id id, void* context) {
-  if (!enter()) return make_error_code(errc::not_running);
-  auto ec = core_.set_context(id, context);
-  leave();
-  return ec;
 }
 
 engine_stats engine_impl::stats() const {
@@ -306,9 +260,8 @@ void engine_impl::stop() noexcept {
 }
 
 void engine_impl::stop_locked() noexcept {
-  if (!running_.load()) return;
-  const bool first = !stopping_.exchange(true);
-  if (first) core_.stop_events();
+  if (!gate_.running()) return;
+  if (gate_.begin_stop()) core_.stop_events();
   SetEvent(housekeeper_wake_);  // it closes every connection
   if (on_worker_thread()) {
     // Called from an inline handler: this worker cannot wait for the
@@ -316,14 +269,14 @@ void engine_impl::stop_locked() noexcept {
     // waits and joins.
     return;
   }
-  while (callers_.load(std::memory_order_seq_cst) != 0) Sleep(0);
+  gate_.wait_for_callers();
   if (!housekeeper_.joinable()) {  // start() failed before it ran
     close_all();
     closed_all_.store(true);
   }
   while (!closed_all_.load()) Sleep(1);
   wait_drained();
-  running_ = false;
+  gate_.stopped();
   if (housekeeper_wake_) SetEvent(housekeeper_wake_);
   if (housekeeper_.joinable()) housekeeper_.join();
   cport_.post(0, &quit_op_.ov);

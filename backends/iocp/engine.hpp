@@ -25,7 +25,7 @@
 #include "backends/iocp/operation.hpp"
 #include "backends/iocp/winsock.hpp"
 #include "common/completion.hpp"
-#include "common/engine_core.hpp"
+#include "common/engine_base.hpp"
 
 namespace ionet::iocp {
 
@@ -60,22 +60,13 @@ struct connection {
   bool paused = false;   // not read for now: its peer sends more than it reads
 };
 
-class engine_impl final : public engine {
+class engine_impl final : public detail::engine_base<engine_impl> {
  public:
   explicit engine_impl(options opts);
   ~engine_impl() override;
 
   status start() override;
   std::uint16_t port() const noexcept override { return port_; }
-  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
-    return core_.poll(out, timeout);
-  }
-  void release(std::span<const event> events) noexcept override {
-    core_.release(events);
-  }
-  std::error_code send(connection_id conn, std::span<const std::byte> bytes) override;
-  std::error_code close(connection_id conn) override;
-  std::error_code set_context(connection_id conn, void* context) override;
   engine_stats stats() const override;
   void stop() noexcept override;
   const char* backend_name() const noexcept override { return "iocp"; }
@@ -90,6 +81,7 @@ class engine_impl final : public engine {
   static void on_posted(engine_impl& e, operation& op, const completion& c);
 
  private:
+  friend class detail::engine_base<engine_impl>;
   enum class next_read : std::uint8_t { none, ready, data };
 
   // accept_pool.cpp
@@ -123,10 +115,7 @@ class engine_impl final : public engine {
   // engine.cpp
   void worker_main();
   void housekeeper_main();
-  bool enter() noexcept;
-  void leave() noexcept { callers_.fetch_sub(1, std::memory_order_seq_cst); }
   void hand_off(connection_id id);
-  static void wake_hook(void* ctx, connection_id id);
   void stop_locked() noexcept;
   void close_all();
   void sweep_timeouts();
@@ -137,7 +126,6 @@ class engine_impl final : public engine {
   void op_started() noexcept { ops_.fetch_add(1, std::memory_order_relaxed); }
   void op_finished() noexcept { ops_.fetch_sub(1, std::memory_order_acq_rel); }
 
-  detail::engine_core core_;
   completion_port cport_;
   extensions ext_;
   SOCKET listen_ = INVALID_SOCKET;
@@ -168,12 +156,7 @@ class engine_impl final : public engine {
 
   std::vector<std::thread> workers_;
   std::thread housekeeper_;
-  std::atomic<bool> running_{false};
-  std::atomic<bool> stopping_{false};
   std::atomic<bool> closed_all_{false};  // the housekeeper closed everything
-  // Threads inside send()/close()/set_context() right now; stop() waits for
-  // them before tearing anything down.
-  std::atomic<std::uint32_t> callers_{0};
   std::atomic<std::int64_t> ops_{0};  // operations and packets in flight
   std::mutex stop_lock_;
   HANDLE housekeeper_wake_ = nullptr;

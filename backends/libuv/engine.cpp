@@ -32,7 +32,7 @@ void on_listen_readable(uv_poll_t* h, int status, int) {
   l.engine->on_accept(l);
 }
 
-// The loop whose thread we are on, if any: lets schedule() skip the async
+// The loop whose thread we are on, if any: lets hand_off() skip the async
 // wake-up when the user's inline handler sends.
 thread_local loop* current_loop = nullptr;
 
@@ -40,32 +40,11 @@ loop& loop_of(uv_handle_t* h) { return *static_cast<loop*>(h->data); }
 
 }  // namespace
 
-engine_impl::engine_impl(options opts) : core_(*this, opts) {
-  core_.set_wake_hook(&engine_impl::wake_hook, this);
-}
-
 engine_impl::~engine_impl() { stop(); }
-
-void engine_impl::wake_hook(void* ctx, connection_id id) {
-  auto* self = static_cast<engine_impl*>(ctx);
-  if (!self->enter()) return;
-  self->schedule(id, slot_of(id));
-  self->leave();
-}
-
-bool engine_impl::enter() noexcept {
-  callers_.fetch_add(1, std::memory_order_seq_cst);
-  if (!running_.load(std::memory_order_seq_cst) ||
-      stopping_.load(std::memory_order_seq_cst)) {
-    leave();
-    return false;
-  }
-  return true;
-}
 
 status engine_impl::start() {
   std::lock_guard g(stop_lock_);
-  if (running_.load()) return {errc::already_running, "start() called twice"};
+  if (gate_.running()) return {errc::already_running, "start() called twice"};
   endpoint ep;
   if (status s = detail::validate(core_.opts(), &ep); !s) return s;
   if (status s = core_.init(); !s) return s;
@@ -84,7 +63,7 @@ status engine_impl::start() {
     l->index = i;
     l->read_buf.reset(new char[read_buffer_bytes]);
     if (int r = uv_loop_init(&l->uv); r != 0) {
-      stopping_ = true;
+      gate_.begin_stop();
       ::close(listen_fd_);
       listen_fd_ = -1;
       for (auto& done : loops_) {
@@ -116,9 +95,8 @@ status engine_impl::start() {
     }
     loops_.push_back(std::move(l));
   }
-  stopping_ = false;
   next_loop_ = 0;
-  running_ = true;
+  gate_.open();
   for (auto& l : loops_) {
     loop* lp = l.get();
     lp->thread = std::thread([lp] {
@@ -141,11 +119,11 @@ status engine_impl::start() {
 
 void engine_impl::stop() noexcept {
   std::lock_guard g(stop_lock_);
-  if (!running_.load()) return;
-  stopping_ = true;
+  if (!gate_.running()) return;
+  gate_.begin_stop();
   core_.stop_events();
-  // Let callers already past enter() finish before the loops wind down.
-  while (callers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  // Let callers already inside the gate finish before the loops wind down.
+  gate_.wait_for_callers();
   for (auto& l : loops_) uv_async_send(&l->wake);
   if (current_loop && current_loop->engine == this) {
     // Called from our own handler: the threads cannot be joined from here.
@@ -163,31 +141,11 @@ void engine_impl::stop() noexcept {
   if (listen_fd_ >= 0) ::close(listen_fd_);
   listen_fd_ = -1;
   conns_.reset();
-  running_ = false;
+  gate_.stopped();
 }
 
-std::error_code engine_impl::send(connection_id id, std::span<const std::byte> bytes) {
-  if (!enter()) return make_error_code(errc::not_running);
-  std::uint32_t slot = 0;
-  bool wake = false;
-  auto ec = core_.send(id, bytes, slot, wake);
-  if (!ec && wake) schedule(id, slot);
-  leave();
-  return ec;
-}
-
-std::error_code engine_impl::close(connection_id id) {
-  if (!enter()) return make_error_code(errc::not_running);
-  std::uint32_t slot = 0;
-  bool wake = false;
-  auto ec = core_.request_close(id, slot, wake);
-  if (!ec && wake) schedule(id, slot);
-  leave();
-  return ec;
-}
-
-void engine_impl::schedule(connection_id id, std::uint32_t slot) {
-  loop& l = *loops_[core_.state(slot).owner.load(std::memory_order_relaxed)];
+void engine_impl::hand_off(connection_id id) {
+  loop& l = *loops_[core_.state(slot_of(id)).owner.load(std::memory_order_relaxed)];
   if (current_loop == &l) {
     l.direct.push_back(id);  // served by finish() before the callback returns
     return;

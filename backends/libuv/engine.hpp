@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/engine_core.hpp"
+#include "common/engine_base.hpp"
 
 namespace ionet::libuv {
 
@@ -59,7 +59,7 @@ struct loop {
   std::vector<std::uint32_t> lingering;  // slots draining after shutdown
   std::vector<std::uint32_t> members;    // slots this loop serves
   std::vector<std::uint32_t> paused;     // members not read for now
-  std::vector<connection_id> direct;     // schedule() calls made on this loop
+  std::vector<connection_id> direct;     // hand_off() calls made on this loop
 
   // Loop 0 only: the listening socket.
   uv_poll_t listen_poll;
@@ -67,25 +67,13 @@ struct loop {
   bool accept_paused = false;
 };
 
-class engine_impl final : public engine {
+class engine_impl final : public detail::engine_base<engine_impl> {
  public:
-  explicit engine_impl(options opts);
+  explicit engine_impl(options opts) : engine_base(opts) {}
   ~engine_impl() override;
 
   status start() override;
   std::uint16_t port() const noexcept override { return port_; }
-  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
-    return core_.poll(out, timeout);
-  }
-  void release(std::span<const event> events) noexcept override {
-    core_.release(events);
-  }
-  std::error_code send(connection_id conn, std::span<const std::byte> bytes) override;
-  std::error_code close(connection_id conn) override;
-  std::error_code set_context(connection_id conn, void* context) override {
-    if (!running_.load(std::memory_order_acquire)) return make_error_code(errc::not_running);
-    return core_.set_context(conn, context);
-  }
   engine_stats stats() const override { return core_.stats(); }
   void stop() noexcept override;
   const char* backend_name() const noexcept override { return "libuv"; }
@@ -93,8 +81,9 @@ class engine_impl final : public engine {
   // Used by the loop callbacks (connection.cpp).
   detail::engine_core& core() noexcept { return core_; }
   connection& conn(std::uint32_t slot) noexcept { return conns_[slot]; }
-  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
-  void schedule(connection_id id, std::uint32_t slot);
+  bool stopping() const noexcept { return gate_.stopping(); }
+  // Flush or close `id` on its loop (any thread; see engine_base).
+  void hand_off(connection_id id);
   void on_accept(loop& l);
   void on_wake(loop& l);
   void open_connection(loop& l, int fd);
@@ -112,23 +101,12 @@ class engine_impl final : public engine {
 
  private:
   void shutdown_loop(loop& l);
-  // Enters a cross-thread call; false when the engine is not running.
-  bool enter() noexcept;
-  void leave() noexcept { callers_.fetch_sub(1, std::memory_order_seq_cst); }
-  static void wake_hook(void* ctx, connection_id id);
 
-  detail::engine_core core_;
   std::unique_ptr<connection[]> conns_;
   std::vector<std::unique_ptr<loop>> loops_;
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   std::uint32_t next_loop_ = 0;
-  std::atomic<bool> running_{false};
-  std::atomic<bool> stopping_{false};
-  // Threads inside send()/close()/a wake-up right now. stop() waits for
-  // zero after raising stopping_, so none of them can touch a loop that is
-  // being torn down.
-  std::atomic<std::uint32_t> callers_{0};
   std::mutex stop_lock_;
 };
 

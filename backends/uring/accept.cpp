@@ -51,7 +51,7 @@ void engine_impl::on_accept(loop& l, op&, const io_uring_cqe& cqe) {
     --l.accepts_armed;
     --l.ops;
   }
-  const bool stopping = e.stopping_.load(std::memory_order_acquire);
+  const bool stopping = e.gate_.stopping();
   if (cqe.res >= 0) {
     e.accepted(l, cqe.res);
   } else if (cqe.res != -ECANCELED) {
@@ -63,7 +63,7 @@ void engine_impl::on_accept(loop& l, op&, const io_uring_cqe& cqe) {
 }
 
 void engine_impl::accepted(loop& l, int fd) {
-  if (stopping_.load(std::memory_order_acquire)) {
+  if (gate_.stopping()) {
     ::close(fd);
     return;
   }

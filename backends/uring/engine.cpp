@@ -38,25 +38,11 @@ std::uint64_t now_ms() noexcept {
          static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
-engine_impl::engine_impl(options opts) : core_(*this, opts) {
-  core_.set_wake_hook(&engine_impl::wake_hook, this);
-}
-
 engine_impl::~engine_impl() { stop(); }
-
-bool engine_impl::enter() noexcept {
-  callers_.fetch_add(1, std::memory_order_seq_cst);
-  if (!running_.load(std::memory_order_seq_cst) ||
-      stopping_.load(std::memory_order_seq_cst)) {
-    leave();
-    return false;
-  }
-  return true;
-}
 
 status engine_impl::start() {
   std::lock_guard g(stop_lock_);
-  if (running_.load()) return {errc::already_running, "start() called twice"};
+  if (gate_.running()) return {errc::already_running, "start() called twice"};
   endpoint ep;
   if (status s = detail::validate(core_.opts(), &ep); !s) return s;
   std::string why;
@@ -111,8 +97,7 @@ status engine_impl::start() {
     if (!features_.buffer_ring) l->poll_buf.reset(new char[recv_buffer_bytes]);
     loops_.push_back(std::move(l));
   }
-  stopping_ = false;
-  running_ = true;
+  gate_.open();
   for (auto& l : loops_) {
     loop* lp = l.get();
     lp->thread = std::thread([this, lp] { run(*lp); });
@@ -151,7 +136,7 @@ void engine_impl::run(loop& l) {
     io_uring_cq_advance(ring, seen);
     l.r.publish_buffers();
     finish(l);
-    if (stopping_.load(std::memory_order_acquire)) {
+    if (gate_.stopping()) {
       if (!wound_down) {
         wind_down(l);
         wound_down = true;
@@ -199,7 +184,7 @@ void engine_impl::finish(loop& l) {
 void engine_impl::on_wake(loop& l, op&, const io_uring_cqe& cqe) {
   engine_impl& e = *l.engine;
   --l.ops;
-  if (cqe.res != -ECANCELED && !e.stopping_.load(std::memory_order_acquire)) {
+  if (cqe.res != -ECANCELED && !e.gate_.stopping()) {
     io_uring_sqe* s = l.r.sqe();
     io_uring_prep_read(s, l.wake_fd, &l.wake_value, sizeof l.wake_value, 0);
     io_uring_sqe_set_data(s, &l.wake_op);
@@ -236,40 +221,6 @@ void engine_impl::hand_off(connection_id id) {
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(l.wake_fd, &one, sizeof one);
   }
-}
-
-void engine_impl::wake_hook(void* ctx, connection_id id) {
-  auto* self = static_cast<engine_impl*>(ctx);
-  if (!self->enter()) return;
-  self->hand_off(id);
-  self->leave();
-}
-
-std::error_code engine_impl::send(connection_id id, std::span<const std::byte> bytes) {
-  if (!enter()) return make_error_code(errc::not_running);
-  std::uint32_t slot = 0;
-  bool wake = false;
-  auto ec = core_.send(id, bytes, slot, wake);
-  if (!ec && wake) hand_off(id);
-  leave();
-  return ec;
-}
-
-std::error_code engine_impl::close(connection_id id) {
-  if (!enter()) return make_error_code(errc::not_running);
-  std::uint32_t slot = 0;
-  bool wake = false;
-  auto ec = core_.request_close(id, slot, wake);
-  if (!ec && wake) hand_off(id);
-  leave();
-  return ec;
-}
-
-std::error_code engine_impl::set_context(connection_id id, void* context) {
-  if (!enter()) return make_error_code(errc::not_running);
-  auto ec = core_.set_context(id, context);
-  leave();
-  return ec;
 }
 
 engine_stats engine_impl::stats() const {
@@ -314,9 +265,9 @@ void engine_impl::stop() noexcept {
 }
 
 void engine_impl::stop_locked() noexcept {
-  if (!running_.load()) return;
-  if (!stopping_.exchange(true)) core_.stop_events();
-  while (callers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  if (!gate_.running()) return;
+  if (gate_.begin_stop()) core_.stop_events();
+  gate_.wait_for_callers();
   for (auto& l : loops_) {
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(l->wake_fd, &one, sizeof one);
@@ -330,7 +281,7 @@ void engine_impl::stop_locked() noexcept {
     if (l->thread.joinable()) l->thread.join();
   }
   release_resources();
-  running_ = false;
+  gate_.stopped();
 }
 
 void engine_impl::release_resources() noexcept {

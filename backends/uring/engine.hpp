@@ -31,7 +31,7 @@
 
 #include "backends/uring/ring.hpp"
 #include "common/completion.hpp"
-#include "common/engine_core.hpp"
+#include "common/engine_base.hpp"
 
 namespace ionet::uring {
 
@@ -96,22 +96,13 @@ struct loop {
   bool stopping = false;
 };
 
-class engine_impl final : public engine {
+class engine_impl final : public detail::engine_base<engine_impl> {
  public:
-  explicit engine_impl(options opts);
+  explicit engine_impl(options opts) : engine_base(opts) {}
   ~engine_impl() override;
 
   status start() override;
   std::uint16_t port() const noexcept override { return port_; }
-  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
-    return core_.poll(out, timeout);
-  }
-  void release(std::span<const event> events) noexcept override {
-    core_.release(events);
-  }
-  std::error_code send(connection_id conn, std::span<const std::byte> bytes) override;
-  std::error_code close(connection_id conn) override;
-  std::error_code set_context(connection_id conn, void* context) override;
   engine_stats stats() const override;
   void stop() noexcept override;
   const char* backend_name() const noexcept override { return "uring"; }
@@ -125,16 +116,13 @@ class engine_impl final : public engine {
   static void on_ignored(loop& l, op& o, const io_uring_cqe& cqe);
 
  private:
-  friend struct loop_access;
+  friend class detail::engine_base<engine_impl>;
   // engine.cpp
   void run(loop& l);
   void finish(loop& l);
   void take_inbox(loop& l);
   void wind_down(loop& l);
   void hand_off(connection_id id);
-  static void wake_hook(void* ctx, connection_id id);
-  bool enter() noexcept;
-  void leave() noexcept { callers_.fetch_sub(1, std::memory_order_seq_cst); }
   void release_resources() noexcept;
   void stop_locked() noexcept;
 
@@ -165,15 +153,11 @@ class engine_impl final : public engine {
   void check_timeouts(loop& l);
   bool current(const loop& l, const connection& c, const op& o) noexcept;
 
-  detail::engine_core core_;
   features features_;
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   std::unique_ptr<connection[]> conns_;
   std::vector<std::unique_ptr<loop>> loops_;
-  std::atomic<bool> running_{false};
-  std::atomic<bool> stopping_{false};
-  std::atomic<std::uint32_t> callers_{0};
   std::mutex stop_lock_;
 
   std::atomic<std::uint64_t> stale_completions_{0};

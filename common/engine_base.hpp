@@ -1,0 +1,119 @@
+// What every backend's engine class has in common above its OS calls: the
+// core, the gate that cross-thread calls pass, and the user-facing calls
+// that only differ in how a backend is told a connection needs its thread.
+// A backend derives from engine_base<itself> and provides
+//   void hand_off(connection_id id);
+// which schedules a flush or close of `id` on the thread that owns it; it
+// is called from any thread, inside the gate, at most once per idle->busy
+// change of the connection's queue (engine_core::send's `wake`).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <system_error>
+#include <thread>
+
+#include "common/engine_core.hpp"
+#include "ionet/engine.hpp"
+
+namespace ionet::detail {
+
+// Lets send()/close()/set_context() and wake-ups from any thread in only
+// while the engine runs, and lets stop() wait until those already inside
+// have left, so none of them touches a loop or port being torn down.
+// All seq_cst: a caller's increment and stop()'s flag must not pass each
+// other (the caller re-checks the flag after counting itself in).
+class call_gate {
+ public:
+  bool enter() noexcept {
+    callers_.fetch_add(1, std::memory_order_seq_cst);
+    if (!running_.load(std::memory_order_seq_cst) ||
+        stopping_.load(std::memory_order_seq_cst)) {
+      leave();
+      return false;
+    }
+    return true;
+  }
+  void leave() noexcept { callers_.fetch_sub(1, std::memory_order_seq_cst); }
+
+  // start() succeeded: calls may enter.
+  void open() noexcept {
+    stopping_.store(false, std::memory_order_seq_cst);
+    running_.store(true, std::memory_order_seq_cst);
+  }
+  // stop() begins: no new call enters. True the first time.
+  bool begin_stop() noexcept { return !stopping_.exchange(true, std::memory_order_seq_cst); }
+  // Waits for the calls already inside to leave (they are short).
+  void wait_for_callers() const noexcept {
+    while (callers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  }
+  // stop() is done: the engine may be started again.
+  void stopped() noexcept { running_.store(false, std::memory_order_seq_cst); }
+
+  bool running() const noexcept { return running_.load(std::memory_order_acquire); }
+  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+
+ private:
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint32_t> callers_{0};
+};
+
+template <class Backend>
+class engine_base : public engine {
+ public:
+  explicit engine_base(const options& opts) : core_(*this, opts) {
+    core_.set_wake_hook(&engine_base::wake_hook, this);
+  }
+
+  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
+    return core_.poll(out, timeout);
+  }
+  void release(std::span<const event> events) noexcept override { core_.release(events); }
+
+  std::error_code send(connection_id id, std::span<const std::byte> bytes) override {
+    if (!gate_.enter()) return make_error_code(errc::not_running);
+    std::uint32_t slot = 0;
+    bool wake = false;
+    const std::error_code ec = core_.send(id, bytes, slot, wake);
+    if (!ec && wake) backend().hand_off(id);
+    gate_.leave();
+    return ec;
+  }
+
+  std::error_code close(connection_id id) override {
+    if (!gate_.enter()) return make_error_code(errc::not_running);
+    std::uint32_t slot = 0;
+    bool wake = false;
+    const std::error_code ec = core_.request_close(id, slot, wake);
+    if (!ec && wake) backend().hand_off(id);
+    gate_.leave();
+    return ec;
+  }
+
+  std::error_code set_context(connection_id id, void* context) override {
+    if (!gate_.enter()) return make_error_code(errc::not_running);
+    const std::error_code ec = core_.set_context(id, context);
+    gate_.leave();
+    return ec;
+  }
+
+ protected:
+  engine_core core_;
+  call_gate gate_;
+
+ private:
+  Backend& backend() noexcept { return static_cast<Backend&>(*this); }
+
+  // The core's way back in (a connection whose replies can now go, or
+  // whose peer's EOF can now be acted on), from any thread.
+  static void wake_hook(void* ctx, connection_id id) {
+    auto* self = static_cast<engine_base*>(ctx);
+    if (!self->gate_.enter()) return;
+    self->backend().hand_off(id);
+    self->gate_.leave();
+  }
+};
+
+}  // namespace ionet::detail

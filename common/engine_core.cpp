@@ -90,7 +90,12 @@ std::error_code engine_core::expired(std::uint32_t slot) const noexcept {
     return limit.count() > 0 && t != 0 &&
            static_cast<std::int64_t>(static_cast<std::uint32_t>(now - t)) >= limit.count();
   };
-  if (passed(st.partial_since, opts_.read_timeout)) return make_error_code(errc::read_timeout);
+  // A connection we stopped reading is not slow: its clock restarts when
+  // reading resumes.
+  if (!st.read_paused.load(std::memory_order_relaxed) &&
+      passed(st.partial_since, opts_.read_timeout)) {
+    return make_error_code(errc::read_timeout);
+  }
   if (passed(st.write_since, opts_.write_timeout)) return make_error_code(errc::write_timeout);
   if (passed(st.last_active, opts_.idle_timeout)) return make_error_code(errc::idle_timeout);
   return {};
@@ -118,6 +123,7 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   st.last_active.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
   st.partial_since.store(0, std::memory_order_relaxed);
   st.write_since.store(0, std::memory_order_relaxed);
+  st.read_paused.store(false, std::memory_order_relaxed);
   accepted_.fetch_add(1, std::memory_order_relaxed);
   return id;
 }
@@ -344,7 +350,9 @@ std::error_code engine_core::on_read(std::uint32_t slot,
   st.last_active.store(now, std::memory_order_relaxed);
   const connection_id id = table_->id_of(slot);
   std::error_code copy_failed;
+  std::size_t completed = 0;
   auto ec = st.decoder.feed(bytes, messages_, [&](decoded_message&& m) {
+    ++completed;
     event e;
     e.type = event_type::message;
     e.conn = id;
@@ -367,10 +375,12 @@ std::error_code engine_core::on_read(std::uint32_t slot,
     if (!inline_mode()) st.unreleased.fetch_add(1, std::memory_order_relaxed);
     out.events.push_back(e);
   });
-  // A message left partial starts the read timeout; completing it stops it.
+  // A message left partial starts the read timeout; completing it stops
+  // it. The partial one is new when this read completed any (a stream of
+  // large messages is rarely read on a boundary, and is not slow).
   if (!st.decoder.partial()) {
     st.partial_since.store(0, std::memory_order_relaxed);
-  } else if (st.partial_since.load(std::memory_order_relaxed) == 0) {
+  } else if (completed > 0 || st.partial_since.load(std::memory_order_relaxed) == 0) {
     st.partial_since.store(now, std::memory_order_relaxed);
   }
   return ec ? ec : copy_failed;
@@ -441,7 +451,10 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
     const std::uint64_t open = accepted > closed ? accepted - closed : 1;
     pause = mine >= total / open;
   }
-  if (pause) read_pauses_.fetch_add(1, std::memory_order_relaxed);
+  if (pause) {
+    st.read_paused.store(true, std::memory_order_relaxed);
+    read_pauses_.fetch_add(1, std::memory_order_relaxed);
+  }
   return pause;
 }
 
@@ -451,7 +464,12 @@ bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
   st.lock.lock();
   const std::uint64_t mine = st.queued;
   st.lock.unlock();
-  return mine < opts_.max_queued_bytes / 4;
+  if (mine >= opts_.max_queued_bytes / 4) return false;
+  st.read_paused.store(false, std::memory_order_relaxed);
+  if (st.partial_since.load(std::memory_order_relaxed) != 0) {
+    st.partial_since.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
+  return true;
 }
 
 engine_stats engine_core::stats() const {

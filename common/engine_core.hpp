@@ -56,6 +56,9 @@ struct conn_state {
   std::atomic<std::uint32_t> last_active{0};
   std::atomic<std::uint32_t> partial_since{0};
   std::atomic<std::uint32_t> write_since{0};
+  // [owner] written: the backend stopped reading it (should_pause_reading);
+  // read_timeout does not run meanwhile.
+  std::atomic<bool> read_paused{false};
 };
 
 // Events are gathered per engine-thread callback and handed over at once.
@@ -136,7 +139,8 @@ class engine_core {
   // more than an even share of them. Counted in read_pauses when true.
   bool should_pause_reading(std::uint32_t slot) noexcept;
   // Whether a paused connection may be read again: its queue is under a
-  // quarter of max_queued_bytes and the engine's under half its cap.
+  // quarter of max_queued_bytes and the engine's under half its cap. A
+  // frame left partial gets a full read_timeout from here.
   bool may_resume_reading(std::uint32_t slot) noexcept;
 
   // --- user side ---

@@ -109,3 +109,39 @@ TEST_CASE("timeouts: a connection that keeps talking is never timed out",
   }
   CHECK(s.snapshot().closed.empty());
 }
+
+TEST_CASE("timeouts: a stream never read on a message boundary is not cut off by read_timeout",
+          "[conformance][timeouts]") {
+  ionet::options o = short_timeouts();
+  o.idle_timeout = std::chrono::milliseconds(0);  // only the read timeout
+  server s(o);
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  REQUIRE(connect_client(c, s.port()).ok());
+  // 1,000-byte messages written in 700-byte pieces, a piece every tenth of
+  // the timeout for three timeouts: nearly every read ends inside a
+  // message, yet one completes at least every other piece.
+  std::vector<std::byte> stream;
+  const int messages = 40;
+  for (int i = 0; i < messages; ++i) {
+    const auto f = frame(pattern(1000, static_cast<std::uint64_t>(i)));
+    stream.insert(stream.end(), f.begin(), f.end());
+  }
+  constexpr std::size_t piece = 700;
+  const auto until = steady::now() + o.read_timeout * 3;
+  std::size_t written = 0;
+  while (steady::now() < until && written + piece <= stream.size()) {
+    REQUIRE_FALSE(c.write_raw(std::span(stream).subspan(written, piece)));
+    written += piece;
+    std::this_thread::sleep_for(o.read_timeout / 10);
+  }
+  CHECK(s.snapshot().closed.empty());
+  // Every message completed so far came back, in order.
+  const std::size_t complete = written / (1000 + 4);
+  std::vector<std::byte> got;
+  for (std::size_t i = 0; i < complete; ++i) {
+    REQUIRE_FALSE(c.read(got));
+    CHECK(same_bytes(got, pattern(1000, i)));
+  }
+  CHECK(s.snapshot().closed.empty());
+}

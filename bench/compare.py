@@ -522,6 +522,11 @@ def main():
     p.add_argument("--hold", type=float, default=60.0,
                    help="scale: seconds the connections are held (default 60)")
     p.add_argument("--servers", default=None, help="comma list of servers (default: all that are built); known: " + ", ".join(SERVERS))
+    p.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
+                   help="another server binary to run beside the others (repeatable), "
+                        "e.g. ionet-uring-before=/tmp/old/build/linux-uring-release/bench/ionet-echo: "
+                        "an A/B comparison in one interleaved run; a NAME starting with "
+                        "'ionet' gets ionet-echo's flags")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where results go")
     p.add_argument("--dry-run", action="store_true", help="print the plan and check the binaries, run nothing")
     args = p.parse_args()
@@ -542,6 +547,16 @@ def main():
 
     bins = {"ionet-load": os.path.join(ROOT, "build", "linux-release", "bench", "ionet-load")}
     wanted = args.servers.split(",") if args.servers else list(SERVERS)
+    for spec in args.also:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--also: '{spec}' is not NAME=PATH")
+        if name in SERVERS:
+            p.error(f"--also: '{name}' is already a server's name")
+        if not os.path.isfile(path) and not args.dry_run:
+            p.error(f"--also: {path} does not exist")
+        SERVERS[name] = ("", os.path.abspath(path), f"{path} (--also)")
+        wanted.append(name)
     for w in wanted:
         if w not in SERVERS:
             p.error(f"--servers: unknown server '{w}' (known: {', '.join(SERVERS)})")

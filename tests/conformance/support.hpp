@@ -243,7 +243,11 @@ struct record {
 class server {
  public:
   // Called for each event on the thread that sees it (the pull loop, or an
-  // engine thread in inline mode), before the event is released.
+  // engine thread in inline mode), before the event is released. The
+  // record notes each event just before its callback: the wait_*() calls
+  // return once an event is noted, so a test that needs what the callback
+  // of that very event did waits for it itself (callbacks of earlier
+  // events of the same connection have finished).
   using callback = std::function<void(ionet::engine&, const ionet::event&)>;
 
   enum class delivery { pull, inline_handler };

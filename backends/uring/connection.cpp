@@ -28,6 +28,10 @@ namespace ionet::uring {
 namespace {
 
 constexpr std::uint32_t gather_max = 256;
+// Inline sendmsg calls per flush before the next send goes as an operation
+// (whose completion flushes again): a connection whose queue refills as
+// fast as it drains cannot hold its loop.
+constexpr int inline_rounds = 4;
 
 std::error_code reason_of(int negative_errno) {
   const int err = -negative_errno;
@@ -59,6 +63,7 @@ void engine_impl::open_connection(loop& l, connection& c, int fd, connection_id 
   c.head_offset = 0;
   c.cancelling = false;
   c.paused = false;
+  c.send_inline = features_.inline_send;
   c.sending = detail::slice_chain{};
   posix::tune_accepted(fd, core_.opts());
   core_.emit_connected(c.p.slot, posix::peer_of(fd), l.batch);
@@ -200,41 +205,85 @@ void engine_impl::on_eof(loop& l, connection& c) {
 // --- sends --------------------------------------------------------------
 
 void engine_impl::flush(loop& l, connection& c) {
-  std::error_code close_now;
-  detail::slice_chain chain = detail::next_send(core_, c.p, gather_max, close_now);
-  if (chain.empty()) {
-    if (close_now) begin_close(l, c, close_now, true);
+  auto& pool = core_.slices();
+  for (int round = 0;; ++round) {
+    std::error_code close_now;
+    detail::slice_chain chain = detail::next_send(core_, c.p, gather_max, close_now);
+    if (chain.empty()) {
+      if (close_now) begin_close(l, c, close_now, true);
+      return;
+    }
+    if (l.iovecs_used + chain.count > l.iovecs.size() || l.headers_used == l.headers.size()) {
+      // The scratch is full: hand the kernel what it references first.
+      io_uring_submit(l.r.get());
+      l.iovecs_used = l.headers_used = 0;
+    }
+    iovec* iov = &l.iovecs[l.iovecs_used];
+    std::size_t n = 0;
+    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
+      const std::uint32_t skip = n == 0 ? c.head_offset : 0;
+      iov[n].iov_base = pool.data(s) + skip;
+      iov[n].iov_len = pool.length(s) - skip;
+      ++n;
+    }
+    msghdr& h = l.headers[l.headers_used];
+    h = msghdr{};
+    h.msg_iov = iov;
+    h.msg_iovlen = n;
+    if (c.send_inline && round < inline_rounds) {
+      // While the socket has room, a plain sendmsg finishes at once: no
+      // operation, no completion to wait for (IOCP's skip-on-success).
+      const ssize_t r = ::sendmsg(c.fd, &h, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        const int err = errno;
+        core_.write_done(c.p.slot, chain, false);
+        begin_close(l, c, reason_of(-err), false);
+        return;
+      }
+      // The socket is full: the rest goes as an operation, and inline
+      // sends wait until one has completed whole.
+      if (!sent_part(c, chain, r < 0 ? 0 : static_cast<std::uint64_t>(r))) {
+        c.send_inline = false;
+      }
+      continue;
+    }
+    l.iovecs_used += n;
+    ++l.headers_used;
+    io_uring_sqe* s = l.r.sqe();
+    // MSG_WAITALL: the kernel retries a short send itself; a short count is
+    // still handled in send_done.
+    io_uring_prep_sendmsg(s, c.fd, &h, MSG_NOSIGNAL | MSG_WAITALL);
+    c.send_op.generation = c.p.generation;
+    io_uring_sqe_set_data(s, &c.send_op);
+    c.sending = chain;
+    c.p.writing = true;
+    ++c.p.in_flight;
+    ++l.ops;
     return;
   }
+}
+
+bool engine_impl::sent_part(connection& c, detail::slice_chain& chain, std::uint64_t bytes) {
+  // Slices wholly sent go back; a slice sent in part goes to the front of
+  // the backlog with its offset.
   auto& pool = core_.slices();
-  if (l.iovecs_used + chain.count > l.iovecs.size() || l.headers_used == l.headers.size()) {
-    // The scratch is full: hand the kernel what it references first.
-    io_uring_submit(l.r.get());
-    l.iovecs_used = l.headers_used = 0;
+  std::uint64_t sent = bytes + c.head_offset;
+  std::uint32_t whole = 0;
+  for (std::uint32_t s = chain.head; s != detail::no_slice && sent >= pool.length(s);
+       s = pool.next(s)) {
+    sent -= pool.length(s);
+    ++whole;
   }
-  iovec* iov = &l.iovecs[l.iovecs_used];
-  std::size_t n = 0;
-  for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
-    const std::uint32_t skip = n == 0 ? c.head_offset : 0;
-    iov[n].iov_base = pool.data(s) + skip;
-    iov[n].iov_len = pool.length(s) - skip;
-    ++n;
+  detail::slice_chain done = pool.split_front(chain, whole);
+  core_.write_done(c.p.slot, done, true);
+  if (chain.empty()) {
+    c.head_offset = 0;
+    return true;
   }
-  l.iovecs_used += n;
-  msghdr& h = l.headers[l.headers_used++];
-  h = msghdr{};
-  h.msg_iov = iov;
-  h.msg_iovlen = n;
-  io_uring_sqe* s = l.r.sqe();
-  // MSG_WAITALL: the kernel retries a short send itself; a short count is
-  // still handled in send_done.
-  io_uring_prep_sendmsg(s, c.fd, &h, MSG_NOSIGNAL | MSG_WAITALL);
-  c.send_op.generation = c.p.generation;
-  io_uring_sqe_set_data(s, &c.send_op);
-  c.sending = chain;
-  c.p.writing = true;
-  ++c.p.in_flight;
-  ++l.ops;
+  c.head_offset = static_cast<std::uint32_t>(sent);
+  pool.append(chain, c.p.backlog);
+  c.p.backlog = chain;
+  return false;
 }
 
 void engine_impl::on_send(loop& l, op& o, const io_uring_cqe& cqe) {
@@ -249,7 +298,6 @@ void engine_impl::on_send(loop& l, op& o, const io_uring_cqe& cqe) {
 void engine_impl::send_done(loop& l, connection& c, int res) {
   c.p.writing = false;
   --c.p.in_flight;
-  auto& pool = core_.slices();
   detail::slice_chain chain = c.sending;
   c.sending = detail::slice_chain{};
   if (res < 0) {
@@ -258,32 +306,19 @@ void engine_impl::send_done(loop& l, connection& c, int res) {
     maybe_finish(l, c);
     return;
   }
-  // Slices wholly sent go back; a slice sent in part goes to the front of
-  // the backlog with its offset.
-  std::uint64_t sent = static_cast<std::uint64_t>(res) + c.head_offset;
-  std::uint32_t whole = 0;
-  for (std::uint32_t s = chain.head; s != detail::no_slice && sent >= pool.length(s);
-       s = pool.next(s)) {
-    sent -= pool.length(s);
-    ++whole;
-  }
-  detail::slice_chain done = pool.split_front(chain, whole);
-  core_.write_done(c.p.slot, done, true);
   if (c.p.state != phase::open) {
     // Cut short by a close (a cancelled send reports what it had sent):
     // the rest will never go.
-    core_.write_done(c.p.slot, chain, false);
+    sent_part(c, chain, static_cast<std::uint64_t>(res));
+    core_.write_done(c.p.slot, c.p.backlog, false);
+    c.p.backlog = detail::slice_chain{};
     c.head_offset = 0;
-  } else if (!chain.empty()) {
-    c.head_offset = static_cast<std::uint32_t>(sent);
-    pool.append(chain, c.p.backlog);
-    c.p.backlog = chain;
-  }
-  if (c.p.state == phase::open) {
-    flush(l, c);
-  } else {
     maybe_finish(l, c);
+    return;
   }
+  // Sent whole: the socket has room again for inline sends.
+  if (sent_part(c, chain, static_cast<std::uint64_t>(res))) c.send_inline = features_.inline_send;
+  flush(l, c);
 }
 
 // --- close --------------------------------------------------------------

@@ -57,6 +57,7 @@ struct connection {
   std::uint32_t linger_index = not_lingering;  // position in its loop's lingering
   bool cancelling = false;        // ctl_op (a cancel) is issued
   bool paused = false;            // not read for now: its peer sends more than it reads
+  bool send_inline = true;        // the socket had room: try a plain sendmsg first
   detail::slice_chain sending;    // owned by send_op until it completes
 };
 
@@ -140,6 +141,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void on_error(loop& l, connection& c, int negative_errno);
   void flush(loop& l, connection& c);
   void send_done(loop& l, connection& c, int res);
+  // Gives back the slices of `chain` that `bytes` covered; a rest goes to
+  // the front of the backlog. True when all was sent.
+  bool sent_part(connection& c, detail::slice_chain& chain, std::uint64_t bytes);
   void begin_close(loop& l, connection& c, std::error_code reason, bool graceful);
   void cancel_ops(loop& l, connection& c);
   void maybe_finish(loop& l, connection& c);

@@ -49,6 +49,7 @@ std::string features::describe() const {
   add(multishot_recv, "multishot_recv");
   add(cancel_fd, "cancel_fd");
   add(defer_taskrun, "defer_taskrun");
+  add(inline_send, "inline_send");
   return s;
 }
 
@@ -88,6 +89,7 @@ std::error_code probe_features(features& f, std::string& why) {
   f.multishot_recv = f.buffer_ring && v >= 6000 && !disabled_by_env("multishot_recv");
   f.cancel_fd = v >= 5019 && !disabled_by_env("cancel_fd");
   f.defer_taskrun = v >= 6001 && !disabled_by_env("defer_taskrun");
+  f.inline_send = !disabled_by_env("inline_send");
   return {};
 }
 

@@ -22,6 +22,9 @@ struct features {
   bool multishot_recv = false;    // "multishot_recv": 6.0, needs buffer_ring
   bool cancel_fd = false;         // "cancel_fd": cancel by fd, all at once, 5.19
   bool defer_taskrun = false;     // "defer_taskrun": 6.1
+  // "inline_send": a plain sendmsg first while the socket has room (any
+  // kernel); off, every send is an io_uring operation.
+  bool inline_send = false;
   std::string describe() const;
 };
 

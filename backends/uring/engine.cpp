@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -47,6 +49,11 @@ status engine_impl::start() {
   if (status s = detail::validate(core_.opts(), &ep); !s) return s;
   std::string why;
   if (probe_features(features_, why)) return {errc::unsupported, why};
+  if (const char* off = std::getenv("IONET_URING_DISABLE")) {
+    // Asked for by hand (tests of the plainer paths): say what is in use.
+    std::fprintf(stderr, "ionet(uring): IONET_URING_DISABLE=%s: %s\n", off,
+                 features_.describe().c_str());
+  }
   if (status s = core_.init(); !s) return s;
   const options& o = core_.opts();
 

@@ -9,8 +9,10 @@
 // multishot, a single recv re-armed after each completion; without buffer
 // rings, a readiness poll and a plain recv() into the loop's buffer.
 // Sends: the core's queue of slices goes out in sendmsgs of up to
-// `gather_max` slices, one in flight per connection; a slice goes back to
-// the pool only when the send that carried it has completed.
+// `gather_max` slices. While the socket has room they are plain calls that
+// finish at once (IOCP's skip-on-success); otherwise an io_uring sendmsg,
+// one in flight per connection, and a slice goes back to the pool only when
+// the send that carried it has completed.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>

@@ -244,10 +244,8 @@ class server {
  public:
   // Called for each event on the thread that sees it (the pull loop, or an
   // engine thread in inline mode), before the event is released. The
-  // record notes each event just before its callback: the wait_*() calls
-  // return once an event is noted, so a test that needs what the callback
-  // of that very event did waits for it itself (callbacks of earlier
-  // events of the same connection have finished).
+  // record notes a message just before its callback (so a client that got
+  // the reply finds it noted), connected and closed events just after.
   using callback = std::function<void(ionet::engine&, const ionet::event&)>;
 
   enum class delivery { pull, inline_handler };
@@ -364,21 +362,26 @@ class server {
     }
   }
 
-  // Each event is recorded just before it is dispatched: a reply sent by
-  // the dispatch can reach a client at once, and a test that saw it must
-  // find the event (and every earlier one) in the record; a context set by
-  // the dispatch of an earlier event is seen by a later one.
+  // A message is recorded just before it is dispatched: the reply its
+  // dispatch sends can reach a client at once, and a test that saw the
+  // reply must find the message (and every earlier event) in the record.
+  // Connected and closed events are recorded just after: a test that waited
+  // for one finds what its callback did (a context set, a count).
   void handle(std::span<ionet::event> events) {
-    for (const ionet::event& ev : events) {
-      note(ev);
-      dispatch(*eng_, ev);
-    }
+    for (const ionet::event& ev : events) observe(*eng_, ev);
     eng_->release(events);
   }
 
-  void on_inline(ionet::engine& eng, const ionet::event& ev) {
-    note(ev);
-    dispatch(eng, ev);
+  void on_inline(ionet::engine& eng, const ionet::event& ev) { observe(eng, ev); }
+
+  void observe(ionet::engine& eng, const ionet::event& ev) {
+    if (ev.type == ionet::event_type::message) {
+      note(ev);
+      dispatch(eng, ev);
+    } else {
+      dispatch(eng, ev);
+      note(ev);
+    }
   }
 
   void note(const ionet::event& ev) {

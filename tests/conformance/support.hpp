@@ -340,7 +340,8 @@ class server {
         std::this_thread::sleep_for(1ms);
         continue;
       }
-      echo_failures_.fetch_add(1);
+      std::lock_guard g(lock_);
+      ++rec_.echo_failures;
       return;
     }
   }
@@ -387,7 +388,6 @@ class server {
   void note(const ionet::event& ev) {
     {
       std::lock_guard g(lock_);
-      rec_.echo_failures = echo_failures_.load();
       auto it = state_.find(ev.conn);
       const int st = it == state_.end() ? 0 : it->second;  // 0 new, 1 open, 2 closed
       auto bad = [&](const char* what) {
@@ -421,7 +421,6 @@ class server {
   std::unique_ptr<ionet::engine> eng_;
   std::thread loop_;
   std::atomic<bool> quit_{false};
-  std::atomic<std::uint64_t> echo_failures_{0};
 
   mutable std::mutex lock_;
   std::condition_variable changed_;

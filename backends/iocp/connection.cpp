@@ -202,6 +202,13 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
   return full ? next_read::data : next_read::ready;
 }
 
+bool engine_impl::try_resume(connection& c) {
+  if (!core_.may_resume_reading(c.p.slot)) return false;
+  c.paused = false;
+  if (!c.p.reading) read_loop(c, next_read::ready);
+  return true;
+}
+
 void engine_impl::on_eof(connection& c) {
   // Under Wine a reset that arrives with the last bytes reads as EOF (its
   // Linux socket reports POLLHUP, and the error is consumed before we can
@@ -309,10 +316,7 @@ void engine_impl::on_write(engine_impl& e, operation& op, const completion& done
     e.op_finished();
   } else if (e.write_done(c, done)) {
     e.flush(c);
-    if (c.paused && c.p.state == phase::open && e.core_.may_resume_reading(c.p.slot)) {
-      c.paused = false;  // its peer reads again: so do we
-      if (!c.p.reading) e.read_loop(c, next_read::ready);
-    }
+    if (c.paused && c.p.state == phase::open) e.try_resume(c);  // its peer reads again
   }
   e.core_.deliver(detail::thread_batch());
   unlock(c);
@@ -386,13 +390,9 @@ void engine_impl::housekeep_connection(connection& c, std::uint64_t now) {
     maybe_finish(c);
     return;
   }
-  if (c.paused && c.p.live()) {
-    if (!core_.may_resume_reading(c.p.slot)) {
-      watch(c.p.slot);  // look again next round
-      return;
-    }
-    c.paused = false;
-    if (!c.p.reading) read_loop(c, next_read::ready);
+  if (c.paused && c.p.live() && !try_resume(c)) {
+    watch(c.p.slot);  // look again next round
+    return;
   }
   if (c.p.live() && c.starved && !c.p.reading) {
     c.starved = false;

@@ -107,6 +107,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   next_read read_done(connection& c, const completion& done);
   void flush(connection& c);
   bool write_done(connection& c, const completion& done);
+  // A paused connection (read_done) is read again once its queue has
+  // drained (engine_core::may_resume_reading); false when not yet.
+  bool try_resume(connection& c);
   void on_eof(connection& c);
   void begin_close(connection& c, std::error_code reason, bool graceful);
   void maybe_finish(connection& c);

@@ -17,6 +17,13 @@ ionet::options short_timeouts() {
   return o;
 }
 
+// Only the read timeout.
+ionet::options read_timeout_only() {
+  ionet::options o = short_timeouts();
+  o.idle_timeout = std::chrono::milliseconds(0);
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("timeouts: an idle connection is closed with idle_timeout",
@@ -39,8 +46,7 @@ TEST_CASE("timeouts: an idle connection is closed with idle_timeout",
 
 TEST_CASE("timeouts: a message left partial is cut off with read_timeout (slowloris)",
           "[conformance][timeouts]") {
-  ionet::options o = short_timeouts();
-  o.idle_timeout = std::chrono::milliseconds(0);  // only the read timeout
+  const ionet::options o = read_timeout_only();
   server s(o);
   REQUIRE(s.start().ok());
   ionet::framed_client c;
@@ -112,8 +118,7 @@ TEST_CASE("timeouts: a connection that keeps talking is never timed out",
 
 TEST_CASE("timeouts: a stream never read on a message boundary is not cut off by read_timeout",
           "[conformance][timeouts]") {
-  ionet::options o = short_timeouts();
-  o.idle_timeout = std::chrono::milliseconds(0);  // only the read timeout
+  const ionet::options o = read_timeout_only();
   server s(o);
   REQUIRE(s.start().ok());
   ionet::framed_client c;

@@ -198,6 +198,7 @@ class echo_loop {
 
 nlohmann::json to_json(const ionet::engine_stats& s) {
   return {
+      {"threads", s.threads},
       {"connections_open", s.connections_open},
       {"accepted", s.accepted},
       {"closed", s.closed},

@@ -28,10 +28,10 @@ void engine_core::discard_unpolled() noexcept {
   }
 }
 
-status engine_core::init() {
+status engine_core::init(std::uint32_t default_threads) {
   if (status s = validate(opts_); !s) return s;
   discard_unpolled();  // a restart: what the last run left behind
-  if (opts_.threads == options::backend_default) opts_.threads = 1;
+  if (opts_.threads == options::backend_default) opts_.threads = default_threads;
   std::uint32_t slices = opts_.pool_slices;
   if (slices == 0) {
     // Enough for every connection to hold a few slices, and for one
@@ -477,6 +477,7 @@ engine_stats engine_core::stats() const {
   auto get = [](const std::atomic<std::uint64_t>& a) {
     return a.load(std::memory_order_relaxed);
   };
+  if (states_) s.threads = opts_.threads;  // resolved by init()
   // Closed first: a connection is counted closed only after it was counted
   // accepted, so a reader stalled between the two loads sees accepted ahead
   // (the clamp covers what relaxed loads do not promise).

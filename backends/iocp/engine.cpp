@@ -46,16 +46,15 @@ status engine_impl::start() {
   endpoint ep;
   if (status s = detail::validate(core_.opts(), &ep); !s) return s;
   if (auto ec = winsock_init()) return {ec, "WSAStartup"};
-  if (status s = core_.init(); !s) return s;
-  const options& o = core_.opts();
-  workers_wanted_ = o.threads == options::backend_default
-                        ? std::max(1u, std::thread::hardware_concurrency()) * 2
-                        : o.threads;
+  // The seed's 2 workers per CPU: the kernel lets as many run at once as
+  // there are CPUs; the others stand by for when one blocks.
+  if (status s = core_.init(2 * std::max(1u, std::thread::hardware_concurrency())); !s) {
+    return s;
+  }
+  workers_wanted_ = core_.opts().threads;
   closed_all_ = false;
   ops_ = 0;
 
-  // The kernel lets as many workers run at once as there are CPUs; the
-  // others stand by for when one blocks (the seed's 2 per CPU).
   status s;
   if (auto ec = cport_.open(0)) s = status{ec, "CreateIoCompletionPort"};
   if (s.ok()) s = open_listener(ep);

@@ -47,7 +47,8 @@ status engine_impl::start() {
   if (gate_.running()) return {errc::already_running, "start() called twice"};
   endpoint ep;
   if (status s = detail::validate(core_.opts(), &ep); !s) return s;
-  if (status s = core_.init(); !s) return s;
+  // One loop unless options::threads asks for more (options.hpp).
+  if (status s = core_.init(1); !s) return s;
   const std::uint32_t threads = core_.opts().threads;
 
   if (status s = posix::open_listener(ep, core_.opts(), SOCK_NONBLOCK, listen_fd_, port_);

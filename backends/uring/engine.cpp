@@ -54,7 +54,8 @@ status engine_impl::start() {
     std::fprintf(stderr, "ionet(uring): IONET_URING_DISABLE=%s: %s\n", off,
                  features_.describe().c_str());
   }
-  if (status s = core_.init(); !s) return s;
+  // One ring unless options::threads asks for more (options.hpp).
+  if (status s = core_.init(1); !s) return s;
   const options& o = core_.opts();
 
   if (status s = open_listener(ep); !s) {

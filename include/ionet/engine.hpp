@@ -33,6 +33,9 @@
 namespace ionet {
 
 struct engine_stats {
+  // Engine threads serving connections (libuv loops, io_uring rings, IOCP
+  // workers): options::threads as the backend resolved it.
+  std::uint64_t threads = 0;
   std::uint64_t connections_open = 0;
   std::uint64_t accepted = 0;  // connections that got a slot
   std::uint64_t closed = 0;    // of those, closed (their slot is recycled)

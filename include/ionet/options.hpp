@@ -62,8 +62,9 @@ struct options {
   // queue_full. Must be at least max_message_bytes + 4.
   std::uint32_t max_queued_bytes = 4u << 20;
   // Engine threads (libuv loops, IOCP workers, io_uring rings). The default
-  // lets the backend choose (libuv and io_uring: 1; IOCP: 2 per CPU); 0 is
-  // refused.
+  // lets the backend choose (libuv and io_uring: 1; IOCP: 2 per CPU, the
+  // seed's rule); 0 is refused. engine_stats::threads says what it became.
+  // (IOCP also runs one housekeeper thread, not counted here.)
   static constexpr std::uint32_t backend_default = 0xffffffffu;
   std::uint32_t threads = backend_default;
   framing mode = framing::length_prefix;

@@ -89,3 +89,22 @@ TEST_CASE("stats: accepted == closed + connections_open while clients come and g
   CHECK(st.closed == 6);
   CHECK(st.connections_open == 0);
 }
+
+TEST_CASE("stats: threads is the number of engine threads asked for",
+          "[conformance][stats]") {
+  for (std::uint32_t n : {1u, 2u, 3u}) {
+    ionet::options o = local_options();
+    o.threads = n;
+    auto eng = ionet::make_engine(o);
+    REQUIRE(eng->start().ok());
+    CHECK(eng->stats().threads == n);
+    eng->stop();
+  }
+  // The backend's own choice (libuv, io_uring: 1; IOCP: 2 per CPU) is a
+  // number too, never the backend_default marker.
+  auto eng = ionet::make_engine(local_options());
+  REQUIRE(eng->start().ok());
+  const std::uint64_t threads = eng->stats().threads;
+  CHECK(threads >= 1);
+  CHECK(threads <= 512);
+}

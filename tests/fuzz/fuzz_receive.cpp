@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   engine_core core(self, o);
   core_ptr = &core;
-  if (!core.init().ok()) fail();
+  if (!core.init(1).ok()) fail();
 
   auto opened = core.open_slot(0);
   if (!opened) fail();

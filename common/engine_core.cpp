@@ -62,6 +62,13 @@ status engine_core::init(std::uint32_t default_threads) {
                 std::to_string(slices) + " slices of " +
                 std::to_string(opts_.slice_bytes) + " bytes"};
   }
+  // A restart counts from zero, like a new engine.
+  for (std::atomic<std::uint64_t>* c :
+       {&accepted_, &rejected_, &bytes_sent_, &closed_, &bytes_received_, &messages_received_,
+        &messages_sent_, &bytes_queued_, &bytes_dropped_, &send_stale_, &send_queue_full_,
+        &frames_too_large_, &read_pauses_}) {
+    c->store(0, std::memory_order_relaxed);
+  }
   message_allocs_at_start_ = messages_.allocations();
   total_queued_cap_ = opts_.max_total_queued_bytes
                           ? opts_.max_total_queued_bytes

@@ -80,10 +80,11 @@ class engine_core {
   engine_core(engine& self, const options& opts);
   ~engine_core();
 
-  // Validates options and makes every pool. options::backend_default
-  // threads become `default_threads`, the backend's own choice, so
-  // opts().threads is the number of engine threads from here on. On
-  // failure nothing is kept.
+  // Validates options and makes every pool; every counter starts from
+  // zero (a restart after stop() too). options::backend_default threads
+  // become `default_threads`, the backend's own choice, so opts().threads
+  // is the number of engine threads from here on. On failure nothing is
+  // kept.
   status init(std::uint32_t default_threads);
   const options& opts() const noexcept { return opts_; }
   bool inline_mode() const noexcept { return static_cast<bool>(opts_.handler); }

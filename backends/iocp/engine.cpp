@@ -54,6 +54,11 @@ status engine_impl::start() {
   workers_wanted_ = core_.opts().threads;
   closed_all_ = false;
   ops_ = 0;
+  // A restart counts from zero, like a new engine.
+  for (std::atomic<std::uint64_t>* c : {&accepts_pending_, &accept_growths_, &accept_failures_,
+                                        &sockets_created_, &sockets_reused_, &stale_completions_}) {
+    c->store(0, std::memory_order_relaxed);
+  }
 
   status s;
   if (auto ec = cport_.open(0)) s = status{ec, "CreateIoCompletionPort"};

@@ -56,6 +56,8 @@ status engine_impl::start() {
   }
   // One ring unless options::threads asks for more (options.hpp).
   if (status s = core_.init(1); !s) return s;
+  stale_completions_.store(0, std::memory_order_relaxed);  // a restart counts from zero
+  accept_failures_.store(0, std::memory_order_relaxed);
   const options& o = core_.opts();
 
   if (status s = open_listener(ep); !s) {

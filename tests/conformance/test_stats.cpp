@@ -108,3 +108,52 @@ TEST_CASE("stats: threads is the number of engine threads asked for",
   CHECK(threads >= 1);
   CHECK(threads <= 512);
 }
+
+TEST_CASE("stats: an engine started again after stop() counts from zero",
+          "[conformance][stats]") {
+  ionet::options o = local_options();
+  o.handler = [](ionet::engine& eng, const ionet::event& ev) {
+    if (ev.type == ionet::event_type::message) (void)eng.send(ev.conn, ev.data);
+  };
+  auto eng = ionet::make_engine(o);
+  REQUIRE(eng->start().ok());
+  {
+    std::vector<ionet::framed_client> clients(3);
+    for (auto& c : clients) REQUIRE(connect_client(c, eng->port()).ok());
+    for (auto& c : clients) REQUIRE_FALSE(echo_roundtrip(c, pattern(700, 1)));
+    clients[0].close();
+    REQUIRE(eventually([&] { return eng->stats().closed == 1; }));
+    CHECK(eng->send(ionet::make_connection_id(0, 2), pattern(10, 2)));  // stale
+    const auto st = eng->stats();
+    REQUIRE(st.accepted == 3);
+    REQUIRE(st.messages_received == 3);
+    REQUIRE(st.send_stale == 1);
+    eng->stop();  // the other two are closed by stop()
+  }
+  REQUIRE(eng->start().ok());
+  const auto st = eng->stats();
+  CHECK(st.connections_open == 0);
+  CHECK(st.accepted == 0);
+  CHECK(st.closed == 0);
+  CHECK(st.rejected == 0);
+  CHECK(st.bytes_received == 0);
+  CHECK(st.bytes_sent == 0);
+  CHECK(st.messages_received == 0);
+  CHECK(st.messages_sent == 0);
+  CHECK(st.bytes_queued == 0);
+  CHECK(st.bytes_dropped == 0);
+  CHECK(st.send_stale == 0);
+  CHECK(st.send_queue_full == 0);
+  CHECK(st.read_pauses == 0);
+  CHECK(st.frames_too_large == 0);
+  CHECK(st.pool_slices_in_use == 0);
+  CHECK(st.events_pending == 0);
+  CHECK(st.accept_failures == 0);
+  CHECK(st.stale_completions == 0);
+  // And it works: one more client echoes, counted from zero.
+  ionet::framed_client c;
+  REQUIRE(connect_client(c, eng->port()).ok());
+  REQUIRE_FALSE(echo_roundtrip(c, pattern(100, 3)));
+  CHECK(eventually([&] { return eng->stats().messages_sent == 1; }));
+  CHECK(eng->stats().accepted == 1);
+}

@@ -1,4 +1,5 @@
-// IOCP backend: the accept pool under a burst, and socket recycling.
+// IOCP backend: the accept pool under a burst, socket recycling, and its
+// counters across a restart.
 // Clients and server share one Wine prefix here, so counts stay well under
 // its ~19,700 sockets (shared/WINE.md); the 15,000-connection run drives
 // ionet-echo.exe from a native client instead (echo_under_wine.py).
@@ -117,4 +118,30 @@ TEST_CASE("iocp: graceful churn recycles sockets and allocates nothing in steady
     CHECK(st.sockets_reused > 0);
     CHECK(st.sockets_created < 220);
   }
+}
+
+TEST_CASE("iocp: an engine started again has fresh accept-pool counters",
+          "[iocp][accept]") {
+  // stop(); start() on one engine object: its stats are those of a new one.
+  ionet::options o = local_options();
+  o.accept_depth = 4;
+  auto eng = ionet::make_engine(o);
+  REQUIRE(eng->start().ok());
+  {
+    ionet::status failed;
+    auto clients = connect_clients(eng->port(), 64, failed);
+    REQUIRE(failed.ok());
+    REQUIRE(eventually([&] { return eng->stats().accepted == 64; }));
+    const auto st = eng->stats();
+    REQUIRE(st.sockets_created > 4);
+    eng->stop();
+  }
+  REQUIRE(eng->start().ok());
+  const auto st = eng->stats();
+  CHECK(st.accepts_pending == 4);
+  CHECK(st.sockets_created == 4);
+  CHECK(st.sockets_reused == 0);
+  CHECK(st.accept_pool_growths == 0);
+  CHECK(st.accept_failures == 0);
+  CHECK(st.stale_completions == 0);
 }

@@ -5,11 +5,19 @@
 //   void hand_off(connection_id id);
 // which schedules a flush or close of `id` on the thread that owns it; it
 // is called from any thread, inside the gate, at most once per idle->busy
-// change of the connection's queue (engine_core::send's `wake`).
+// change of the connection's queue (engine_core::send's `wake`);
+//   void wake_for_stop() noexcept;
+// which tells the engine's threads, from one of them, that the stop has
+// begun (the gate says stopping): they close every connection;
+//   void stop_locked() noexcept;
+// the whole stop, on a thread that is not the engine's, with stop_lock_
+// held: close everything, wait, join, free.
+// Every thread a backend starts holds an engine_thread for its lifetime.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <span>
 #include <system_error>
 #include <thread>
@@ -60,11 +68,48 @@ class call_gate {
   std::atomic<std::uint32_t> callers_{0};
 };
 
+// Marks the calling thread as one of `e`'s for the marker's lifetime (an
+// IOCP worker or housekeeper, a libuv loop, an io_uring ring): the one rule
+// of which thread stop() runs on.
+class engine_thread {
+ public:
+  explicit engine_thread(const engine* e) noexcept : previous_(current_) { current_ = e; }
+  ~engine_thread() { current_ = previous_; }
+  engine_thread(const engine_thread&) = delete;
+  engine_thread& operator=(const engine_thread&) = delete;
+
+  // Whether the calling thread is one of e's.
+  static bool of(const engine* e) noexcept { return current_ == e; }
+
+ private:
+  static inline thread_local const engine* current_ = nullptr;
+  const engine* previous_;
+};
+
 template <class Backend>
 class engine_base : public engine {
  public:
   explicit engine_base(const options& opts) : core_(*this, opts) {
     core_.set_wake_hook(&engine_base::wake_hook, this);
+  }
+
+  // On one of the engine's own threads (an inline handler) stop() cannot
+  // wait for those threads, its own among them, and must not take
+  // stop_lock_ (a stop() on the user's thread may hold it while it waits
+  // for this very thread): it begins the stop and returns. The next stop()
+  // from another thread, or the destructor, waits and joins.
+  void stop() noexcept final {
+    if (engine_thread::of(this)) {
+      // The engine runs while any of its threads does (they are joined
+      // before running() turns false), so the gate is safe to use here.
+      if (gate_.running() && gate_.begin_stop()) {
+        core_.stop_events();
+        backend().wake_for_stop();
+      }
+      return;
+    }
+    std::lock_guard g(stop_lock_);
+    backend().stop_locked();
   }
 
   std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
@@ -102,6 +147,7 @@ class engine_base : public engine {
  protected:
   engine_core core_;
   call_gate gate_;
+  std::mutex stop_lock_;  // start() and the stop on a non-engine thread
 
  private:
   Backend& backend() noexcept { return static_cast<Backend&>(*this); }

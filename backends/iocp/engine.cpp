@@ -18,10 +18,6 @@ constexpr ULONG completion_batch = 64;
 constexpr DWORD housekeeping_ms = 50;
 constexpr std::uint64_t sweep_ms = 1000;  // every slot is looked at
 
-// The engine whose worker this thread is, so stop() called from an inline
-// handler knows it cannot wait for the workers.
-thread_local const engine_impl* current_engine = nullptr;
-
 void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
 void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
 
@@ -37,8 +33,6 @@ engine_impl::engine_impl(options opts) : engine_base(opts) {
 }
 
 engine_impl::~engine_impl() { stop(); }
-
-bool engine_impl::on_worker_thread() const noexcept { return current_engine == this; }
 
 status engine_impl::start() {
   std::lock_guard g(stop_lock_);
@@ -99,7 +93,7 @@ status engine_impl::start() {
 }
 
 void engine_impl::worker_main() {
-  current_engine = this;
+  const detail::engine_thread mark(this);
   OVERLAPPED_ENTRY batch[completion_batch];
   for (bool quit = false; !quit;) {
     const std::size_t n = cport_.get_many(batch, INFINITE);
@@ -124,10 +118,11 @@ void engine_impl::worker_main() {
       op->complete(*this, *op, c);
     }
   }
-  current_engine = nullptr;
 }
 
 void engine_impl::housekeeper_main() {
+  // It runs handlers too (closes on a timeout, stop's close_all).
+  const detail::engine_thread mark(this);
   HANDLE handles[2] = {housekeeper_wake_, accept_event_};
   std::vector<std::uint32_t> watched;
   std::uint64_t next_sweep = 0;
@@ -258,21 +253,14 @@ void engine_impl::wait_drained() {
   }
 }
 
-void engine_impl::stop() noexcept {
-  std::lock_guard g(stop_lock_);
-  stop_locked();
+void engine_impl::wake_for_stop() noexcept {
+  SetEvent(housekeeper_wake_);  // it closes every connection
 }
 
 void engine_impl::stop_locked() noexcept {
   if (!gate_.running()) return;
   if (gate_.begin_stop()) core_.stop_events();
-  SetEvent(housekeeper_wake_);  // it closes every connection
-  if (on_worker_thread()) {
-    // Called from an inline handler: this worker cannot wait for the
-    // others. The next stop() or the destructor, from another thread,
-    // waits and joins.
-    return;
-  }
+  if (housekeeper_wake_) wake_for_stop();
   gate_.wait_for_callers();
   if (!housekeeper_.joinable()) {  // start() failed before it ran
     close_all();

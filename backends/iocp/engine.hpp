@@ -68,7 +68,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   status start() override;
   std::uint16_t port() const noexcept override { return port_; }
   engine_stats stats() const override;
-  void stop() noexcept override;
   const char* backend_name() const noexcept override { return "iocp"; }
 
   // --- accept pool (accept_pool.cpp) ---
@@ -119,12 +118,12 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void worker_main();
   void housekeeper_main();
   void hand_off(connection_id id);
+  void wake_for_stop() noexcept;
   void stop_locked() noexcept;
   void close_all();
   void sweep_timeouts();
   void wait_drained();
   void release_resources() noexcept;
-  bool on_worker_thread() const noexcept;
 
   void op_started() noexcept { ops_.fetch_add(1, std::memory_order_relaxed); }
   void op_finished() noexcept { ops_.fetch_sub(1, std::memory_order_acq_rel); }
@@ -161,7 +160,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::thread housekeeper_;
   std::atomic<bool> closed_all_{false};  // the housekeeper closed everything
   std::atomic<std::int64_t> ops_{0};  // operations and packets in flight
-  std::mutex stop_lock_;
   HANDLE housekeeper_wake_ = nullptr;
 
   std::atomic<std::uint64_t> accepts_pending_{0};

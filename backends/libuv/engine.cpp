@@ -100,7 +100,8 @@ status engine_impl::start() {
   gate_.open();
   for (auto& l : loops_) {
     loop* lp = l.get();
-    lp->thread = std::thread([lp] {
+    lp->thread = std::thread([this, lp] {
+      const detail::engine_thread mark(this);
       // libuv writes with write(2): to a socket the peer has reset that
       // raises SIGPIPE, whose default action ends the process. Blocked on
       // this thread (it is directed at the writing thread), the write just
@@ -118,19 +119,16 @@ status engine_impl::start() {
   return {};
 }
 
-void engine_impl::stop() noexcept {
-  std::lock_guard g(stop_lock_);
+void engine_impl::wake_for_stop() noexcept {
+  for (auto& l : loops_) uv_async_send(&l->wake);  // each loop shuts down
+}
+
+void engine_impl::stop_locked() noexcept {
   if (!gate_.running()) return;
-  gate_.begin_stop();
-  core_.stop_events();
+  if (gate_.begin_stop()) core_.stop_events();
   // Let callers already inside the gate finish before the loops wind down.
   gate_.wait_for_callers();
-  for (auto& l : loops_) uv_async_send(&l->wake);
-  if (current_loop && current_loop->engine == this) {
-    // Called from our own handler: the threads cannot be joined from here.
-    // They wind down by themselves; the next stop() or the destructor joins.
-    return;
-  }
+  wake_for_stop();
   for (auto& l : loops_) {
     if (l->thread.joinable()) l->thread.join();
   }

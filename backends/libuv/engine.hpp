@@ -75,7 +75,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   status start() override;
   std::uint16_t port() const noexcept override { return port_; }
   engine_stats stats() const override { return core_.stats(); }
-  void stop() noexcept override;
   const char* backend_name() const noexcept override { return "libuv"; }
 
   // Used by the loop callbacks (connection.cpp).
@@ -100,6 +99,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void on_handle_closed(connection& c);
 
  private:
+  friend class detail::engine_base<engine_impl>;
+  void wake_for_stop() noexcept;
+  void stop_locked() noexcept;
   void shutdown_loop(loop& l);
 
   std::unique_ptr<connection[]> conns_;
@@ -107,7 +109,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   std::uint32_t next_loop_ = 0;
-  std::mutex stop_lock_;
 };
 
 }  // namespace ionet::libuv

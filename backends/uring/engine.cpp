@@ -116,6 +116,7 @@ status engine_impl::start() {
 }
 
 void engine_impl::run(loop& l) {
+  const detail::engine_thread mark(this);
   current_loop = &l;
   l.r.enable();
   // The wake-up read and the accepts are armed here, on the ring's own
@@ -269,24 +270,18 @@ void engine_impl::wind_down(loop& l) {
   finish(l);
 }
 
-void engine_impl::stop() noexcept {
-  std::lock_guard g(stop_lock_);
-  stop_locked();
+void engine_impl::wake_for_stop() noexcept {
+  for (auto& l : loops_) {  // each loop winds down
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(l->wake_fd, &one, sizeof one);
+  }
 }
 
 void engine_impl::stop_locked() noexcept {
   if (!gate_.running()) return;
   if (gate_.begin_stop()) core_.stop_events();
   gate_.wait_for_callers();
-  for (auto& l : loops_) {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(l->wake_fd, &one, sizeof one);
-  }
-  if (current_loop && current_loop->engine == this) {
-    // Called from our own inline handler: the loops wind down by
-    // themselves; the next stop() or the destructor joins them.
-    return;
-  }
+  wake_for_stop();
   for (auto& l : loops_) {
     if (l->thread.joinable()) l->thread.join();
   }

@@ -105,7 +105,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   status start() override;
   std::uint16_t port() const noexcept override { return port_; }
   engine_stats stats() const override;
-  void stop() noexcept override;
   const char* backend_name() const noexcept override { return "uring"; }
 
   // Completion handlers (accept.cpp, connection.cpp).
@@ -125,6 +124,7 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void wind_down(loop& l);
   void hand_off(connection_id id);
   void release_resources() noexcept;
+  void wake_for_stop() noexcept;
   void stop_locked() noexcept;
 
   // accept.cpp
@@ -162,7 +162,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::uint16_t port_ = 0;
   std::unique_ptr<connection[]> conns_;
   std::vector<std::unique_ptr<loop>> loops_;
-  std::mutex stop_lock_;
 
   std::atomic<std::uint64_t> stale_completions_{0};
   std::atomic<std::uint64_t> accept_failures_{0};

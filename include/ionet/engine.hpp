@@ -10,9 +10,15 @@
 //   close()        graceful: queued bytes are flushed, then the socket closes.
 //   set_context()  attach the user's per-connection pointer.
 //   stats()        counters, consistent enough for monitoring.
-//   stop()         any thread except an engine thread; closes everything,
-//                  waits for every outstanding operation, joins threads.
-//                  Safe to call twice and from the destructor.
+//   stop()         closes everything, waits for every outstanding operation,
+//                  joins threads. Safe to call twice and from the
+//                  destructor. On one of the engine's own threads (an
+//                  inline handler: any IOCP worker or its housekeeper, a
+//                  libuv loop, an io_uring ring) it cannot wait for them:
+//                  there it only begins the stop (no call enters any more,
+//                  every connection gets closed) and returns at once; the
+//                  next stop() from another thread, or the destructor,
+//                  waits and joins.
 //
 // Portability: connection ids, events and errors are identical on every
 // backend. Timing (which thread runs a handler, how reads are split in raw

@@ -222,3 +222,136 @@ TEST_CASE("stop: a connection that is closing when stop() comes is still reporte
          r.closed[0].reason == ionet::errc::closed_by_user));
   CHECK(r.order_errors.empty());
 }
+
+namespace {
+
+// Runs `f` on a thread of its own and waits up to `limit` for it to return.
+// False when it did not: the thread is then left blocked (detached), so
+// whatever it uses must outlive the test (the callers leak their engine).
+template <class F>
+bool returns_within(F f, std::chrono::seconds limit) {
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::thread t([f, done]() mutable {
+    f();
+    done->store(true);
+  });
+  const bool ok = eventually([&] { return done->load(); }, limit);
+  if (ok) {
+    t.join();
+  } else {
+    t.detach();
+  }
+  return ok;
+}
+
+// What the inline handlers below share with the test, kept alive by the
+// handler itself (a deadlocked engine is leaked, handler and all).
+struct handler_stop_state {
+  std::atomic<int> stops_called{0};
+  std::atomic<int> stops_returned{0};
+  std::atomic<int> closed{0};
+
+  void stop_from_handler(ionet::engine& eng) {
+    stops_called.fetch_add(1);
+    eng.stop();
+    stops_returned.fetch_add(1);
+  }
+};
+
+// The user's stop(), bounded by a watchdog. On a deadlock the engine is
+// leaked (its threads still use it) and false returned.
+bool user_stop_returns(std::unique_ptr<ionet::engine>& eng) {
+  ionet::engine* raw = eng.get();
+  if (returns_within([raw] { raw->stop(); }, 30s)) return true;
+  (void)eng.release();
+  return false;
+}
+
+// After stop(): nothing open, held or in flight.
+void check_released(const ionet::engine& eng) {
+  const auto s = eng.stats();
+  CHECK(s.connections_open == 0);
+  CHECK(s.pool_slices_in_use == 0);
+  CHECK(s.operations_in_flight == 0);
+}
+
+}  // namespace
+
+TEST_CASE("stop: an inline handler may call stop() (an idle_timeout close)",
+          "[conformance][stop]") {
+  // The closed event of an idle_timeout comes from the engine's timeout
+  // sweep (on IOCP: the housekeeper thread). stop() there begins the stop
+  // and returns at once; the user's stop() afterwards waits and joins.
+  auto st = std::make_shared<handler_stop_state>();
+  ionet::options o = local_options();
+  o.threads = 2;
+  o.idle_timeout = 300ms;
+  o.handler = [st](ionet::engine& eng, const ionet::event& ev) {
+    if (ev.type != ionet::event_type::closed) return;
+    st->closed.fetch_add(1);
+    if (ev.reason == ionet::errc::idle_timeout) st->stop_from_handler(eng);
+  };
+  auto eng = ionet::make_engine(o);
+  REQUIRE(eng->start().ok());
+  ionet::framed_client idle;
+  REQUIRE(connect_client(idle, eng->port()).ok());
+
+  // The watchdog: the handler's stop() must return.
+  const bool handler_returned =
+      eventually([&] { return st->stops_returned.load() == 1; }, 30000ms);
+  CHECK(st->stops_called.load() == 1);
+  CHECK(handler_returned);
+  if (handler_returned) {
+    // The stop has begun: no call enters any more.
+    CHECK(eng->send(ionet::make_connection_id(0, 1), pattern(4, 1)) ==
+          ionet::errc::not_running);
+  }
+  if (!handler_returned) {
+    (void)eng.release();  // deadlocked: its threads still use it
+    return;
+  }
+  const bool stopped = user_stop_returns(eng);
+  CHECK(stopped);
+  if (!stopped) return;
+  CHECK(st->closed.load() == 1);
+  CHECK(eng->stats().closed == 1);
+  check_released(*eng);
+  eng.reset();
+  const std::error_code ec = read_until_closed(idle);
+  CHECK(ec);
+  CHECK_FALSE(is_timeout(ec));
+}
+
+TEST_CASE("stop: inline handlers that call stop() while the user's stop() runs",
+          "[conformance][stop]") {
+  // Every connection's closed event (engine_stopped) calls stop() again,
+  // on an engine thread, while the user's thread is inside stop() waiting
+  // for those very threads.
+  auto st = std::make_shared<handler_stop_state>();
+  ionet::options o = local_options();
+  o.threads = 2;
+  o.handler = [st](ionet::engine& eng, const ionet::event& ev) {
+    if (ev.type != ionet::event_type::closed) return;
+    st->closed.fetch_add(1);
+    st->stop_from_handler(eng);
+  };
+  auto eng = ionet::make_engine(o);
+  REQUIRE(eng->start().ok());
+  ionet::status failed;
+  auto clients = connect_clients(eng->port(), 6, failed);
+  REQUIRE(failed.ok());
+  REQUIRE(eventually([&] { return eng->stats().accepted == 6; }));
+
+  const bool stopped = user_stop_returns(eng);
+  CHECK(stopped);
+  if (!stopped) return;
+  CHECK(st->closed.load() == 6);
+  CHECK(st->stops_returned.load() == st->stops_called.load());
+  check_released(*eng);
+  eng.reset();
+  for (auto& c : clients) {
+    const std::error_code ec = read_until_closed(c);
+    CHECK(ec);
+    CHECK_FALSE(is_timeout(ec));
+  }
+}

@@ -135,6 +135,19 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   return id;
 }
 
+void engine_core::cancel_open(std::uint32_t slot) noexcept {
+  conn_state& st = states_[slot];
+  {
+    std::lock_guard g(st.lock);
+    st.open = false;
+    table_->retire(slot);
+  }
+  st.holds.store(0, std::memory_order_relaxed);
+  st.last_active.store(0, std::memory_order_relaxed);
+  accepted_.fetch_sub(1, std::memory_order_relaxed);
+  free_slot(slot);
+}
+
 void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
                              event_batch& out) {
   conn_state& st = states_[slot];

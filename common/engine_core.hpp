@@ -92,6 +92,10 @@ class engine_core {
   // --- slots (engine threads) ---
   // A new connection's slot, or nullopt at max_connections (counted).
   std::optional<connection_id> open_slot(std::uint32_t owner);
+  // Takes back a slot open_slot() gave that the backend did not open after
+  // all (the engine began to stop meanwhile): no event named it, so it is
+  // freed at once and not counted as accepted.
+  void cancel_open(std::uint32_t slot) noexcept;
   conn_state& state(std::uint32_t slot) noexcept { return states_[slot]; }
   connection_id id_of(std::uint32_t slot) const noexcept { return table_->id_of(slot); }
   std::optional<std::uint32_t> resolve(connection_id id) const noexcept {

@@ -121,6 +121,7 @@ std::error_code engine_impl::make_pool() {
     free_entries_.push_back(entry_count_ - 1 - i);  // entry 0 is posted first
   }
   posted_accepts_ = 0;
+  accepts_closed_ = false;
   accept_target_ = std::min(o.accept_depth, o.max_connections);
   retry_after_ms_ = 0;
   retry_backoff_ms_ = 0;
@@ -129,7 +130,7 @@ std::error_code engine_impl::make_pool() {
 
 void engine_impl::top_up_accepts() {
   std::lock_guard g(accept_lock_);
-  if (gate_.stopping()) return;
+  if (accepts_closed_ || gate_.stopping()) return;
   if (retry_after_ms_ && GetTickCount64() < retry_after_ms_) return;
   while (posted_accepts_ < accept_target_ && !free_entries_.empty()) {
     socket_entry& e = entries_[free_entries_.back()];
@@ -275,6 +276,15 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
   }
   connection& c = conns_[slot_of(*id)];
   lock(c);
+  if (gate_.stopping()) {
+    // The stop began after the check above: close_all() may have swept
+    // this slot already (it takes the same lock, after stopping is set),
+    // and a connection opened now would keep a read pending forever.
+    core_.cancel_open(slot_of(*id));
+    unlock(c);
+    give_back(entry, false);
+    return;
+  }
   open_connection(c, entry, *id, peer);
   core_.deliver(detail::thread_batch());
   unlock(c);

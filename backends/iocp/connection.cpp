@@ -365,7 +365,9 @@ void engine_impl::begin_close(connection& c, std::error_code reason, bool gracef
 void engine_impl::maybe_finish(connection& c) {
   if (!c.p.finished()) return;
   socket_entry& entry = *c.entry;
-  const bool reuse = !c.p.abortive;
+  // Once the engine stops no DisconnectEx is started: it may wait for the
+  // network, after close_all() cut short those in flight.
+  const bool reuse = !c.p.abortive && !gate_.stopping();
   c.p.state = phase::idle;
   c.entry = nullptr;
   c.s = INVALID_SOCKET;

@@ -209,8 +209,14 @@ engine_stats engine_impl::stats() const {
 }
 
 void engine_impl::close_all() {
-  // Pending accepts: only a cancel on the listening socket reaches them.
-  if (listen_ != INVALID_SOCKET) CancelIoEx(reinterpret_cast<HANDLE>(listen_), nullptr);
+  {
+    // Pending accepts: only a cancel on the listening socket reaches them.
+    // Under the pool's lock, and closing the pool, so that no AcceptEx is
+    // posted after the cancel (a completing accept posts its replacement).
+    std::lock_guard g(accept_lock_);
+    accepts_closed_ = true;
+    if (listen_ != INVALID_SOCKET) CancelIoEx(reinterpret_cast<HANDLE>(listen_), nullptr);
+  }
   const std::uint32_t n = core_.opts().max_connections;
   for (std::uint32_t slot = 0; slot < n; ++slot) {
     connection& c = conns_[slot];
@@ -239,6 +245,9 @@ void engine_impl::close_all() {
 void engine_impl::wait_drained() {
   // Every operation issued and every packet posted is counted until its
   // completion has been processed; the workers keep processing meanwhile.
+  // Nothing should outlive close_all(); if something does, it is a bug,
+  // said once, and the housekeeper sweeps again (events are delivered on
+  // engine threads only, never on this, the user's).
   const ULONGLONG started = GetTickCount64();
   bool warned = false;
   while (ops_.load(std::memory_order_acquire) > 0) {
@@ -248,7 +257,8 @@ void engine_impl::wait_drained() {
                    "ionet(iocp): stop() still waiting for %lld operations\n",
                    static_cast<long long>(ops_.load()));
       warned = true;
-      close_all();
+      closed_all_.store(false);
+      SetEvent(housekeeper_wake_);
     }
   }
 }

@@ -145,6 +145,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::vector<std::uint32_t> free_entries_;  // entries not accepting nor in use
   std::uint32_t posted_accepts_ = 0;
   std::uint32_t accept_target_ = 0;  // accepts to keep posted
+  // close_all() cancelled the posted accepts: none is posted any more.
+  bool accepts_closed_ = false;
   std::uint64_t retry_after_ms_ = 0;  // after WSAENOBUFS: when to post again
   std::uint32_t retry_backoff_ms_ = 0;
   std::vector<std::uint32_t> polled_disconnects_;  // Wine only: see disconnect()

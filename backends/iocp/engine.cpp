@@ -127,7 +127,11 @@ void engine_impl::housekeeper_main() {
   std::vector<std::uint32_t> watched;
   std::uint64_t next_sweep = 0;
   for (;;) {
-    WaitForMultipleObjects(2, handles, FALSE, housekeeping_ms);
+    // The listener's event only while accepting: once the stop begins
+    // nobody resets it (check_listener() no longer runs), and a connect
+    // that arrives then would leave it signalled, making every wait return
+    // at once.
+    WaitForMultipleObjects(gate_.stopping() ? 1 : 2, handles, FALSE, housekeeping_ms);
     if (!gate_.running()) break;
     poll_disconnects();
     if (gate_.stopping()) {

@@ -132,24 +132,35 @@ void engine_impl::top_up_accepts() {
   std::lock_guard g(accept_lock_);
   if (accepts_closed_ || gate_.stopping()) return;
   if (retry_after_ms_ && GetTickCount64() < retry_after_ms_) return;
-  while (posted_accepts_ < accept_target_ && !free_entries_.empty()) {
-    socket_entry& e = entries_[free_entries_.back()];
-    if (!post_accept(e)) break;
-    free_entries_.pop_back();
-    ++posted_accepts_;
+  // From the back (the most recently freed entries first). An entry whose
+  // post failed stays free and the next one is tried, as many failures as
+  // accepts were missing (so a listener that refuses every post does not
+  // cost a socket per free entry each round); a shortage of system
+  // resources ends the round until the backoff has passed.
+  std::uint32_t failures_left =
+      accept_target_ > posted_accepts_ ? accept_target_ - posted_accepts_ : 0;
+  for (std::size_t i = free_entries_.size(); i > 0 && posted_accepts_ < accept_target_;) {
+    --i;
+    const posted r = post_accept(entries_[free_entries_[i]]);
+    if (r == posted::shortage) break;
+    if (r == posted::ok) {
+      free_entries_.erase(free_entries_.begin() + static_cast<std::ptrdiff_t>(i));
+      ++posted_accepts_;
+    } else if (--failures_left == 0) {
+      break;
+    }
   }
   accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
 }
 
-bool engine_impl::post_accept(socket_entry& e) {
+engine_impl::posted engine_impl::post_accept(socket_entry& e) {
   // With accept_lock_ held.
   auto failed = [&](int error) {
     accept_failures_.fetch_add(1, std::memory_order_relaxed);
-    if (is_resource_shortage(error)) {
-      retry_backoff_ms_ = std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
-      retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
-    }
-    return false;
+    if (!is_resource_shortage(error)) return posted::failed;
+    retry_backoff_ms_ = std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
+    retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
+    return posted::shortage;
   };
   if (e.s == INVALID_SOCKET) {
     e.s = open_tcp_socket(family_);
@@ -183,7 +194,7 @@ bool engine_impl::post_accept(socket_entry& e) {
       WSAGetLastError() == ERROR_IO_PENDING) {
     retry_backoff_ms_ = 0;
     retry_after_ms_ = 0;
-    return true;
+    return posted::ok;
   }
   const int err = WSAGetLastError();
   op_finished();
@@ -256,8 +267,14 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
   }
   top_up_accepts();  // the replacement, before this connection's work
 
-  setsockopt(entry.s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
-             reinterpret_cast<const char*>(&listen_), sizeof listen_);
+  // Without the listener's context the socket is not a full connection
+  // (getpeername, shutdown and DisconnectEx fail on it): a failed accept.
+  if (setsockopt(entry.s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+                 reinterpret_cast<const char*>(&listen_), sizeof listen_) != 0) {
+    accept_failures_.fetch_add(1, std::memory_order_relaxed);
+    give_back(entry, false);
+    return;
+  }
   sockaddr* local = nullptr;
   sockaddr* remote = nullptr;
   int local_len = 0;

@@ -82,12 +82,15 @@ class engine_impl final : public detail::engine_base<engine_impl> {
  private:
   friend class detail::engine_base<engine_impl>;
   enum class next_read : std::uint8_t { none, ready, data };
+  // How a post of an AcceptEx went: a shortage stops the round (the
+  // backoff applies); another failure is the entry's alone.
+  enum class posted : std::uint8_t { ok, failed, shortage };
 
   // accept_pool.cpp
   status open_listener(const endpoint& ep);
   std::error_code make_pool();
   void top_up_accepts();
-  bool post_accept(socket_entry& entry);
+  posted post_accept(socket_entry& entry);
   void give_back(socket_entry& entry, bool reusable);
   void accept_done(socket_entry& entry, DWORD error);
   void grow_accepts();

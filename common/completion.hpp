@@ -40,6 +40,7 @@ struct conn_protocol {
   bool writing = false;   // a send is issued
   bool eof = false;       // the peer shut down its side
   bool abortive = false;  // ends with a reset
+  bool fin_first = false; // our FIN went out before the peer's (linger())
   slice_chain backlog;    // taken from the core's queue, not yet sent
   std::uint64_t deadline_ms = 0;  // lingering: when to give up on the peer
 
@@ -48,7 +49,7 @@ struct conn_protocol {
     generation = new_generation;
     in_flight = 0;
     state = phase::open;
-    reading = writing = eof = abortive = false;
+    reading = writing = eof = abortive = fin_first = false;
     backlog = slice_chain{};
     deadline_ms = 0;
   }
@@ -82,7 +83,19 @@ inline bool should_linger(const conn_protocol& c) noexcept {
 // Our FIN is out: wait for the peer's until `now + linger_ms`.
 inline void linger(conn_protocol& c, std::uint64_t now_ms) noexcept {
   c.state = phase::lingering;
+  c.fin_first = true;
   c.deadline_ms = now_ms + linger_ms;
+}
+
+// Whether a finished connection's socket may be recycled for a new one
+// (IOCP: DisconnectEx with TF_REUSE_SOCKET). Only after a passive close:
+// the side whose FIN goes first holds TIME_WAIT (2 MSL, 120 s by default
+// on Windows), and Microsoft's DisconnectEx remarks say a socket reused
+// from there is not ready until TIME_WAIT ends, so an active close would
+// pin the socket, and with it an accept-pool entry, for minutes. A reset
+// leaves nothing to reuse either.
+inline bool may_reuse_socket(const conn_protocol& c) noexcept {
+  return !c.abortive && !c.fin_first;
 }
 
 // The peer's EOF. Returns true when the connection should close now,

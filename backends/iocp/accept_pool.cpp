@@ -4,8 +4,10 @@
 // resources fast enough; AcceptEx has them ready. Every completion posts a
 // replacement. When the posted accepts run out (the listener signals
 // FD_ACCEPT: a connection is waiting and no AcceptEx is there to take it;
-// Wine 8 signals it too), the pool doubles, never past max_connections. A closed connection's socket
-// comes back through DisconnectEx(TF_REUSE_SOCKET) and accepts again.
+// Wine 8 signals it too), the pool doubles, never past max_connections. A
+// socket whose peer closed first comes back through
+// DisconnectEx(TF_REUSE_SOCKET) and accepts again; one we closed first (it
+// holds TIME_WAIT) or reset is closed, and its entry gets a new socket.
 #include <algorithm>
 #include <string>
 
@@ -222,6 +224,13 @@ void engine_impl::give_back(socket_entry& e, bool reusable) {
   top_up_accepts();
 }
 
+void engine_impl::abort_socket(socket_entry& e) {
+  // SO_LINGER {on, 0 s}: closesocket resets the connection at once.
+  linger l{1, 0};
+  setsockopt(e.s, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l), sizeof l);
+  give_back(e, false);
+}
+
 void engine_impl::grow_accepts() {
   std::lock_guard g(accept_lock_);
   const std::uint32_t cap = core_.opts().max_connections;
@@ -286,9 +295,11 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
 
   auto id = core_.open_slot(0);
   if (!id) {
-    // max_connections are open: refused (counted by open_slot); the socket
-    // goes straight back through DisconnectEx.
-    disconnect(entry);
+    // max_connections are open: refused (counted by open_slot) with a
+    // reset. DisconnectEx would close first from our side and keep the
+    // socket in TIME_WAIT for minutes (see may_reuse_socket), and the
+    // client learns at once that it was turned away.
+    abort_socket(entry);
     return;
   }
   connection& c = conns_[slot_of(*id)];

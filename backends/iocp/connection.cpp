@@ -10,7 +10,8 @@
 //
 // Close: graceful (close(), or the peer's EOF once the replies are out)
 // shuts down our side, waits for the peer's FIN (or `linger_ms`), and
-// returns the socket to the accept pool through DisconnectEx. Abortive (an
+// closes the socket; after the peer's EOF it returns the socket to the
+// accept pool through DisconnectEx (detail::may_reuse_socket). Abortive (an
 // error, an oversized frame, stop()) cancels what is in flight and resets.
 // Either way the slot is recycled only when no operation on it is left.
 #include <algorithm>
@@ -365,19 +366,20 @@ void engine_impl::begin_close(connection& c, std::error_code reason, bool gracef
 void engine_impl::maybe_finish(connection& c) {
   if (!c.p.finished()) return;
   socket_entry& entry = *c.entry;
-  // Once the engine stops no DisconnectEx is started: it may wait for the
-  // network, after close_all() cut short those in flight.
-  const bool reuse = !c.p.abortive && !gate_.stopping();
   c.p.state = phase::idle;
   c.entry = nullptr;
   c.s = INVALID_SOCKET;
   c.starved = false;
-  if (reuse) {
+  if (detail::may_reuse_socket(c.p) && !gate_.stopping()) {
+    // The peer closed first: no TIME_WAIT here. Once the engine stops no
+    // DisconnectEx is started: it may wait for the network, after
+    // close_all() cut short those in flight.
     disconnect(entry);
+  } else if (c.p.abortive) {
+    abort_socket(entry);  // the peer does not wait on a connection we gave up on
   } else {
-    // A reset, so the peer does not wait on a connection we gave up on.
-    linger l{1, 0};
-    setsockopt(entry.s, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l), sizeof l);
+    // Our FIN went first: the socket holds TIME_WAIT, which a closed
+    // socket spends in the system, not in our pool. The entry gets a new one.
     give_back(entry, false);
   }
   core_.backend_done(c.p.slot);

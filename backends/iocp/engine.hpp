@@ -92,6 +92,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void top_up_accepts();
   posted post_accept(socket_entry& entry);
   void give_back(socket_entry& entry, bool reusable);
+  // Resets the entry's connection and gives the entry back without its socket.
+  void abort_socket(socket_entry& entry);
   void accept_done(socket_entry& entry, DWORD error);
   void grow_accepts();
   void check_listener();

@@ -80,6 +80,7 @@ status engine_impl::open_listener(const endpoint& ep) {
   if (auto ec = load_extensions(listen_, ext_, missing)) {
     return {errc::unsupported, missing + " is not available: " + ec.message()};
   }
+  skip_mode_safe_ = provider_is_ifs(listen_);
   if (auto ec = cport_.add(listen_)) return {ec, "associating the listener with the port"};
   // FD_ACCEPT tells that a connection waits with no AcceptEx posted for it.
   accept_event_ = WSACreateEvent();
@@ -174,10 +175,12 @@ engine_impl::posted engine_impl::post_accept(socket_entry& e) {
       return failed(err);
     }
     // Operations that complete at once are finished by the caller, with no
-    // packet through the port: one kernel transition less per I/O. Where
-    // the mode cannot be set (a non-IFS provider), every completion comes
-    // through the port and the code takes that path instead.
-    e.skip_on_success = SetFileCompletionNotificationModes(
+    // packet through the port: one kernel transition less per I/O. Under a
+    // non-IFS layered provider the mode can lose completions (KB2568167),
+    // and where it cannot be set every completion comes through the port:
+    // then the code takes that path instead.
+    e.skip_on_success = skip_mode_safe_ &&
+                        SetFileCompletionNotificationModes(
                             reinterpret_cast<HANDLE>(e.s),
                             FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
                                 FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;

@@ -135,6 +135,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
 
   completion_port cport_;
   extensions ext_;
+  // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS is safe: no non-IFS layered
+  // provider sits on this family's TCP (provider_is_ifs).
+  bool skip_mode_safe_ = false;
   SOCKET listen_ = INVALID_SOCKET;
   int family_ = AF_INET;
   WSAEVENT accept_event_ = WSA_INVALID_EVENT;

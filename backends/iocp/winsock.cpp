@@ -53,6 +53,16 @@ std::error_code load_extensions(SOCKET s, extensions& ext, std::string& which) {
   return wsa_error(WSAGetLastError());
 }
 
+bool provider_is_ifs(SOCKET s) noexcept {
+  WSAPROTOCOL_INFOW info{};
+  int len = sizeof info;
+  if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, reinterpret_cast<char*>(&info),
+                 &len) != 0) {
+    return false;
+  }
+  return (info.dwServiceFlags1 & XP1_IFS_HANDLES) != 0;
+}
+
 SOCKET open_tcp_socket(int family) noexcept {
   return WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
                     WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);

@@ -42,6 +42,15 @@ std::error_code winsock_init() noexcept;
 // Fills `ext` from socket `s`; the error names the function that is missing.
 std::error_code load_extensions(SOCKET s, extensions& ext, std::string& which);
 
+// Whether the provider at the top of `s`'s protocol chain hands out real
+// kernel (IFS) handles. A non-IFS layered service provider (some firewalls
+// and antivirus products install one) can drop the completion packet of an
+// operation on a socket in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode
+// (Microsoft KB2568167), so such sockets must not use the mode. Asked
+// through SO_PROTOCOL_INFOW (XP1_IFS_HANDLES), as libuv does; false when it
+// cannot be asked.
+bool provider_is_ifs(SOCKET s) noexcept;
+
 // An overlapped TCP socket of the family, or INVALID_SOCKET (WSAGetLastError).
 SOCKET open_tcp_socket(int family) noexcept;
 

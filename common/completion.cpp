@@ -13,6 +13,12 @@ slice_chain next_send(engine_core& core, conn_protocol& c, std::uint32_t max_sli
   return core.slices().split_front(c.backlog, max_slices);
 }
 
+void requeue_send(engine_core& core, conn_protocol& c, slice_chain& chain) noexcept {
+  core.slices().append(chain, c.backlog);
+  c.backlog = chain;
+  chain = slice_chain{};
+}
+
 bool start_close(engine_core& core, conn_protocol& c, std::error_code reason,
                  bool graceful, event_batch& out) {
   if (c.state != phase::open) return false;

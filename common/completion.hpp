@@ -69,6 +69,10 @@ inline constexpr std::uint64_t linger_ms = 2000;
 slice_chain next_send(engine_core& core, conn_protocol& c, std::uint32_t max_slices,
                       std::error_code& close_now);
 
+// A send the system refused for now (short of buffers; nothing was sent):
+// its slices go back in front of the backlog, to go out first next time.
+void requeue_send(engine_core& core, conn_protocol& c, slice_chain& chain) noexcept;
+
 // The first half of every close: the user gets the closed event, the id is
 // dead, queued bytes that were never sent are dropped (and counted), and
 // the connection is draining (abortive unless `graceful`). False when it

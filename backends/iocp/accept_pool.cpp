@@ -19,13 +19,8 @@ namespace {
 void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
 void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
 
-// Errors that mean "the system is short of resources right now": the post
-// is retried after a pause that doubles up to a second.
-bool is_resource_shortage(int error) {
-  return error == WSAENOBUFS || error == WSAEMFILE || error == ERROR_NOT_ENOUGH_MEMORY ||
-         error == ERROR_NO_SYSTEM_RESOURCES;
-}
-
+// After a resource shortage (is_resource_shortage) accepts are posted again
+// after a pause that doubles up to a second.
 constexpr std::uint32_t min_backoff_ms = 10;
 constexpr std::uint32_t max_backoff_ms = 1000;
 

@@ -135,6 +135,18 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
   }
   const int err = WSAGetLastError();
   if (err == WSA_IO_PENDING) return false;
+  if (is_resource_shortage(err)) {
+    // The system is short of buffers or of overlapped requests, not the
+    // connection: the read was never started; the housekeeper issues it
+    // again, as for a read that found no slices.
+    c.p.reading = false;
+    --c.p.in_flight;
+    op_finished();
+    core_.slices().give_chain(op.buffers);
+    c.starved = true;
+    watch(c.p.slot);
+    return false;
+  }
   done.error = static_cast<DWORD>(err);  // never started: finish it here
   return true;
 }
@@ -277,6 +289,16 @@ void engine_impl::flush(connection& c) {
     } else {
       const int err = WSAGetLastError();
       if (err == WSA_IO_PENDING) return;
+      if (is_resource_shortage(err)) {
+        // Not started, and not the connection's fault: the slices go back
+        // in front of the backlog and the housekeeper flushes again.
+        c.p.writing = false;
+        --c.p.in_flight;
+        op_finished();
+        detail::requeue_send(core_, c.p, op.buffers);
+        watch(c.p.slot);
+        return;
+      }
       done.error = static_cast<DWORD>(err);
     }
     if (!write_done(c, done)) return;

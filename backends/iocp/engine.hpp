@@ -56,7 +56,9 @@ struct connection {
   detail::conn_protocol p;
   socket_entry* entry = nullptr;
   SOCKET s = INVALID_SOCKET;
-  bool starved = false;  // no slice to read into; the housekeeper retries
+  // No read could be issued (no slice to read into, or the system was
+  // short of resources); the housekeeper retries.
+  bool starved = false;
   bool paused = false;   // not read for now: its peer sends more than it reads
 };
 

@@ -54,6 +54,16 @@ bool provider_is_ifs(SOCKET s) noexcept;
 // An overlapped TCP socket of the family, or INVALID_SOCKET (WSAGetLastError).
 SOCKET open_tcp_socket(int family) noexcept;
 
+// Errors that mean "the system is short of resources right now", not that
+// the connection failed: the operation is tried again later.
+// WSAEWOULDBLOCK from an overlapped WSASend/WSARecv means too many
+// outstanding overlapped requests (Microsoft's WSASend and WSARecv
+// remarks); WSAENOBUFS, that no buffer space (locked pages) is left.
+inline bool is_resource_shortage(int error) noexcept {
+  return error == WSAENOBUFS || error == WSAEWOULDBLOCK || error == WSAEMFILE ||
+         error == ERROR_NOT_ENOUGH_MEMORY || error == ERROR_NO_SYSTEM_RESOURCES;
+}
+
 // Winsock error as a std::error_code in the system category (Windows error
 // numbers, so message() is the system's text).
 inline std::error_code wsa_error(int code) noexcept {

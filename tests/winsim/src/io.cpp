@@ -23,10 +23,13 @@
 // - CancelIoEx remarks: the operations issued for the handle complete with
 //   ERROR_OPERATION_ABORTED. AcceptEx is issued on the listening socket,
 //   so only a cancel on the listener reaches it.
-// - DisconnectEx remarks: with TF_REUSE_SOCKET the socket can be passed to
-//   AcceptEx once the request completes; after an active close it is not
-//   reusable until TIME_WAIT has passed (2 MSL, 120 s by default;
-//   IONET_WINSIM_TIME_WAIT_MS here).
+// - DisconnectEx, TF_REUSE_SOCKET: "When the DisconnectEx request
+//   completes, the socket handle can be passed to the AcceptEx or ConnectEx
+//   function", and "a TCP socket may be subject to the TCP TIME_WAIT state,
+//   causing the DisconnectEx call to be delayed". TIME_WAIT is the side
+//   that sent the first FIN (an active close): there DisconnectEx completes
+//   after TIME_WAIT (2 MSL, Windows' default 120 s;
+//   IONET_WINSIM_TIME_WAIT_MS here); after a passive close, at once.
 #include "sim.hpp"
 
 #include <fcntl.h>

@@ -123,7 +123,7 @@ BOOL GetQueuedCompletionStatusEx(HANDLE h, LPOVERLAPPED_ENTRY entries, ULONG cou
       e.lpCompletionKey = pk.key;
       e.lpOverlapped = pk.ov;
       e.dwNumberOfBytesTransferred = pk.bytes;
-      e.Internal = pk.ov ? pk.ov->Internal : 0;
+      e.Internal = 0;  // reserved; the status is in the OVERLAPPED
     }
     if (*removed > 0) {
       if (!p->queue.empty()) p->cv.notify_one();  // more for another worker

@@ -89,16 +89,17 @@ DWORD GetLastError() noexcept;
 void SetLastError(DWORD error) noexcept;
 
 // --- Overlapped I/O and completion ports (minwinbase.h, ioapiset.h) ---------
+// Windows puts the offsets in an anonymous struct (a compiler extension);
+// here they are a named member. Sockets ignore them.
+struct OVERLAPPED_OFFSETS {
+  DWORD Offset;
+  DWORD OffsetHigh;
+};
 struct OVERLAPPED {
   ULONG_PTR Internal;      // the NTSTATUS: STATUS_PENDING (0x103) until done
   ULONG_PTR InternalHigh;  // bytes transferred
-  // Windows makes the offsets an anonymous struct (a compiler extension);
-  // here it has a name. Sockets ignore the offsets.
   union {
-    struct {
-      DWORD Offset;
-      DWORD OffsetHigh;
-    } offsets;
+    OVERLAPPED_OFFSETS offsets;
     PVOID Pointer;
   };
   HANDLE hEvent;

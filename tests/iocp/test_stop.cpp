@@ -1,8 +1,23 @@
 // IOCP backend: stop() right after a burst of connects, and a connect that
 // arrives while the engine stops.
+// The test's own OS calls (stderr redirection, process CPU time) differ
+// between Windows and the simulator build on Linux; the engine's do not.
+#if defined(_WIN32)
 #include <windows.h>
 
 #include <io.h>
+#define ionet_dup _dup
+#define ionet_dup2 _dup2
+#define ionet_close _close
+#define ionet_fileno _fileno
+#else
+#include <sys/resource.h>
+#include <unistd.h>
+#define ionet_dup dup
+#define ionet_dup2 dup2
+#define ionet_close close
+#define ionet_fileno fileno
+#endif
 
 #include <cstdio>
 #include <string>
@@ -21,8 +36,8 @@ class stderr_capture {
  public:
   stderr_capture() : file_(std::tmpfile()) {
     std::fflush(stderr);
-    saved_ = _dup(2);
-    if (file_ && saved_ >= 0) _dup2(_fileno(file_), 2);
+    saved_ = ionet_dup(2);
+    if (file_ && saved_ >= 0) ionet_dup2(ionet_fileno(file_), 2);
   }
   ~stderr_capture() { restore(); }
   std::string text() {
@@ -39,8 +54,8 @@ class stderr_capture {
   void restore() {
     if (saved_ < 0) return;
     std::fflush(stderr);
-    _dup2(saved_, 2);
-    _close(saved_);
+    ionet_dup2(saved_, 2);
+    ionet_close(saved_);
     saved_ = -1;
   }
   std::FILE* file_;
@@ -49,12 +64,19 @@ class stderr_capture {
 
 // CPU time (user + kernel) of this process so far.
 std::chrono::milliseconds process_cpu() {
+#if !defined(_WIN32)
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto ms = [](const timeval& t) { return t.tv_sec * 1000 + t.tv_usec / 1000; };
+  return std::chrono::milliseconds(ms(u.ru_utime) + ms(u.ru_stime));
+#else
   FILETIME created, exited, kernel, user;
   GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user);
   auto ticks = [](const FILETIME& f) {
     return (static_cast<std::uint64_t>(f.dwHighDateTime) << 32) | f.dwLowDateTime;
   };
   return std::chrono::milliseconds((ticks(kernel) + ticks(user)) / 10000);
+#endif
 }
 
 }  // namespace

@@ -72,6 +72,10 @@ status framed_client::connect(const std::string& host, std::uint16_t port,
     getsockopt(s, SOL_SOCKET, SO_ERROR, reinterpret_cast<char*>(&err), &elen);
     if (err != 0) {
       closesocket(s);
+      // A reset here came after the handshake: the server took the
+      // connection and reset it (a refusal at max_connections), as read()
+      // would report it.
+      if (err == WSAECONNRESET) return {errc::connection_reset, "connect"};
       return {iocp::wsa_error(err), "connect"};
     }
   }

@@ -116,7 +116,7 @@ void on_shutdown(uv_shutdown_t* req, int status) {
 void engine_impl::open_connection(loop& l, int fd) {
   auto id = core_.open_slot(l.index);
   if (!id) {
-    ::close(fd);  // max_connections reached; counted by open_slot
+    posix::refuse(fd);  // max_connections reached; counted by open_slot
     return;
   }
   const std::uint32_t slot = slot_of(*id);

@@ -76,6 +76,10 @@ status framed_client::connect(const std::string& host, std::uint16_t port,
     ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
     if (err != 0) {
       ::close(fd);
+      // A reset here came after the handshake: the server took the
+      // connection and reset it (a refusal at max_connections), as read()
+      // would report it.
+      if (err == ECONNRESET) return {errc::connection_reset, "connect"};
       return {std::error_code(err, std::system_category()), "connect"};
     }
   }

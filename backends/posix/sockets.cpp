@@ -92,6 +92,12 @@ endpoint peer_of(int fd) {
   return from_sockaddr(ss);
 }
 
+void refuse(int fd) noexcept {
+  const linger reset{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  ::close(fd);
+}
+
 void tune_accepted(int fd, const options& o) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

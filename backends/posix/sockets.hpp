@@ -24,4 +24,9 @@ endpoint peer_of(int fd);
 // keepalive_idle is 0), on an accepted socket.
 void tune_accepted(int fd, const options& o);
 
+// Turns away an accepted connection (max_connections): closes it with a
+// reset (SO_LINGER {on, 0 s}), so the client learns at once and the server
+// keeps no TIME_WAIT for it. The IOCP backend refuses the same way.
+void refuse(int fd) noexcept;
+
 }  // namespace ionet::posix

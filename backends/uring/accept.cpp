@@ -69,7 +69,7 @@ void engine_impl::accepted(loop& l, int fd) {
   }
   auto id = core_.open_slot(l.index);
   if (!id) {
-    ::close(fd);  // max_connections are open: refused (counted by open_slot)
+    posix::refuse(fd);  // max_connections are open (counted by open_slot)
     return;
   }
   open_connection(l, conns_[slot_of(*id)], fd, *id);

@@ -27,6 +27,9 @@ class framed_client {
   framed_client& operator=(const framed_client&) = delete;
 
   // Connects to an IPv4 or IPv6 literal. TCP_NODELAY is set.
+  // A server that takes the connection and resets it at once (as ionet
+  // refuses clients beyond max_connections) may make connect() itself fail
+  // with errc::connection_reset, the error read() gives for a reset.
   status connect(const std::string& host, std::uint16_t port,
                  std::chrono::milliseconds timeout = std::chrono::seconds(5));
 

@@ -36,8 +36,8 @@ struct options {
   std::string host = "127.0.0.1";
   // 0 picks a free port; engine::port() tells which.
   std::uint16_t port = 0;
-  // Connections open at once; more are accepted, closed at once and counted
-  // (stats().rejected).
+  // Connections open at once; more are accepted, reset at once (the client
+  // sees connection_reset) and counted (stats().rejected).
   std::uint32_t max_connections = 10000;
   // Accepts kept ready ahead of clients (IOCP AcceptEx posts, io_uring
   // accept SQEs); the libuv backend uses it as the listen backlog floor.

@@ -197,6 +197,17 @@ inline std::error_code read_until_closed(ionet::framed_client& c,
   }
 }
 
+// A client turned away at max_connections: the engine resets it at once,
+// which the client sees when its connect completes or on its first read.
+// Returns what ended it: connection_reset as it should be; a connect error,
+// peer_closed or timed_out otherwise.
+inline std::error_code refusal_of_new_client(std::uint16_t port,
+                                            std::chrono::milliseconds timeout = wait_budget) {
+  ionet::framed_client c;
+  if (ionet::status st = connect_client(c, port); !st) return st.code;
+  return read_until_closed(c, timeout);
+}
+
 inline bool is_timeout(std::error_code ec) {
   return ec == std::errc::timed_out;
 }

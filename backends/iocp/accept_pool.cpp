@@ -6,8 +6,9 @@
 // FD_ACCEPT: a connection is waiting and no AcceptEx is there to take it;
 // Wine 8 signals it too), the pool doubles, never past max_connections. A
 // socket whose peer closed first comes back through
-// DisconnectEx(TF_REUSE_SOCKET) and accepts again; one we closed first (it
-// holds TIME_WAIT) or reset is closed, and its entry gets a new socket.
+// DisconnectEx(TF_REUSE_SOCKET) and accepts again (on Windows; under Wine it
+// is closed and replaced: see give_back); one we closed first (it holds
+// TIME_WAIT) or reset is closed, and its entry gets a new socket.
 #include <algorithm>
 #include <string>
 
@@ -205,10 +206,12 @@ engine_impl::posted engine_impl::post_accept(socket_entry& e) {
 }
 
 void engine_impl::give_back(socket_entry& e, bool reusable) {
-  // Wine 8 lets AcceptEx take a connection into a socket recycled by
-  // DisconnectEx (it completes, getpeername is right), but reads on it
-  // never complete (measured with the conformance suite). Under Wine the
-  // socket is closed instead and the entry gets a new one.
+  // Wine's DisconnectEx ignores TF_REUSE_SOCKET: it only shuts down the
+  // send side (its source: "Reusing socket not supported yet"), so the
+  // socket stays connected to the old peer and is never fit to accept
+  // again (an AcceptEx into it completes, but its reads never do: measured
+  // with the conformance suite). Under Wine the socket is closed instead
+  // and the entry gets a new one.
   if (reusable && running_under_wine()) reusable = false;
   if (!reusable && e.s != INVALID_SOCKET) {
     closesocket(e.s);

@@ -109,9 +109,10 @@ TEST_CASE("iocp: graceful churn recycles sockets and allocates nothing in steady
   CHECK(st.closed == 220);
   for (const auto& c : s.snapshot().closed) CHECK(c.reason == ionet::errc::peer_closed);
   if (ionet::iocp::running_under_wine()) {
-    // Wine 8 completes AcceptEx into a socket recycled by DisconnectEx, but
-    // a read posted on it before data arrives never completes (measured);
-    // the backend closes such sockets there and makes new ones.
+    // Wine's DisconnectEx only shuts down the send side (TF_REUSE_SOCKET
+    // is ignored), so a "recycled" socket is still the old connection; an
+    // AcceptEx into it completes but its reads never do (measured). The
+    // backend closes such sockets there and makes new ones.
     WARN("under Wine: sockets are not reused (created " << st.sockets_created << ")");
     CHECK(st.sockets_reused == 0);
   } else {

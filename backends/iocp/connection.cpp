@@ -4,7 +4,14 @@
 //
 // Reads: a zero-byte WSARecv waits for data, so an idle connection holds no
 // read buffer; when it completes, a WSARecv into pool slices takes what is
-// there and common/ decodes it. Writes: the core's queue of slices goes out
+// there and common/ decodes it. Every data read, also one that filled all
+// its slices, is followed by a zero-byte read, never by another data read:
+// a data read that pends holds 128 slices until the peer sends again, and
+// ~625 idle connections whose last read was full would pin the default
+// pool. With skip-on-success the zero-byte read completes at once when
+// more is waiting, so a busy connection pays one call per 64 KiB. (libuv
+// instead reads non-blocking until WSAEWOULDBLOCK; that needs FIONBIO on
+// every socket and a second read path, for the same saving.) Writes: the core's queue of slices goes out
 // in WSASends that gather up to `gather_max` slices; a slice goes back to
 // the pool only when its WSASend has completed.
 //
@@ -183,7 +190,6 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
     return next_read::none;
   }
   const std::uint32_t unit = pool.slice_bytes();
-  const bool full = done.bytes == std::uint64_t{chain.count} * unit;
   if (c.p.state == phase::open) {
     std::size_t left = done.bytes;
     std::error_code ec;
@@ -212,7 +218,9 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
     watch(c.p.slot);
     return next_read::none;
   }
-  return full ? next_read::data : next_read::ready;
+  // Even after a full read: a zero-byte read, so that nothing holds slices
+  // while the peer is quiet (see the top of this file).
+  return next_read::ready;
 }
 
 bool engine_impl::try_resume(connection& c) {

@@ -50,7 +50,7 @@ status engine_core::init(std::uint32_t default_threads) {
     }
     table_ = std::make_unique<connection_table>(opts_.max_connections);
     slices_ = std::make_unique<slab_pool>(opts_.slice_bytes, slices);
-    queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity);
+    queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity, opts_.max_connections);
   } catch (const std::bad_alloc&) {
     states_.reset();
     table_.reset();
@@ -462,10 +462,12 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
   st.lock.lock();
   const std::uint64_t mine = st.queued;
   st.lock.unlock();
-  if (mine == 0) return false;
-  bool pause = mine >= opts_.max_queued_bytes / 2;
+  // The user's poll() is behind: its queue is full, or holds back events
+  // of this connection (event_queue).
+  bool pause = !inline_mode() && queue_->backed_up(slot);
+  if (!pause) pause = mine > 0 && mine >= opts_.max_queued_bytes / 2;
   const std::uint64_t total = total_queued_.load(std::memory_order_relaxed);
-  if (!pause && total >= total_queued_cap_ / 4 * 3) {
+  if (!pause && mine > 0 && total >= total_queued_cap_ / 4 * 3) {
     const std::uint64_t closed = closed_.load(std::memory_order_relaxed);
     const std::uint64_t accepted = accepted_.load(std::memory_order_relaxed);
     const std::uint64_t open = accepted > closed ? accepted - closed : 1;
@@ -479,6 +481,7 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
 }
 
 bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
+  if (!inline_mode() && queue_->backed_up(slot)) return false;
   if (total_queued_.load(std::memory_order_relaxed) >= total_queued_cap_ / 2) return false;
   conn_state& st = states_[slot];
   st.lock.lock();

@@ -137,18 +137,24 @@ class engine_core {
   std::error_code on_read(std::uint32_t slot, std::span<const std::byte> bytes,
                           event_batch& out);
   void emit_connected(std::uint32_t slot, const endpoint& peer, event_batch& out);
-  // Hands a batch to the user: inline handler, or the pull queue.
+  // Hands a batch to the user: inline handler, or the pull queue. Never
+  // waits for the user: a full queue holds the events back and pauses the
+  // connection's reading (should_pause_reading).
   void deliver(event_batch& batch);
 
   // --- reading under memory pressure (owner thread) ---
-  // Whether to stop reading `slot` for now, because its peer sends more
-  // than it reads: its own queue is half full (max_queued_bytes / 2), or
-  // the engine's queued bytes are past 3/4 of the total cap and it holds
-  // more than an even share of them. Counted in read_pauses when true.
+  // Whether to stop reading `slot` for now (the backend asks after each
+  // read that delivered bytes), because the user's poll() is behind (the
+  // pull queue is full or holds back events of this connection), or
+  // because its peer sends more than it reads: its own queue is half full
+  // (max_queued_bytes / 2), or the engine's queued bytes are past 3/4 of
+  // the total cap and it holds more than an even share of them. Counted in
+  // read_pauses when true.
   bool should_pause_reading(std::uint32_t slot) noexcept;
-  // Whether a paused connection may be read again: its queue is under a
-  // quarter of max_queued_bytes and the engine's under half its cap. A
-  // frame left partial gets a full read_timeout from here.
+  // Whether a paused connection may be read again: nothing of it is held
+  // back and the pull queue has room, its queue is under a quarter of
+  // max_queued_bytes and the engine's under half its cap. A frame left
+  // partial gets a full read_timeout from here.
   bool may_resume_reading(std::uint32_t slot) noexcept;
 
   // --- user side ---

@@ -11,6 +11,7 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 
 #include "common/event_queue.hpp"
@@ -23,6 +24,7 @@ using ionet::detail::event_queue;
 constexpr std::size_t batch = 64;
 constexpr std::size_t depth = 256;  // batches queued before the other half
 constexpr std::chrono::milliseconds no_wait{0};
+constexpr std::uint32_t slots = batch + 1;  // connection ids 1..batch
 
 auto no_drop = [](event&) {};  // the queue is never closed here
 
@@ -45,8 +47,8 @@ void warm(event_queue& q, std::span<const event> in, std::span<event> out) {
 
 void bm_push64(benchmark::State& state) {
   // Message events count against capacity; leave room for `depth` batches
-  // so a push never waits.
-  event_queue q(batch * depth);
+  // so none is held back.
+  event_queue q(batch * depth, slots);
   const auto in = message_batch();
   std::array<event, batch> out{};
   warm(q, in, out);
@@ -66,7 +68,7 @@ void bm_push64(benchmark::State& state) {
 BENCHMARK(bm_push64);
 
 void bm_pop64(benchmark::State& state) {
-  event_queue q(batch * depth);
+  event_queue q(batch * depth, slots);
   const auto in = message_batch();
   std::array<event, batch> out{};
   warm(q, in, out);
@@ -92,7 +94,7 @@ BENCHMARK(bm_pop64);
 // Both halves back to back with the queue near empty, as when the user's
 // thread keeps up: the round trip one batch of events costs.
 void bm_push_pop64(benchmark::State& state) {
-  event_queue q(batch * depth);
+  event_queue q(batch * depth, slots);
   const auto in = message_batch();
   std::array<event, batch> out{};
   warm(q, in, out);

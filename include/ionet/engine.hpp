@@ -59,7 +59,8 @@ struct engine_stats {
   // reads: its queue half full (max_queued_bytes / 2), or, past 3/4 of
   // max_total_queued_bytes, more than an even share of the queued bytes.
   // It is read again once its queue is under a quarter and the total under
-  // half. While paused, read_timeout does not run: a frame left partial
+  // half. Pull model: also when the event queue is full
+  // (event_queue_capacity); read again once poll() has made room. While paused, read_timeout does not run: a frame left partial
   // gets a full read_timeout once reading resumes.
   std::uint64_t read_pauses = 0;
   std::uint64_t frames_too_large = 0;  // connections closed: message_too_large

@@ -89,8 +89,10 @@ struct options {
   std::chrono::seconds keepalive_interval{10};
   std::uint32_t keepalive_probes = 5;
 
-  // Pull model: most message events waiting for poll() before the engine
-  // stops reading (backpressure; nothing is dropped).
+  // Pull model: most message events waiting for poll(). A connection whose
+  // read finds the queue full stops reading; the messages that read had
+  // decoded wait, in order, until poll() makes room (backpressure; nothing
+  // is dropped, and engine threads never wait for poll()).
   std::uint32_t event_queue_capacity = 65536;
   // When set, events are delivered inline to this handler on engine
   // threads and poll() is not used.

@@ -1,8 +1,9 @@
 // Unit tests of common/event_queue: order, batch pops, timeouts, the bound on
-// message events (a pusher waits for room), control events that never wait,
-// and close(): queued events still come out, later messages are dropped
-// through the callback. Every wait here is bounded, so a bug fails instead
-// of hanging.
+// message events (past it a connection's events are held back, in order,
+// and come in as pop makes room; a push never waits), control events of
+// other connections that are never held, and close(): queued and held
+// events still come out, later messages are dropped through the callback.
+// Every wait here is bounded, so a bug fails instead of hanging.
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -24,6 +25,10 @@ using clock_type = std::chrono::steady_clock;
 using ionet::event;
 using ionet::event_type;
 using ionet::detail::event_queue;
+using ionet::make_connection_id;
+
+// Connection slots of every queue here: the ids used are below it.
+constexpr std::uint32_t slots = 8192;
 
 event make_event(event_type type, ionet::connection_id conn) {
   event e;
@@ -110,7 +115,7 @@ std::vector<ionet::connection_id> conns_of(std::span<const event> events) {
 
 TEST_CASE("event_queue: events come out in the order they went in",
           "[unit][event_queue]") {
-  event_queue q(1000);
+  event_queue q(1000, slots);
   std::atomic<int> drops{0};
   const std::vector<event> a = {connected(1), message(2), message(3)};
   const std::vector<event> b = {closed(4)};
@@ -142,7 +147,7 @@ TEST_CASE("event_queue: events come out in the order they went in",
 
 TEST_CASE("event_queue: pop takes at most out.size() events",
           "[unit][event_queue]") {
-  event_queue q(100);
+  event_queue q(100, slots);
   std::atomic<int> drops{0};
   std::vector<event> batch;
   for (ionet::connection_id i = 0; i < 10; ++i) batch.push_back(message(i));
@@ -162,7 +167,7 @@ TEST_CASE("event_queue: pop takes at most out.size() events",
 
 TEST_CASE("event_queue: pop on an empty queue times out with 0",
           "[unit][event_queue]") {
-  event_queue q(10);
+  event_queue q(10, slots);
   std::vector<event> out(4);
   SECTION("timeout 0 returns at once") {
     const auto t0 = clock_type::now();
@@ -180,7 +185,7 @@ TEST_CASE("event_queue: pop on an empty queue times out with 0",
 
 TEST_CASE("event_queue: a waiting pop wakes when events arrive",
           "[unit][event_queue]") {
-  event_queue q(10);
+  event_queue q(10, slots);
   std::atomic<int> drops{0};
   std::thread producer([&] {
     std::this_thread::sleep_for(30ms);
@@ -199,92 +204,65 @@ TEST_CASE("event_queue: a waiting pop wakes when events arrive",
         std::vector<ionet::connection_id>{1, 2});
 }
 
-TEST_CASE("event_queue: message events are bounded and a pusher waits for room",
+TEST_CASE("event_queue: past the bound a connection's events are held back, "
+          "in order, and come in as pop makes room",
           "[unit][event_queue]") {
-  event_queue q(2);
+  event_queue q(2, slots);
   drop_log drops;
-  const std::vector<event> two = {message(1), message(2)};
-  REQUIRE(push_without_waiting(q, two, drops));  // exactly full
-  CHECK(q.size() == 2);
-  {
-    pusher p(q, {message(3)}, drops);
-    // Bounded check that it is blocked: still waiting after a while.
-    std::this_thread::sleep_for(100ms);
-    CHECK_FALSE(p.done());
-    CHECK(q.size() == 2);
+  const auto a = [](std::uint32_t seq) { return message(make_connection_id(1, seq)); };
+  // Connection 1's first two messages fill the queue; the rest of its
+  // events, its closed event too, wait behind them. A push never waits.
+  std::vector<event> batch = {a(0), a(1), a(2), a(3)};
+  batch.push_back(closed(make_connection_id(1, 99)));
+  REQUIRE(push_without_waiting(q, batch, drops));
+  CHECK(q.size() == 5);
+  CHECK(q.backed_up(1));
+  CHECK(q.backed_up(2));  // full: connection 2's next message would wait too
+  // Another connection's connected event is not held: it has nothing held.
+  REQUIRE(push_without_waiting(q, {connected(make_connection_id(2, 0))}, drops));
 
-    std::vector<event> out(1);
-    REQUIRE(q.pop(out, 0ms) == 1);
-    CHECK(out[0].conn == 1);
-    const bool finished = eventually([&] { return p.done(); });
-    if (!finished) q.close();  // unblock it so the test ends
-    CHECK(finished);
-  }
-  CHECK(q.size() == 2);
-  std::vector<event> out(4);
-  REQUIRE(q.pop(out, 0ms) == 2);
-  CHECK(out[0].conn == 2);
-  CHECK(out[1].conn == 3);
-  CHECK(drops.get().empty());
-}
-
-TEST_CASE("event_queue: a blocked batch goes in piece by piece and in order",
-          "[unit][event_queue]") {
-  event_queue q(2);
-  drop_log drops;
-  std::vector<event> batch;
-  for (ionet::connection_id i = 0; i < 7; ++i) batch.push_back(message(i));
-  batch.insert(batch.begin() + 3, closed(100));
-  pusher p(q, batch, drops);
-  std::vector<ionet::connection_id> got;
   std::vector<event> out(1);
-  const auto deadline = clock_type::now() + 5s;
-  while (got.size() < batch.size() && clock_type::now() < deadline) {
-    if (q.pop(out, 100ms) == 1) got.push_back(out[0].conn);
-    // The bound holds the whole time: at most 2 messages (+1 control event).
-    CHECK(q.size() <= 3);
+  std::vector<ionet::connection_id> got;
+  while (q.pop(out, 0ms) == 1) {
+    got.push_back(out[0].conn);
+    CHECK(q.size() == 6 - got.size());
   }
-  if (got.size() < batch.size()) q.close();
-  CHECK(got == conns_of(batch));
-  CHECK(eventually([&] { return p.done(); }));
+  // Its held events came in as room was made, after what was queued then.
+  CHECK(got == std::vector<ionet::connection_id>{
+                   make_connection_id(1, 0), make_connection_id(1, 1),
+                   make_connection_id(2, 0), make_connection_id(1, 2),
+                   make_connection_id(1, 3), make_connection_id(1, 99)});
+  CHECK_FALSE(q.backed_up(1));
+  CHECK_FALSE(q.backed_up(2));
   CHECK(drops.get().empty());
 }
 
-TEST_CASE(
-    "event_queue: a batch that waits for room twice still wakes the consumer",
-    "[unit][event_queue]") {
-  // One push of 6 messages into a queue of 2 must wait for room twice. The
-  // consumer drains the queue and waits for more; the pusher refills it and
-  // waits again. Unless the pusher wakes the consumer before each of its
-  // waits, both sleep until the consumer's timeout: a stall of a whole poll
-  // timeout with the queue full.
-  constexpr auto pop_timeout = 1000ms;
-  for (int round = 0; round < 5; ++round) {
-    INFO("round " << round);
-    event_queue q(2);
-    drop_log drops;
-    std::vector<event> batch;
-    for (ionet::connection_id i = 0; i < 6; ++i) batch.push_back(message(i));
-    pusher p(q, batch, drops);
-    std::vector<event> out(10);
-    std::vector<ionet::connection_id> got;
-    const auto t0 = clock_type::now();
-    while (got.size() < batch.size() &&
-           clock_type::now() - t0 < 5 * pop_timeout) {
-      const std::size_t n = q.pop(out, pop_timeout);
-      for (std::size_t i = 0; i < n; ++i) got.push_back(out[i].conn);
-    }
-    const auto took = clock_type::now() - t0;
-    if (got.size() < batch.size()) q.close();
-    CHECK(got == conns_of(batch));
-    // Without the stall this takes microseconds.
-    REQUIRE(took < pop_timeout / 2);
+TEST_CASE("event_queue: held connections come in oldest first, each in order",
+          "[unit][event_queue]") {
+  event_queue q(1, slots);
+  drop_log drops;
+  auto m = [](std::uint32_t slot, std::uint32_t seq) {
+    return message(make_connection_id(slot, seq));
+  };
+  REQUIRE(push_without_waiting(q, {m(5, 0)}, drops));  // full
+  REQUIRE(push_without_waiting(q, {m(7, 0), m(7, 1)}, drops));
+  REQUIRE(push_without_waiting(q, {m(6, 0)}, drops));
+  REQUIRE(push_without_waiting(q, {m(7, 2)}, drops));  // behind its own
+  std::vector<event> out(8);
+  std::vector<ionet::connection_id> got;
+  for (int i = 0; i < 10; ++i) {
+    const std::size_t n = q.pop(out, 0ms);
+    for (std::size_t j = 0; j < n; ++j) got.push_back(out[j].conn);
   }
+  CHECK(got == std::vector<ionet::connection_id>{m(5, 0).conn, m(7, 0).conn, m(7, 1).conn,
+                                                 m(7, 2).conn, m(6, 0).conn});
+  // One pop takes them all: each message taken makes room for the next.
+  CHECK(q.size() == 0);
 }
 
 TEST_CASE("event_queue: connected and closed events never wait",
           "[unit][event_queue]") {
-  event_queue q(1);
+  event_queue q(1, slots);
   drop_log drops;
   const std::vector<event> one = {message(1)};
   REQUIRE(push_without_waiting(q, one, drops));  // full now
@@ -303,26 +281,24 @@ TEST_CASE("event_queue: connected and closed events never wait",
 }
 
 TEST_CASE(
-    "event_queue: close drops later messages and pop drains the rest then 0",
+    "event_queue: close queues what is held, drops later messages, and pop "
+    "drains the rest then 0",
     "[unit][event_queue]") {
-  event_queue q(2);
+  event_queue q(2, slots);
   drop_log drops;
   const std::vector<event> first = {connected(1), message(2), message(3)};
   REQUIRE(push_without_waiting(q, first, drops));  // messages at capacity
-  {
-    // Blocked on its first message; the rest of its batch is handled by close.
-    pusher p(q, {message(4), closed(5), message(6), connected(7)}, drops);
-    std::this_thread::sleep_for(50ms);
-    CHECK_FALSE(p.done());
-    q.close();
-    CHECK(eventually([&] { return p.done(); }));
-  }
-  CHECK(drops.get() == std::vector<ionet::connection_id>{4, 6});
+  // 4 and 6 find the queue full and are held; 5 and 7 are other
+  // connections' control events and go in at once.
+  REQUIRE(push_without_waiting(q, {message(4), closed(5), message(6), connected(7)}, drops));
+  CHECK(q.size() == 7);
+  q.close();
+  CHECK(drops.get().empty());
 
   // After close, messages go straight to the drop callback; others queue.
   const std::vector<event> late = {message(8), closed(9)};
   q.push(late, drops);
-  CHECK(drops.get() == std::vector<ionet::connection_id>{4, 6, 8});
+  CHECK(drops.get() == std::vector<ionet::connection_id>{8});
 
   std::vector<event> out(2);
   std::vector<ionet::connection_id> got;
@@ -331,7 +307,7 @@ TEST_CASE(
     if (n == 0) break;
     for (std::size_t j = 0; j < n; ++j) got.push_back(out[j].conn);
   }
-  CHECK(got == std::vector<ionet::connection_id>{1, 2, 3, 5, 7, 9});
+  CHECK(got == std::vector<ionet::connection_id>{1, 2, 3, 5, 7, 4, 6, 9});
   const auto t0 = clock_type::now();
   CHECK(q.pop(out, 10s) == 0);
   CHECK(clock_type::now() - t0 < 2s);
@@ -339,7 +315,7 @@ TEST_CASE(
 }
 
 TEST_CASE("event_queue: close wakes a waiting pop", "[unit][event_queue]") {
-  event_queue q(4);
+  event_queue q(4, slots);
   std::thread closer([&] {
     std::this_thread::sleep_for(30ms);
     q.close();
@@ -353,7 +329,7 @@ TEST_CASE("event_queue: close wakes a waiting pop", "[unit][event_queue]") {
 
 TEST_CASE("event_queue: reopen accepts messages and waits again",
           "[unit][event_queue]") {
-  event_queue q(4);
+  event_queue q(4, slots);
   drop_log drops;
   q.close();
   const std::vector<event> dropped = {message(1)};
@@ -374,7 +350,7 @@ TEST_CASE("event_queue: reopen accepts messages and waits again",
 
 TEST_CASE("event_queue: drain takes everything and frees the message bound",
           "[unit][event_queue]") {
-  event_queue q(3);
+  event_queue q(3, slots);
   drop_log drops;
   const std::vector<event> batch = {connected(1), message(2), message(3),
                                     closed(4), message(5)};
@@ -391,7 +367,7 @@ TEST_CASE("event_queue: drain takes everything and frees the message bound",
 
 TEST_CASE("event_queue: order survives the ring growing while wrapped",
           "[unit][event_queue]") {
-  event_queue q(100000);
+  event_queue q(100000, slots);
   std::atomic<int> drops{0};
   ionet::connection_id next_in = 0;
   ionet::connection_id next_out = 0;
@@ -433,16 +409,17 @@ TEST_CASE("event_queue: producers and a consumer under load lose nothing",
           "[unit][event_queue][stress]") {
   constexpr int producers = 3;
   constexpr int per_producer = 20000;
-  event_queue q(64);
+  event_queue q(64, slots);
   std::atomic<int> drops{0};
   std::vector<std::thread> threads;
   for (int p = 0; p < producers; ++p) {
     threads.emplace_back([&q, &drops, p] {
       std::vector<event> batch;
       for (int i = 0; i < per_producer; ++i) {
-        // conn: producer in the high bits, sequence in the low bits.
-        const auto conn = (static_cast<ionet::connection_id>(p) << 32) |
-                          static_cast<ionet::connection_id>(i);
+        // One connection per producer: its slot, and the sequence as the
+        // generation (order is kept per connection).
+        const auto conn = make_connection_id(static_cast<std::uint32_t>(p),
+                                             static_cast<std::uint32_t>(i));
         batch.push_back(i % 10 == 0 ? connected(conn) : message(conn));
         if (batch.size() == static_cast<std::size_t>(1 + i % 7)) {
           q.push(batch, no_drop{&drops});
@@ -464,8 +441,8 @@ TEST_CASE("event_queue: producers and a consumer under load lose nothing",
          clock_type::now() < deadline) {
     const std::size_t n = q.pop(out, 1s);
     for (std::size_t i = 0; i < n; ++i) {
-      const auto p = static_cast<std::size_t>(out[i].conn >> 32);
-      const auto seq = static_cast<std::uint32_t>(out[i].conn);
+      const auto p = static_cast<std::size_t>(ionet::slot_of(out[i].conn));
+      const auto seq = ionet::generation_of(out[i].conn);
       if (p >= next.size() || seq != next[p]) {
         in_order = false;
       } else {

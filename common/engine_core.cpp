@@ -524,6 +524,12 @@ engine_stats engine_core::stats() const {
     s.pool_slices_in_use = slices_->in_use();
   }
   if (queue_) s.events_pending = queue_->size();
+  // The message pool's heap allocations: buffers for messages that must
+  // outlive their read (pull model, or split across reads), cached once
+  // made. Nothing else is counted here: the IOCP accept pool's growth only
+  // posts accepts on more of the entries made at start (their sockets are
+  // the system's, not our heap), and a backend's own bookkeeping is
+  // reserved at start.
   s.allocations_after_start = messages_.allocations() - message_allocs_at_start_;
   return s;
 }

@@ -69,9 +69,17 @@ class event_batch {
 
 // The calling thread's batch, for backends whose completions may run on
 // any of several threads: gathered while one connection is served, and
-// delivered before that connection is let go.
+// delivered before that connection is let go. Reserved when a thread first
+// asks (a backend asks when its thread starts), for as many events as a
+// 64 KiB read of 64-byte messages makes, so it does not grow after start
+// unless reads bring more, smaller messages.
+inline constexpr std::size_t thread_batch_reserve = 1024;
 inline event_batch& thread_batch() {
-  thread_local event_batch batch;
+  thread_local event_batch batch = [] {
+    event_batch b;
+    b.events.reserve(thread_batch_reserve);
+    return b;
+  }();
   return batch;
 }
 

@@ -98,6 +98,10 @@ std::error_code engine_impl::make_pool() {
     entries_.reset(new socket_entry[entry_count_]);
     free_entries_.clear();
     free_entries_.reserve(entry_count_);
+    // Nothing of the pool's bookkeeping grows after start.
+    polled_disconnects_.reserve(entry_count_);
+    disconnects_done_.reserve(entry_count_);
+    watch_list_.reserve(o.max_connections);
   } catch (const std::bad_alloc&) {
     conns_.reset();
     entries_.reset();
@@ -346,7 +350,8 @@ void engine_impl::disconnect(socket_entry& e) {
 }
 
 void engine_impl::poll_disconnects() {
-  std::vector<std::uint32_t> done;
+  std::vector<std::uint32_t>& done = disconnects_done_;  // reserved at start
+  done.clear();
   {
     std::lock_guard g(accept_lock_);
     auto finished = [&](std::uint32_t i) {

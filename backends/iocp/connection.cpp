@@ -22,7 +22,6 @@
 // error, an oversized frame, stop()) cancels what is in flight and resets.
 // Either way the slot is recycled only when no operation on it is left.
 #include <algorithm>
-#include <vector>
 
 #include "backends/iocp/engine.hpp"
 
@@ -41,14 +40,6 @@ constexpr std::uint32_t gather_max = 256;
 void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
 void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
 
-// Scratch for building WSABUF arrays; the system captures the array during
-// the call, so it need not outlive it.
-std::vector<WSABUF>& scratch_bufs() {
-  thread_local std::vector<WSABUF> bufs;
-  bufs.clear();
-  return bufs;
-}
-
 WSABUF buf_of(void* data, std::uint32_t len) {
   WSABUF b;
   b.buf = static_cast<CHAR*>(data);
@@ -60,6 +51,8 @@ WSABUF buf_of(void* data, std::uint32_t len) {
 
 void engine_impl::watch(std::uint32_t slot) {
   std::lock_guard g(watch_lock_);
+  if (conns_[slot].watched) return;  // already on the list for the next round
+  conns_[slot].watched = true;
   watch_list_.push_back(slot);
 }
 
@@ -108,7 +101,10 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
   operation& op = c.read_op;
   op.prepare(data ? op_kind::read : op_kind::read_ready, c.s);
   op.generation = c.p.generation;
-  std::vector<WSABUF>& bufs = scratch_bufs();
+  // On the stack (2 KiB): the system captures the array during the call,
+  // so it need not outlive it, and nothing is allocated after start.
+  WSABUF bufs[read_slices_max];
+  DWORD nbufs = 0;
   if (data) {
     auto& pool = core_.slices();
     const std::uint32_t unit = pool.slice_bytes();
@@ -123,19 +119,18 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
       return false;
     }
     for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
-      bufs.push_back(buf_of(pool.data(s), unit));
+      bufs[nbufs++] = buf_of(pool.data(s), unit);
     }
     op.buffers = chain;
   } else {
-    bufs.push_back(buf_of(nullptr, 0));
+    bufs[nbufs++] = buf_of(nullptr, 0);
   }
   c.p.reading = true;
   ++c.p.in_flight;
   op_started();
   DWORD bytes = 0;
   DWORD flags = 0;
-  if (WSARecv(c.s, bufs.data(), static_cast<DWORD>(bufs.size()), &bytes, &flags,
-              &op.ov, nullptr) == 0) {
+  if (WSARecv(c.s, bufs, nbufs, &bytes, &flags, &op.ov, nullptr) == 0) {
     if (!c.entry->skip_on_success) return false;  // the port brings it
     done.error = overlapped_result(c.s, &op.ov, done.bytes);
     return true;
@@ -281,17 +276,17 @@ void engine_impl::flush(connection& c) {
     op.prepare(op_kind::write, c.s);
     op.generation = c.p.generation;
     op.buffers = chain;
-    std::vector<WSABUF>& bufs = scratch_bufs();
+    WSABUF bufs[gather_max];  // 4 KiB on the stack, as in issue_read
+    DWORD nbufs = 0;
     for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
-      bufs.push_back(buf_of(pool.data(s), pool.length(s)));
+      bufs[nbufs++] = buf_of(pool.data(s), pool.length(s));
     }
     c.p.writing = true;
     ++c.p.in_flight;
     op_started();
     completion done;
     DWORD sent = 0;
-    if (WSASend(c.s, bufs.data(), static_cast<DWORD>(bufs.size()), &sent, 0, &op.ov,
-                nullptr) == 0) {
+    if (WSASend(c.s, bufs, nbufs, &sent, 0, &op.ov, nullptr) == 0) {
       if (!c.entry->skip_on_success) return;  // the port brings it
       done.error = overlapped_result(c.s, &op.ov, done.bytes);
     } else {

@@ -94,6 +94,7 @@ status engine_impl::start() {
 
 void engine_impl::worker_main() {
   const detail::engine_thread mark(this);
+  (void)detail::thread_batch();  // its reserve is made now, not after start
   OVERLAPPED_ENTRY batch[completion_batch];
   for (bool quit = false; !quit;) {
     const std::size_t n = cport_.get_many(batch, INFINITE);
@@ -124,7 +125,9 @@ void engine_impl::housekeeper_main() {
   // It runs handlers too (closes on a timeout, stop's close_all).
   const detail::engine_thread mark(this);
   HANDLE handles[2] = {housekeeper_wake_, accept_event_};
+  (void)detail::thread_batch();
   std::vector<std::uint32_t> watched;
+  watched.reserve(core_.opts().max_connections);  // swapped with watch_list_
   std::uint64_t next_sweep = 0;
   for (;;) {
     // The listener's event only while accepting: once the stop begins
@@ -155,6 +158,7 @@ void engine_impl::housekeeper_main() {
     {
       std::lock_guard g(watch_lock_);
       watched.swap(watch_list_);
+      for (std::uint32_t slot : watched) conns_[slot].watched = false;
     }
     const std::uint64_t now = GetTickCount64();
     for (std::uint32_t slot : watched) {

@@ -60,6 +60,7 @@ struct connection {
   // short of resources); the housekeeper retries.
   bool starved = false;
   bool paused = false;   // not read for now: its peer sends more than it reads
+  bool watched = false;  // on the housekeeper's list (guarded by watch_lock_)
 };
 
 class engine_impl final : public detail::engine_base<engine_impl> {
@@ -160,8 +161,10 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::uint64_t retry_after_ms_ = 0;  // after WSAENOBUFS: when to post again
   std::uint32_t retry_backoff_ms_ = 0;
   std::vector<std::uint32_t> polled_disconnects_;  // Wine only: see disconnect()
+  std::vector<std::uint32_t> disconnects_done_;    // the housekeeper's scratch
 
-  // Slots the housekeeper looks at on its next round (see watch()).
+  // Slots the housekeeper looks at on its next round (see watch()); each
+  // at most once, so it never outgrows its reserve of max_connections.
   std::mutex watch_lock_;
   std::vector<std::uint32_t> watch_list_;
 

@@ -327,26 +327,54 @@ void engine_impl::disconnect(socket_entry& e) {
   e.disconnect_op.prepare(op_kind::disconnect, e.s);
   // Pending until the system writes the final status (polled under Wine).
   e.disconnect_op.ov.Internal = status_pending;
+  e.disconnect_claimed.store(false, std::memory_order_release);
   op_started();
   if (ext_.disconnect_ex(e.s, &e.disconnect_op.ov, TF_REUSE_SOCKET, 0)) {
     if (!e.skip_on_success) return;  // the packet comes through the port
-    op_finished();
-    give_back(e, true);
+    if (claim_disconnect(e)) {
+      op_finished();
+      give_back(e, true);
+    }
     return;
   }
   if (WSAGetLastError() == ERROR_IO_PENDING) {
-    // Wine 8 completes a pending DisconnectEx on a socket in
-    // skip-on-success mode without queueing its packet (measured: the
-    // OVERLAPPED shows success, the port never sees it). There, the
-    // housekeeper polls it; Windows always queues the packet.
+    // Wine completes the shutdown it does for DisconnectEx at once, then
+    // reports it as pending (its WS2_DisconnectEx turns success into
+    // STATUS_PENDING); on a socket in skip-on-success mode no packet is
+    // queued for it then (measured: the OVERLAPPED shows success, the port
+    // never sees it). There, the housekeeper polls it; Windows always
+    // queues the packet. Should a packet come as well, the claim lets only
+    // the first of the two finish it.
+    //
+    // (The claim is reset when the next DisconnectEx on this entry is
+    // issued: a packet that came after the entry had already been given
+    // back, reused and disconnected again would finish the new one early.
+    // Neither system does that: Windows is not polled, and Wine queues no
+    // packet for these at all.)
+    //
+    // Wine Staging can hide wine_get_version (hide_wine_exports); then
+    // running_under_wine() is false and this poll is off. Every graceful
+    // close (each DisconnectEx Wine reports as pending, which is each one
+    // that succeeds) would then strand its entry: its socket is never
+    // given back and its operation never counts as finished; a cancel
+    // finds nothing left to cancel. The first such close keeps stop()
+    // waiting forever (wait_drained warns after 10 s), and after
+    // max_connections + accept_depth of them (10,064 with the defaults) no
+    // AcceptEx can be posted: the engine accepts no one.
     if (e.skip_on_success && running_under_wine()) {
       std::lock_guard g(accept_lock_);
       polled_disconnects_.push_back(e.index);
     }
     return;
   }
-  op_finished();
-  give_back(e, false);
+  if (claim_disconnect(e)) {
+    op_finished();
+    give_back(e, false);
+  }
+}
+
+bool engine_impl::claim_disconnect(socket_entry& e) noexcept {
+  return !e.disconnect_claimed.exchange(true, std::memory_order_acq_rel);
 }
 
 void engine_impl::poll_disconnects() {
@@ -365,13 +393,16 @@ void engine_impl::poll_disconnects() {
   }
   for (std::uint32_t i : done) {
     socket_entry& e = entries_[i];
+    if (!claim_disconnect(e)) continue;  // its packet came first
     give_back(e, e.disconnect_op.ov.Internal == 0 && !gate_.stopping());
     op_finished();
   }
 }
 
 void engine_impl::on_disconnect(engine_impl& e, operation& op, const completion& c) {
-  e.give_back(e.entries_[op.owner], c.error == 0 && !e.gate_.stopping());
+  socket_entry& entry = e.entries_[op.owner];
+  if (!e.claim_disconnect(entry)) return;  // the housekeeper's poll came first
+  e.give_back(entry, c.error == 0 && !e.gate_.stopping());
   e.op_finished();
 }
 

@@ -38,6 +38,10 @@ struct socket_entry {
   std::uint32_t index = 0;
   bool skip_on_success = false;  // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS set
   bool reused = false;           // recycled by DisconnectEx at least once
+  // Set by whichever sees the DisconnectEx finish first (its packet, the
+  // housekeeper's poll, the call itself): only that one gives the entry
+  // back and counts the operation finished (claim_disconnect).
+  std::atomic<bool> disconnect_claimed{false};
   // AcceptEx writes the local and the remote address here (each with the
   // 16 spare bytes it requires).
   static constexpr DWORD address_bytes = sizeof(sockaddr_in6) + 16;
@@ -101,6 +105,7 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void grow_accepts();
   void check_listener();
   void disconnect(socket_entry& entry);
+  bool claim_disconnect(socket_entry& entry) noexcept;
   void poll_disconnects();
 
   // connection.cpp; all with the connection's lock held.

@@ -5,7 +5,7 @@
 // of hanging.
 #include <algorithm>
 #include <atomic>
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

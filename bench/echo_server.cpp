@@ -426,6 +426,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
 
+  app.set_version_flag("--version", "ionet-echo " IONET_VERSION_STRING);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

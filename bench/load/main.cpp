@@ -27,6 +27,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "ionet/version.hpp"
 #include "load/worker.hpp"
 
 namespace {
@@ -395,6 +396,8 @@ int main(int argc, char** argv) {
                  "echo: also report this process's CPU time over the measured\n"
                  "window (from /proc/PID/stat)")
       ->check(CLI::Range(1, 1 << 30));
+
+  app.set_version_flag("--version", "ionet-load " IONET_VERSION_STRING);
 
   try {
     app.parse(argc, argv);

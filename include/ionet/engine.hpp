@@ -34,6 +34,7 @@
 
 #include "ionet/error.hpp"
 #include "ionet/events.hpp"
+#include "ionet/export.hpp"
 #include "ionet/options.hpp"
 
 namespace ionet {
@@ -78,7 +79,7 @@ struct engine_stats {
   std::uint64_t operations_in_flight = 0;  // issued, not yet completed
 };
 
-class engine {
+class IONET_API engine {
  public:
   virtual ~engine() = default;
   engine(const engine&) = delete;
@@ -110,6 +111,6 @@ class engine {
 };
 
 // The backend chosen when the library was configured (IONET_BACKEND).
-std::unique_ptr<engine> make_engine(options opts);
+IONET_API std::unique_ptr<engine> make_engine(options opts);
 
 }  // namespace ionet

@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "ionet/export.hpp"
+
 namespace ionet {
 
 enum class errc : int {
@@ -37,7 +39,7 @@ enum class errc : int {
   write_timeout,      // queued bytes made no progress for options::write_timeout
 };
 
-const std::error_category& error_category() noexcept;
+IONET_API const std::error_category& error_category() noexcept;
 
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};
@@ -58,7 +60,7 @@ struct status {
   bool ok() const noexcept { return !code; }
   explicit operator bool() const noexcept { return ok(); }
   // "bad_option: slice_bytes must be at least 16 (got 0)"
-  std::string to_string() const;
+  IONET_API std::string to_string() const;
 };
 
 }  // namespace ionet

@@ -12,6 +12,8 @@
 #include <string>
 #include <system_error>
 
+#include "ionet/export.hpp"
+
 namespace ionet {
 
 // A connection id: slot index in the low 32 bits, the slot's generation in
@@ -36,7 +38,7 @@ struct endpoint {
   std::uint16_t port = 0;
   bool v6 = false;
   // "127.0.0.1:5000" or "[::1]:5000"
-  std::string to_string() const;
+  IONET_API std::string to_string() const;
 };
 
 enum class event_type : std::uint8_t { connected, message, closed };

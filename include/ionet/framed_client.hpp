@@ -14,10 +14,11 @@
 #include <vector>
 
 #include "ionet/error.hpp"
+#include "ionet/export.hpp"
 
 namespace ionet {
 
-class framed_client {
+class IONET_API framed_client {
  public:
   framed_client() = default;
   ~framed_client();

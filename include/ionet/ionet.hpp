@@ -6,3 +6,4 @@
 #include "ionet/events.hpp"
 #include "ionet/framed_client.hpp"
 #include "ionet/options.hpp"
+#include "ionet/version.hpp"

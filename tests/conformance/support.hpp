@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 #include <ionet/ionet.hpp>
 
 // Readable failure messages for the types the suite compares.

@@ -3,7 +3,7 @@
 // exhaustion is reported, and retire kills an id before free reuses the slot.
 #include <algorithm>
 #include <atomic>
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 #include <cstdint>
 #include <memory>
 #include <optional>

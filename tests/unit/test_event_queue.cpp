@@ -6,7 +6,7 @@
 // Every wait here is bounded, so a bug fails instead of hanging.
 #include <algorithm>
 #include <atomic>
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

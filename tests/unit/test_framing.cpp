@@ -1,7 +1,7 @@
 // Unit tests of common/framing: the length-prefix decoder (input split
 // anywhere, oversized lengths refused before allocating, empty messages,
 // raw pass-through) and the encoder that cuts a message into pool slices.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <random>

@@ -2,7 +2,7 @@
 // reuse through per-class free lists (a steady load stops allocating), the
 // cache byte budget, and use from several threads.
 #include <atomic>
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <iterator>

@@ -2,7 +2,7 @@
 // all-or-nothing chains, counters, and a multi-threaded stress that checks
 // no slice is ever held by two owners at once.
 #include <atomic>
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <memory>

@@ -495,7 +495,9 @@ BOOL disconnect_ex(SOCKET h, LPOVERLAPPED ov, DWORD flags, DWORD) {
   op o;
   o.k = op::kind::disconnect;
   o.ov = ov;
-  o.due = now_ms() + (active ? time_wait_ms() : 0);
+  // now_ms() is truncated to the millisecond: one more, so TIME_WAIT is
+  // never cut short by up to a millisecond.
+  o.due = now_ms() + (active ? time_wait_ms() + 1 : 0);
   const std::uint64_t due = o.due;
   s.disconnect = std::move(o);
   kernel_timer(sp, due);

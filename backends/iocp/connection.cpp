@@ -11,7 +11,10 @@
 // pool. With skip-on-success the zero-byte read completes at once when
 // more is waiting, so a busy connection pays one call per 64 KiB. (libuv
 // instead reads non-blocking until WSAEWOULDBLOCK; that needs FIONBIO on
-// every socket and a second read path, for the same saving.) Writes: the core's queue of slices goes out
+// every socket and a second read path, for the same saving.) The slices
+// reads hold at once are capped (read_budget_), so that reads never take
+// the part of the pool that send() copies into. Writes: the core's queue
+// of slices goes out
 // in WSASends that gather up to `gather_max` slices; a slice goes back to
 // the pool only when its WSASend has completed.
 //
@@ -97,6 +100,29 @@ void engine_impl::read_loop(connection& c, next_read next) {
   }
 }
 
+bool engine_impl::take_read_buffers(std::uint32_t want, detail::slice_chain& out) {
+  // Reserve from the budget first, then take the slices: reads on other
+  // workers cannot overshoot it between the two.
+  std::uint32_t held = read_slices_.load(std::memory_order_relaxed);
+  std::uint32_t n;
+  do {
+    if (held >= read_budget_) return false;
+    n = std::min(want, read_budget_ - held);
+  } while (!read_slices_.compare_exchange_weak(held, held + n, std::memory_order_relaxed));
+  auto& pool = core_.slices();
+  if (pool.take_chain(n, out) || (n > 1 && pool.take_chain(1, out))) {
+    if (out.count < n) read_slices_.fetch_sub(n - out.count, std::memory_order_relaxed);
+    return true;
+  }
+  read_slices_.fetch_sub(n, std::memory_order_relaxed);
+  return false;
+}
+
+void engine_impl::give_read_buffers(detail::slice_chain& chain) {
+  read_slices_.fetch_sub(chain.count, std::memory_order_relaxed);
+  core_.slices().give_chain(chain);
+}
+
 bool engine_impl::issue_read(connection& c, bool data, completion& done) {
   operation& op = c.read_op;
   op.prepare(data ? op_kind::read : op_kind::read_ready, c.s);
@@ -111,9 +137,10 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
     const std::uint32_t want =
         std::clamp<std::uint32_t>(read_bytes_max / unit, 1, read_slices_max);
     detail::slice_chain chain;
-    if (!pool.take_chain(want, chain) && !pool.take_chain(1, chain)) {
-      // Every slice is queued for sending somewhere: read again when the
-      // housekeeper looks, rather than spin.
+    if (!take_read_buffers(want, chain)) {
+      // Reads hold their share of the pool, or every slice is queued for
+      // sending somewhere: read again when the housekeeper looks, rather
+      // than spin.
       c.starved = true;
       watch(c.p.slot);
       return false;
@@ -144,7 +171,7 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
     c.p.reading = false;
     --c.p.in_flight;
     op_finished();
-    core_.slices().give_chain(op.buffers);
+    give_read_buffers(op.buffers);
     c.starved = true;
     watch(c.p.slot);
     return false;
@@ -163,12 +190,12 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
   op.buffers = detail::slice_chain{};
 
   if (c.p.state == phase::draining) {
-    pool.give_chain(chain);
+    give_read_buffers(chain);
     maybe_finish(c);
     return next_read::none;
   }
   if (done.error) {
-    pool.give_chain(chain);
+    give_read_buffers(chain);
     if (c.p.state == phase::lingering) {
       c.p.state = phase::draining;
       c.p.abortive = true;
@@ -180,7 +207,7 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
   }
   if (op.kind == op_kind::read_ready) return next_read::data;
   if (done.bytes == 0) {
-    pool.give_chain(chain);
+    give_read_buffers(chain);
     on_eof(c);
     return next_read::none;
   }
@@ -200,12 +227,12 @@ engine_impl::next_read engine_impl::read_done(connection& c, const completion& d
     core_.deliver(detail::thread_batch());
     if (ec) {
       begin_close(c, ec, false);
-      pool.give_chain(chain);
+      give_read_buffers(chain);
       return next_read::none;
     }
   }
   // Lingering: the bytes are discarded; we only wait for the peer's EOF.
-  pool.give_chain(chain);
+  give_read_buffers(chain);
   if (c.p.state == phase::open && core_.should_pause_reading(c.p.slot)) {
     // Its peer sends more than it reads (engine_core::should_pause_reading):
     // no reads until its queue drains (on_write, or the housekeeper, resumes).
@@ -252,7 +279,7 @@ void engine_impl::on_read(engine_impl& e, operation& op, const completion& done)
     // Cannot happen while slots wait for their last completion; if it
     // did, the operation's buffers are all there is to put back.
     e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
-    e.core_.slices().give_chain(op.buffers);
+    e.give_read_buffers(op.buffers);
     e.op_finished();
   } else {
     e.read_loop(c, e.read_done(c, done));

@@ -48,6 +48,8 @@ status engine_impl::start() {
   workers_wanted_ = core_.opts().threads;
   closed_all_ = false;
   ops_ = 0;
+  read_slices_ = 0;
+  read_budget_ = std::max<std::uint32_t>(1, core_.slices().capacity() / 4);
   // A restart counts from zero, like a new engine.
   for (std::atomic<std::uint64_t>* c : {&accepts_pending_, &accept_growths_, &accept_failures_,
                                         &sockets_created_, &sockets_reused_, &stale_completions_}) {

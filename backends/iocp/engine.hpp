@@ -116,6 +116,10 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void watch(std::uint32_t slot);
   void read_loop(connection& c, next_read next);
   bool issue_read(connection& c, bool data, completion& done);
+  // Slices for a data read, up to `want`, within read_budget_; false when
+  // the budget or the pool has none left.
+  bool take_read_buffers(std::uint32_t want, detail::slice_chain& out);
+  void give_read_buffers(detail::slice_chain& chain);
   next_read read_done(connection& c, const completion& done);
   void flush(connection& c);
   bool write_done(connection& c, const completion& done);
@@ -180,6 +184,13 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::thread housekeeper_;
   std::atomic<bool> closed_all_{false};  // the housekeeper closed everything
   std::atomic<std::int64_t> ops_{0};  // operations and packets in flight
+  // Slices held by reads in flight, and how many they may hold: the quarter
+  // of the pool that the default max_total_queued_bytes leaves to reads.
+  // Without a cap, reads whose packets wait in the port (every completion
+  // does without skip-on-success) take the whole pool, and send() fails
+  // with pool_exhausted under its own cap.
+  std::atomic<std::uint32_t> read_slices_{0};
+  std::uint32_t read_budget_ = 0;
   HANDLE housekeeper_wake_ = nullptr;
 
   std::atomic<std::uint64_t> accepts_pending_{0};

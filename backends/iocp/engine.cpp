@@ -105,7 +105,7 @@ void engine_impl::worker_main() {
       if (op == &quit_op_) {
         // Passed on, so that each worker sees it whatever batches the port
         // hands out (one batch may hold several packets).
-        if (!quit) cport_.post(0, &quit_op_.ov);
+        if (!quit) post_quit();
         quit = true;
         continue;
       }
@@ -273,6 +273,13 @@ void engine_impl::wait_drained() {
   }
 }
 
+void engine_impl::post_quit() noexcept {
+  // A worker leaves only on this packet, and nothing else would post it
+  // again: a post the port refused (out of memory) is retried until it is
+  // queued, or stop() would wait for the workers forever.
+  while (!cport_.post(0, &quit_op_.ov)) Sleep(1);
+}
+
 void engine_impl::wake_for_stop() noexcept {
   SetEvent(housekeeper_wake_);  // it closes every connection
 }
@@ -291,7 +298,7 @@ void engine_impl::stop_locked() noexcept {
   gate_.stopped();
   if (housekeeper_wake_) SetEvent(housekeeper_wake_);
   if (housekeeper_.joinable()) housekeeper_.join();
-  cport_.post(0, &quit_op_.ov);
+  post_quit();
   for (auto& t : workers_) t.join();
   workers_.clear();
   release_resources();

@@ -136,6 +136,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void housekeeper_main();
   void hand_off(connection_id id);
   void wake_for_stop() noexcept;
+  // Queues the packet that tells a worker to leave (each passes it on).
+  void post_quit() noexcept;
   void stop_locked() noexcept;
   void close_all();
   void sweep_timeouts();

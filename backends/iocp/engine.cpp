@@ -195,10 +195,14 @@ void engine_impl::sweep_timeouts() {
 void engine_impl::hand_off(connection_id id) {
   op_started();
   if (!cport_.post(static_cast<ULONG_PTR>(id), &posted_op_.ov)) {
-    // The port could not queue it (out of memory): the housekeeper posts
-    // it again, so the queued bytes are not stranded.
+    // The port could not queue it (out of memory): the housekeeper
+    // flushes the connection instead, so the queued bytes are not
+    // stranded. Woken now rather than on its next round: until that flush
+    // the connection sends nothing, and a sender that keeps its queue
+    // full would wait up to housekeeping_ms after each such failure.
     op_finished();
     watch(slot_of(id));
+    SetEvent(housekeeper_wake_);
   }
 }
 

@@ -13,10 +13,11 @@
 // instead reads non-blocking until WSAEWOULDBLOCK; that needs FIONBIO on
 // every socket and a second read path, for the same saving.) The slices
 // reads hold at once are capped (read_budget_), so that reads never take
-// the part of the pool that send() copies into. Writes: the core's queue
-// of slices goes out
-// in WSASends that gather up to `gather_max` slices; a slice goes back to
-// the pool only when its WSASend has completed.
+// the part of the pool that send() copies into.
+//
+// Writes: the core's queue of slices goes out in WSASends that gather up to
+// `gather_max` slices; a slice goes back to the pool only when its WSASend
+// has completed.
 //
 // Close: graceful (close(), or the peer's EOF once the replies are out)
 // shuts down our side, waits for the peer's FIN (or `linger_ms`), and

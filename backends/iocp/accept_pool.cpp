@@ -217,13 +217,15 @@ void engine_impl::give_back(socket_entry& e, bool reusable) {
   // with the conformance suite). Under Wine the socket is closed instead
   // and the entry gets a new one.
   if (reusable && running_under_wine()) reusable = false;
-  if (!reusable && e.s != INVALID_SOCKET) {
-    closesocket(e.s);
-    e.s = INVALID_SOCKET;
-  }
-  e.reused = reusable;
   {
+    // Under the pool's lock: close_all() reads every entry's socket to
+    // cancel DisconnectEx calls, and must not see one closed under it.
     std::lock_guard g(accept_lock_);
+    if (!reusable && e.s != INVALID_SOCKET) {
+      closesocket(e.s);
+      e.s = INVALID_SOCKET;
+    }
+    e.reused = reusable;
     free_entries_.push_back(e.index);
   }
   top_up_accepts();

@@ -247,7 +247,9 @@ void engine_impl::close_all() {
     unlock(c);
   }
   // Sockets on their way back to the pool: their DisconnectEx may wait
-  // for the network; cut it short.
+  // for the network; cut it short. Under the pool's lock, as give_back()
+  // closes and replaces entries' sockets under it.
+  std::lock_guard g(accept_lock_);
   for (std::uint32_t i = 0; i < entry_count_; ++i) {
     socket_entry& e = entries_[i];
     if (e.s != INVALID_SOCKET) {

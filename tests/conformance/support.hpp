@@ -246,6 +246,7 @@ struct record {
   std::vector<ionet::connection_id> connected;
   std::vector<closed_record> closed;
   std::uint64_t messages = 0;
+  std::uint64_t messages_released = 0;  // pull mode: given back by release()
   std::uint64_t message_bytes = 0;
   std::uint64_t empty_messages = 0;
   std::uint64_t echo_failures = 0;  // the echo's send() failed
@@ -389,9 +390,21 @@ class server {
   // reply must find the message (and every earlier event) in the record.
   // Connected and closed events are recorded just after: a test that waited
   // for one finds what its callback did (a context set, a count).
+  // Messages are counted again once released, for tests that need the
+  // engine to have its buffers back.
   void handle(std::span<ionet::event> events) {
-    for (const ionet::event& ev : events) observe(*eng_, ev);
+    std::uint64_t n = 0;
+    for (const ionet::event& ev : events) {
+      observe(*eng_, ev);
+      n += ev.type == ionet::event_type::message;
+    }
     eng_->release(events);
+    if (n == 0) return;
+    {
+      std::lock_guard g(lock_);
+      rec_.messages_released += n;
+    }
+    changed_.notify_all();
   }
 
   void on_inline(ionet::engine& eng, const ionet::event& ev) { observe(eng, ev); }

@@ -218,6 +218,16 @@ inline std::error_code refusal_of_new_client(std::uint16_t port,
   return read_until_closed(c, timeout);
 }
 
+// Whether `end` (from refusal_of_new_client) is the refusal: a reset. Under
+// Wine the IOCP backend's abortive close (SO_LINGER {on, 0 s}, then
+// closesocket) reaches the client as a clean end of stream instead
+// (measured on Wine 8; Windows documents a reset, and the simulated
+// Winsock gives one): there, a clean end counts as the refusal too.
+inline bool is_refusal(std::error_code end) {
+  if (end == ionet::errc::connection_reset) return true;
+  return slow_platform && end == ionet::errc::peer_closed;
+}
+
 inline bool is_timeout(std::error_code ec) {
   return ec == std::errc::timed_out;
 }

@@ -20,7 +20,9 @@ TEST_CASE("max_connections: a client beyond the limit is closed at once and coun
 
   // The fifth: the OS accepts it, then the engine resets it without a
   // connected event.
-  CHECK(refusal_of_new_client(s.port()) == ionet::errc::connection_reset);
+  const std::error_code end = refusal_of_new_client(s.port());
+  INFO("the refused client saw " << end.message());
+  CHECK(is_refusal(end));
   CHECK(eventually([&] { return s.engine().stats().rejected == 1; }));
 
   // The four keep working, and nobody saw the fifth.

@@ -250,13 +250,16 @@ int WSAEnumNetworkEvents(SOCKET h, WSAEVENT e, LPWSANETWORKEVENTS ne) noexcept {
 }
 
 // SetFileCompletionNotificationModes: with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
-// an operation that succeeds at once queues no packet. Under a non-IFS
-// LSP the mode cannot be trusted; the non_ifs fault makes it fail as a
-// provider without XP1_IFS_HANDLES would have the caller expect.
+// an operation that succeeds at once queues no packet. Microsoft documents
+// the mode as "only compatible" with IFS providers; under the non_ifs
+// fault the call succeeds and is not honoured (the layered provider still
+// queues a packet for an operation that succeeded at once), the hostile
+// reading: a caller that did not check XP1_IFS_HANDLES first handles
+// such an operation twice.
 BOOL SetFileCompletionNotificationModes(HANDLE h, BYTE flags) noexcept {
   auto s = find_as<sim_socket>(reinterpret_cast<std::uintptr_t>(h));
   if (!s) return fail(ERROR_INVALID_HANDLE, BOOL{FALSE});
-  if (enabled(fault::non_ifs)) return fail(ERROR_INVALID_FUNCTION, BOOL{FALSE});
+  if (enabled(fault::non_ifs)) return TRUE;
   std::lock_guard g(s->m);
   s->skip_on_success = (flags & FILE_SKIP_COMPLETION_PORT_ON_SUCCESS) != 0;
   return TRUE;

@@ -134,7 +134,10 @@ std::error_code engine_impl::make_pool() {
 void engine_impl::top_up_accepts() {
   std::lock_guard g(accept_lock_);
   if (accepts_closed_ || gate_.stopping()) return;
-  if (retry_after_ms_ && GetTickCount64() < retry_after_ms_) return;
+  if (retry_after_ms_) {
+    if (GetTickCount64() < retry_after_ms_) return;
+    retry_after_ms_ = 0;  // a new shortage sets it again, backing off further
+  }
   // From the back (the most recently freed entries first). An entry whose
   // post failed stays free and the next one is tried, as many failures as
   // accepts were missing (so a listener that refuses every post does not
@@ -154,6 +157,17 @@ void engine_impl::top_up_accepts() {
     }
   }
   accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
+}
+
+DWORD engine_impl::accept_retry_wait(DWORD longest) {
+  // The housekeeper posts accepts again as soon as a shortage's backoff
+  // has passed, not at its next round: otherwise each shortage would
+  // stall accepting for a whole round, whatever the backoff.
+  std::lock_guard g(accept_lock_);
+  if (!retry_after_ms_) return longest;
+  const std::uint64_t now = GetTickCount64();
+  if (now >= retry_after_ms_) return 0;
+  return static_cast<DWORD>(std::min<std::uint64_t>(longest, retry_after_ms_ - now));
 }
 
 engine_impl::posted engine_impl::post_accept(socket_entry& e) {

@@ -136,7 +136,8 @@ void engine_impl::housekeeper_main() {
     // nobody resets it (check_listener() no longer runs), and a connect
     // that arrives then would leave it signalled, making every wait return
     // at once.
-    WaitForMultipleObjects(gate_.stopping() ? 1 : 2, handles, FALSE, housekeeping_ms);
+    WaitForMultipleObjects(gate_.stopping() ? 1 : 2, handles, FALSE,
+                           accept_retry_wait(housekeeping_ms));
     if (!gate_.running()) break;
     poll_disconnects();
     if (gate_.stopping()) {

@@ -97,6 +97,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   status open_listener(const endpoint& ep);
   std::error_code make_pool();
   void top_up_accepts();
+  // How long the housekeeper may wait: `longest`, or less when a shortage's
+  // backoff ends sooner.
+  DWORD accept_retry_wait(DWORD longest);
   posted post_accept(socket_entry& entry);
   void give_back(socket_entry& entry, bool reusable);
   // Resets the entry's connection and gives the entry back without its socket.

@@ -27,7 +27,8 @@ constexpr int fault_count = static_cast<int>(fault::count);
 constexpr const char* names[fault_count] = {
     "reorder",      "delay",        "any_worker",  "inline_pend",
     "enobufs_accept", "enobufs_send", "reset_read", "netname_read",
-    "wouldblock_io", "post_fail",   "non_ifs",     "fd_accept_once"};
+    "wouldblock_io", "post_fail",   "non_ifs",     "fd_accept_once",
+    "reset_accept"};
 constexpr int benign_count = 4;  // the first four
 
 struct schedule {

@@ -420,6 +420,15 @@ BOOL accept_ex(SOCKET listen_socket, SOCKET accept_socket, PVOID output,
   if (roll(fault::enobufs_accept, l->serial, l->next_decision(fault::enobufs_accept))) {
     return fail(WSAENOBUFS, BOOL{FALSE});
   }
+  // AcceptEx's WSAECONNRESET: "an incoming connection was indicated, but
+  // was subsequently terminated by the remote peer prior to accepting the
+  // call". The client that reset is made up (none of the real ones is
+  // taken): the call fails at once, and the clients still waiting stay in
+  // the backlog for the next AcceptEx. Not a shortage: retrying at once is
+  // right.
+  if (roll(fault::reset_accept, l->serial, l->next_decision(fault::reset_accept))) {
+    return fail(WSAECONNRESET, BOOL{FALSE});
+  }
   // Re-enables FD_ACCEPT (see check_fd_accept), unless the fault says the
   // provider does not.
   if (!l->fd_accept_enabled &&

@@ -88,6 +88,7 @@ enum class fault : int {
   post_fail,       // PostQueuedCompletionStatus fails
   non_ifs,         // a non-IFS LSP: no skip-on-success, no XP1_IFS_HANDLES
   fd_accept_once,  // FD_ACCEPT is not recorded again after the first time
+  reset_accept,    // AcceptEx fails with WSAECONNRESET
   count
 };
 // True when the fault's decision for (key, counter) says so.

@@ -28,7 +28,7 @@ constexpr const char* names[fault_count] = {
     "reorder",      "delay",        "any_worker",  "inline_pend",
     "enobufs_accept", "enobufs_send", "reset_read", "netname_read",
     "wouldblock_io", "post_fail",   "non_ifs",     "fd_accept_once",
-    "reset_accept"};
+    "reset_accept",  "update_context_fail"};
 constexpr int benign_count = 4;  // the first four
 
 struct schedule {

@@ -89,6 +89,7 @@ enum class fault : int {
   non_ifs,         // a non-IFS LSP: no skip-on-success, no XP1_IFS_HANDLES
   fd_accept_once,  // FD_ACCEPT is not recorded again after the first time
   reset_accept,    // AcceptEx fails with WSAECONNRESET
+  update_context_fail,  // setsockopt(SO_UPDATE_ACCEPT_CONTEXT) fails
   count
 };
 // True when the fault's decision for (key, counter) says so.

@@ -128,6 +128,16 @@ int setsockopt(SOCKET h, int level, int optname, const char* optval, int optlen)
     if (!s->accepted || s->state != sock_state::connected) {
       return fail(WSAENOTCONN, SOCKET_ERROR);
     }
+    // A valid call the provider still refuses. setsockopt documents no
+    // shortage (WSAENOBUFS is not among its errors); it answers WSAEINVAL,
+    // "the information in optval is not valid", as for a listener whose
+    // context this socket cannot take. Which documented error it is does
+    // not matter to a caller: the socket stays connected, without the
+    // listener's context, and the caller must not use it as a connection.
+    if (roll(fault::update_context_fail, s->serial,
+             s->next_decision(fault::update_context_fail))) {
+      return fail(WSAEINVAL, SOCKET_ERROR);
+    }
     return 0;
   }
   // The rest are Linux's own options with the same meaning (SO_LINGER,

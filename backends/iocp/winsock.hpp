@@ -11,7 +11,8 @@
 #ifndef NOMINMAX
 #define NOMINMAX
 #endif
-// clang-format off: winsock2.h must come before windows.h.
+// winsock2.h must come before windows.h: kept in this order by hand.
+// clang-format off
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <mswsock.h>

@@ -25,7 +25,7 @@ void no_completion(engine_impl&, operation&, const completion&) {}
 
 }  // namespace
 
-engine_impl::engine_impl(options opts) : engine_base(opts) {
+engine_impl::engine_impl(const options& opts) : engine_base(opts) {
   posted_op_.kind = op_kind::posted;
   posted_op_.complete = &engine_impl::on_posted;
   quit_op_.kind = op_kind::posted;

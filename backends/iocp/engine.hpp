@@ -69,7 +69,7 @@ struct connection {
 
 class engine_impl final : public detail::engine_base<engine_impl> {
  public:
-  explicit engine_impl(options opts);
+  explicit engine_impl(const options& opts);
   ~engine_impl() override;
 
   status start() override;

@@ -18,7 +18,7 @@
 namespace ionet::libuv {
 namespace {
 
-constexpr std::size_t read_buffer_bytes = 64 * 1024;
+constexpr std::size_t read_buffer_bytes = std::size_t{64} * 1024;
 constexpr std::uint64_t sweep_interval_ms = 250;
 
 void on_conn_closed(uv_handle_t* h) {

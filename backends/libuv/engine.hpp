@@ -24,9 +24,9 @@ struct loop;
 
 // One per connection slot, made at start and reused.
 struct connection {
-  uv_tcp_t tcp;
-  uv_write_t write_req;
-  uv_shutdown_t shutdown_req;
+  uv_tcp_t tcp{};
+  uv_write_t write_req{};
+  uv_shutdown_t shutdown_req{};
   detail::slice_chain writing;  // slices owned by the write in flight
   loop* owner = nullptr;
   std::uint32_t slot = 0;
@@ -39,9 +39,9 @@ struct connection {
 };
 
 struct loop {
-  uv_loop_t uv;
-  uv_async_t wake;
-  uv_timer_t sweep;  // linger deadlines, accept retry
+  uv_loop_t uv{};
+  uv_async_t wake{};
+  uv_timer_t sweep{};  // linger deadlines, accept retry
   engine_impl* engine = nullptr;
   std::uint32_t index = 0;
   std::thread thread;
@@ -62,14 +62,14 @@ struct loop {
   std::vector<connection_id> direct;     // hand_off() calls made on this loop
 
   // Loop 0 only: the listening socket.
-  uv_poll_t listen_poll;
+  uv_poll_t listen_poll{};
   bool listen_active = false;
   bool accept_paused = false;
 };
 
 class engine_impl final : public detail::engine_base<engine_impl> {
  public:
-  explicit engine_impl(options opts) : engine_base(opts) {}
+  explicit engine_impl(const options& opts) : engine_base(opts) {}
   ~engine_impl() override;
 
   status start() override;

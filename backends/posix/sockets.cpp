@@ -47,7 +47,7 @@ endpoint from_sockaddr(const sockaddr_storage& ss) {
 
 status open_listener(const endpoint& ep, const options& o, int type_flags, int& fd_out,
                      std::uint16_t& port) {
-  sockaddr_storage ss;
+  sockaddr_storage ss{};
   const socklen_t len = to_sockaddr(ep, ss);
   const int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
   if (fd < 0) return {std::error_code(errno, std::system_category()), "socket()"};
@@ -77,7 +77,7 @@ status open_listener(const endpoint& ep, const options& o, int type_flags, int& 
     if (err == EADDRINUSE) return {errc::address_in_use, ep.to_string() + " is already in use"};
     return {std::error_code(err, std::system_category()), "listen"};
   }
-  sockaddr_storage bound;
+  sockaddr_storage bound{};
   socklen_t blen = sizeof bound;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
   port = from_sockaddr(bound).port;

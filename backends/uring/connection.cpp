@@ -120,11 +120,10 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
   } else if (res == 0) {
     if (has_buffer) l.r.give_buffer(bid);
     e.on_eof(l, c);
-  } else if (res == -ENOBUFS) {
-    // Every receive buffer was in use when data came: nothing is lost, it
-    // waits in the socket; re-armed below once buffers are back.
-  } else if (res == -ECANCELED && c.paused) {
-    // pause_reading() cut the multishot receive short.
+  } else if (res == -ENOBUFS || (res == -ECANCELED && c.paused)) {
+    // ENOBUFS: every receive buffer was in use when data came; nothing is
+    // lost, it waits in the socket and is read once the receive is re-armed
+    // below. ECANCELED: pause_reading() cut the multishot receive short.
   } else {
     e.on_error(l, c, res);
   }
@@ -172,7 +171,7 @@ void engine_impl::on_bytes(loop& l, connection& c, const std::byte* data, std::s
 void engine_impl::read_ready(loop& l, connection& c) {
   // The poll fallback: read what is there into the loop's buffer.
   for (int round = 0; round < 16 && c.p.live(); ++round) {
-    const ssize_t n = ::recv(c.fd, l.poll_buf.get(), 16 * 1024, 0);
+    const ssize_t n = ::recv(c.fd, l.poll_buf.get(), recv_buffer_bytes, 0);
     if (n > 0) {
       if (c.p.state == phase::open) {
         on_bytes(l, c, reinterpret_cast<const std::byte*>(l.poll_buf.get()),

@@ -17,10 +17,10 @@ namespace ionet::uring {
 namespace {
 
 constexpr unsigned ring_entries = 4096;
-// Provided receive buffers per loop: 16 KiB each, so one completion carries
-// what a busy connection has waiting; pages are touched only when used.
+// Provided receive buffers per loop (recv_buffer_bytes each, so one
+// completion carries what a busy connection has waiting); pages are
+// touched only when used.
 constexpr std::uint32_t recv_buffers = 1024;
-constexpr std::uint32_t recv_buffer_bytes = 16 * 1024;
 constexpr std::size_t iovec_capacity = 16384;
 constexpr std::size_t header_capacity = 1024;
 // How long a loop may sleep before it looks at linger deadlines; the
@@ -49,6 +49,7 @@ status engine_impl::start() {
   if (status s = detail::validate(core_.opts(), &ep); !s) return s;
   std::string why;
   if (probe_features(features_, why)) return {errc::unsupported, why};
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): ionet never calls setenv.
   if (const char* off = std::getenv("IONET_URING_DISABLE")) {
     // Asked for by hand (tests of the plainer paths): say what is in use.
     std::fprintf(stderr, "ionet(uring): IONET_URING_DISABLE=%s: %s\n", off,

@@ -40,6 +40,9 @@ std::uint64_t now_ms() noexcept;
 
 using detail::phase;
 
+// A provided receive buffer, and the poll path's one buffer per loop.
+inline constexpr std::uint32_t recv_buffer_bytes = 16 * 1024;
+
 // One per connection slot, made at start and reused; only its loop's
 // thread touches it. The protocol state is common/completion.hpp's, shared
 // with the IOCP backend.
@@ -99,7 +102,7 @@ struct loop {
 
 class engine_impl final : public detail::engine_base<engine_impl> {
  public:
-  explicit engine_impl(options opts) : engine_base(opts) {}
+  explicit engine_impl(const options& opts) : engine_base(opts) {}
   ~engine_impl() override;
 
   status start() override;

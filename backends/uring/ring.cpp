@@ -9,11 +9,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <system_error>
 
 namespace ionet::uring {
 namespace {
 
 bool disabled_by_env(const char* name) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): ionet never calls setenv.
   const char* list = std::getenv("IONET_URING_DISABLE");
   if (!list) return false;
   const std::size_t n = std::strlen(name);
@@ -56,10 +59,10 @@ std::string features::describe() const {
 std::error_code probe_features(features& f, std::string& why) {
   // A throwaway ring tells whether io_uring is usable here at all:
   // io_uring_disabled, a seccomp filter or an old kernel all fail here.
-  io_uring probe_ring;
+  io_uring probe_ring{};
   if (int r = io_uring_queue_init(4, &probe_ring, 0); r < 0) {
     why = std::string("io_uring cannot be used here (io_uring_setup: ") +
-          std::strerror(-r) +
+          std::system_category().message(-r) +
           "); kernel.io_uring_disabled, a seccomp filter or a kernel older "
           "than 5.6 does this";
     return {-r, std::system_category()};
@@ -124,7 +127,7 @@ std::error_code ring::init(unsigned entries, const features& f, std::string& why
     r = io_uring_queue_init_params(entries, &ring_, &plain);
   }
   if (r < 0) {
-    why = std::string("io_uring_queue_init: ") + std::strerror(-r);
+    why = std::string("io_uring_queue_init: ") + std::system_category().message(-r);
     return {-r, std::system_category()};
   }
   ready_ = true;
@@ -194,7 +197,8 @@ void ring::submit_and_wait(unsigned wait, unsigned timeout_ms) {
   // -ETIME (the tick) and -EINTR are expected; anything else means the
   // ring itself is broken, which no caller could recover from.
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-    std::fprintf(stderr, "ionet(uring): io_uring_enter failed: %s\n", std::strerror(-r));
+    std::fprintf(stderr, "ionet(uring): io_uring_enter failed: %s\n",
+                 std::system_category().message(-r).c_str());
     std::abort();
   }
 }

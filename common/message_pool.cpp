@@ -8,7 +8,7 @@ namespace {
 
 int class_of(std::uint32_t size) noexcept {
   if (size <= 64) return 0;
-  return std::bit_width(size - 1) - 6;
+  return static_cast<int>(std::bit_width(size - 1)) - 6;
 }
 
 std::size_t capacity_of(int size_class) noexcept {

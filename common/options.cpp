@@ -25,7 +25,9 @@ std::string endpoint::to_string() const {
   }
   // RFC 5952: lower-case hex, the longest run (>= 2) of zero groups as "::".
   std::uint16_t g[8];
-  for (int i = 0; i < 8; ++i) g[i] = static_cast<std::uint16_t>(bytes[2 * i] << 8 | bytes[2 * i + 1]);
+  for (std::size_t i = 0; i < 8; ++i) {
+    g[i] = static_cast<std::uint16_t>(bytes[2 * i] << 8 | bytes[2 * i + 1]);
+  }
   int best = -1, best_len = 0;
   for (int i = 0; i < 8;) {
     if (g[i] != 0) { ++i; continue; }
@@ -96,7 +98,6 @@ bool parse_v6(const char* p, const char* end, std::uint8_t* out) {
       if (n > 12) return false;
       if (!parse_v4(p, end, bytes + n)) return false;
       n += 4;
-      p = end;
       break;
     }
     unsigned value = 0;

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -246,7 +247,7 @@ std::string listen_address(const std::string& host, std::uint16_t port) {
 // consumer: a handler cannot wait, and holding the echo back would need a
 // timer to retry it.
 struct inline_echo {
-  std::size_t max_chunk;
+  std::size_t max_chunk = 0;
   std::atomic<std::uint64_t> slow_consumer_closes{0};
   std::atomic<std::uint64_t> send_errors{0};
 
@@ -359,7 +360,7 @@ int serve_one(ionet::options opts, const std::string& framing, const std::string
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   CLI::App app{
       "ionet-echo: echo server on the ionet engine (pull model).\n"
       "Echoes every message back: in length_prefix mode each whole message as\n"
@@ -466,4 +467,17 @@ int main(int argc, char** argv) {
 #endif
   }
   return serve(opts);
+}
+
+int main(int argc, char** argv) {
+  // Whatever escapes (CLI11's own errors are handled inside, so this is
+  // mostly std::bad_alloc) ends the program with a message, not abort().
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "ionet-echo" << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "ionet-echo" << ": an unknown exception\n";
+  }
+  return 1;
 }

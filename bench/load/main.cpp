@@ -12,12 +12,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -289,7 +291,7 @@ load_result merge_results(const std::vector<std::unique_ptr<worker>>& workers) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   CLI::App app{
       "ionet-load: echo load generator (raw epoll, Linux).\n"
       "--mode echo: each connection sends messages of --size bytes, closed loop\n"
@@ -428,7 +430,7 @@ int main(int argc, char** argv) {
   }
   if (!ready_file.empty() && !write_word(ready_file, "")) {
     return bad_flag("--ready-file: cannot write '" + ready_file + "': " +
-                    std::strerror(errno));
+                    std::system_category().message(errno));
   }
   if (threads > cfg.connections) threads = cfg.connections;
   cfg.length_prefix = framing == "length_prefix";
@@ -446,6 +448,7 @@ int main(int argc, char** argv) {
   }
   const std::int64_t t0 = now_ns();
   std::vector<std::thread> pool;
+  pool.reserve(workers.size());
   for (auto& w : workers) pool.emplace_back([&w] { w->run(); });
 
   // Connect phase: bounded by --connect-timeout (the workers enforce it).
@@ -470,7 +473,8 @@ int main(int argc, char** argv) {
   auto mark = [&](const char* word) {
     if (ready_file.empty() || write_word(ready_file, word)) return;
     std::fprintf(stderr, "ionet-load: --ready-file: cannot write '%s': %s\n",
-                 ready_file.c_str(), std::strerror(errno));
+                 ready_file.c_str(),
+                 std::system_category().message(errno).c_str());
     ready_file_ok = false;
   };
   mark("ready");
@@ -569,4 +573,17 @@ int main(int argc, char** argv) {
   }
   std::cout << out.dump() << std::endl;
   return failed ? 1 : 0;
+}
+
+int main(int argc, char** argv) {
+  // Whatever escapes (CLI11's own errors are handled inside, so this is
+  // mostly std::bad_alloc) ends the program with a message, not abort().
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "ionet-load" << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "ionet-load" << ": an unknown exception\n";
+  }
+  return 1;
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <system_error>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -37,7 +38,7 @@ constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 std::int64_t seconds_to_ns(double s) { return static_cast<std::int64_t>(s * 1e9); }
 
 std::string errno_text(const char* what, int err) {
-  return std::string(what) + ": " + std::strerror(err);
+  return std::string(what) + ": " + std::system_category().message(err);
 }
 
 }  // namespace
@@ -175,7 +176,7 @@ bool worker::bind_source(conn& c) {
     const int err = errno;
     char text[INET_ADDRSTRLEN] = "?";
     ::inet_ntop(AF_INET, &src.sin_addr, text, sizeof text);
-    fail(c, std::string("bind ") + text + ": " + std::strerror(err), true);
+    fail(c, std::string("bind ") + text + ": " + std::system_category().message(err), true);
     return false;
   }
   return true;

@@ -14,6 +14,7 @@
 // when reads use little of it; a frame too big for it gets a buffer of its
 // exact size until it has been echoed.
 #include <asio.hpp>
+#include <exception>
 #include <memory>
 
 #include "common.hpp"
@@ -164,7 +165,7 @@ class server {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   shared_state state;
   peers::options& opts = state.opts;
   if (auto rc = peers::parse_options(argc, argv, program, "asio", opts)) {
@@ -194,4 +195,17 @@ int main(int argc, char** argv) {
   }
   peers::print_summary("asio", opts, state.stats);
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // Whatever escapes (CLI11's own errors are handled inside, so this is
+  // mostly std::bad_alloc) ends the program with a message, not abort().
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << program << ": an unknown exception\n";
+  }
+  return 1;
 }

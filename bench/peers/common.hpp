@@ -36,6 +36,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <system_error>
 #include <utility>
 
 namespace peers {
@@ -192,7 +193,7 @@ inline int open_listener(const options& o, const std::string& program,
   const int fd =
       ::socket(o.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
   if (fd < 0) {
-    std::cerr << program << ": socket: " << std::strerror(errno) << "\n";
+    std::cerr << program << ": socket: " << std::system_category().message(errno) << "\n";
     return -1;
   }
   const int on = 1;
@@ -201,7 +202,7 @@ inline int open_listener(const options& o, const std::string& program,
       ::listen(fd, 4096) != 0) {
     std::cerr << program << ": cannot listen on "
               << format_endpoint(reinterpret_cast<const sockaddr*>(&o.addr))
-              << ": " << std::strerror(errno) << "\n";
+              << ": " << std::system_category().message(errno) << "\n";
     ::close(fd);
     return -1;
   }

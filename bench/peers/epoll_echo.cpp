@@ -15,6 +15,8 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 
+#include <exception>
+#include <system_error>
 #include <vector>
 
 #include "common.hpp"
@@ -46,7 +48,7 @@ class server {
       const int n = ::epoll_wait(epoll_fd_, events, 512, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
-        std::cerr << program << ": epoll_wait: " << std::strerror(errno)
+        std::cerr << program << ": epoll_wait: " << std::system_category().message(errno)
                   << "\n";
         break;
       }
@@ -238,7 +240,7 @@ class server {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   peers::options opts;
   if (auto rc =
           peers::parse_options(argc, argv, program, "plain epoll", opts)) {
@@ -252,11 +254,11 @@ int main(int argc, char** argv) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   const int signal_fd = ::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
   if (signal_fd < 0 || epoll_fd < 0) {
-    std::cerr << program << ": " << std::strerror(errno) << "\n";
+    std::cerr << program << ": " << std::system_category().message(errno) << "\n";
     return 1;
   }
   const int listen_fd = peers::open_listener(opts, program, SOCK_NONBLOCK);
@@ -276,4 +278,17 @@ int main(int argc, char** argv) {
   ::close(signal_fd);
   peers::print_summary("epoll", opts, srv.stats());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // Whatever escapes (CLI11's own errors are handled inside, so this is
+  // mostly std::bad_alloc) ends the program with a message, not abort().
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << program << ": an unknown exception\n";
+  }
+  return 1;
 }

@@ -13,6 +13,7 @@
 // callbacks bring it back under.
 #include <uv.h>
 
+#include <exception>
 #include <vector>
 
 #include "common.hpp"
@@ -30,7 +31,7 @@ struct server {
 // handle.data points to the connection; handles with null data (listener,
 // signals) belong to main().
 struct connection {
-  uv_tcp_t handle;
+  uv_tcp_t handle{};
   peers::byte_buffer in;  // the start of a cut frame
   bool reading = false;
   bool peer_done = false;  // FIN seen: close once the write queue drains
@@ -209,7 +210,7 @@ int fail(const char* what, int err) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   peers::options opts;
   if (auto rc = peers::parse_options(argc, argv, program, "libuv", opts)) {
     return *rc;
@@ -256,4 +257,17 @@ int main(int argc, char** argv) {
   uv_loop_close(&loop);
   peers::print_summary("libuv", opts, srv.stats);
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // Whatever escapes (CLI11's own errors are handled inside, so this is
+  // mostly std::bad_alloc) ends the program with a message, not abort().
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << program << ": an unknown exception\n";
+  }
+  return 1;
 }

@@ -21,7 +21,9 @@
 #include <sys/signalfd.h>
 
 #include <array>
+#include <exception>
 #include <memory>
+#include <system_error>
 #include <vector>
 
 #include "common.hpp"
@@ -92,7 +94,7 @@ class server {
       const int r = io_uring_submit_and_wait(&ring_, 1);
       if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
         std::cerr << program
-                  << ": io_uring_submit_and_wait: " << std::strerror(-r)
+                  << ": io_uring_submit_and_wait: " << std::system_category().message(-r)
                   << "\n";
         break;
       }
@@ -579,7 +581,7 @@ io_uring_buf_ring* setup_buffers(io_uring& ring, char*& pool) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   peers::options opts;
   if (auto rc = peers::parse_options(argc, argv, program, "io_uring", opts)) {
     return *rc;
@@ -587,10 +589,10 @@ int main(int argc, char** argv) {
   peers::prepare_process();
 
   // Probe first: without a working io_uring there is nothing to compare.
-  io_uring ring;
+  io_uring ring{};
   if (int r = setup_ring(ring); r < 0) {
     std::cerr << program
-              << ": io_uring cannot be set up here: " << std::strerror(-r)
+              << ": io_uring cannot be set up here: " << std::system_category().message(-r)
               << " (needs Linux 5.19 or later, with io_uring not disabled by "
                  "sysctl kernel.io_uring_disabled or a seccomp filter)\n";
     return 1;
@@ -599,7 +601,7 @@ int main(int argc, char** argv) {
   io_uring_buf_ring* br = setup_buffers(ring, pool);
   if (br == nullptr) {
     std::cerr << program
-              << ": io_uring provided buffer ring: " << std::strerror(errno)
+              << ": io_uring provided buffer ring: " << std::system_category().message(errno)
               << " (needs Linux 5.19 or later)\n";
     return 1;
   }
@@ -609,10 +611,10 @@ int main(int argc, char** argv) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   const int signal_fd = ::signalfd(-1, &mask, SFD_CLOEXEC);
   if (signal_fd < 0) {
-    std::cerr << program << ": signalfd: " << std::strerror(errno) << "\n";
+    std::cerr << program << ": signalfd: " << std::system_category().message(errno) << "\n";
     return 1;
   }
   const int listen_fd = peers::open_listener(opts, program, 0);
@@ -631,4 +633,17 @@ int main(int argc, char** argv) {
   std::free(pool);
   peers::print_summary("uring", opts, stats);
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // Whatever escapes (CLI11's own errors are handled inside, so this is
+  // mostly std::bad_alloc) ends the program with a message, not abort().
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << program << ": an unknown exception\n";
+  }
+  return 1;
 }

@@ -8,7 +8,7 @@ namespace ionet_bench {
 
 std::size_t histogram::index(std::uint64_t v) noexcept {
   if (v < sub_count) return static_cast<std::size_t>(v);
-  const int e = std::bit_width(v) - 1;  // >= sub_bits
+  const int e = static_cast<int>(std::bit_width(v)) - 1;  // >= sub_bits
   const std::uint64_t sub = (v >> (e - sub_bits)) & (sub_count - 1);
   return static_cast<std::size_t>(e - sub_bits + 1) * sub_count + sub;
 }

@@ -19,7 +19,7 @@ namespace ionet_bench {
 namespace {
 
 constexpr std::size_t max_error_samples = 8;
-constexpr std::size_t read_buffer_bytes = 256 * 1024;
+constexpr std::size_t read_buffer_bytes = std::size_t{256} * 1024;
 constexpr int reads_per_event = 4;  // then let other connections run
 constexpr std::size_t events_per_wait = 512;
 constexpr std::size_t connects_per_batch = 64;

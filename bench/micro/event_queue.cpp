@@ -63,7 +63,7 @@ void bm_push64(benchmark::State& state) {
       state.ResumeTiming();
     }
   }
-  state.SetItemsProcessed(state.iterations() * batch);
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 BENCHMARK(bm_push64);
 
@@ -87,7 +87,7 @@ void bm_pop64(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
     --queued;
   }
-  state.SetItemsProcessed(state.iterations() * batch);
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 BENCHMARK(bm_pop64);
 
@@ -106,7 +106,7 @@ void bm_push_pop64(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetItemsProcessed(state.iterations() * batch);
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 BENCHMARK(bm_push_pop64);
 

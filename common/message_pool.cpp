@@ -8,6 +8,8 @@ namespace {
 
 int class_of(std::uint32_t size) noexcept {
   if (size <= 64) return 0;
+  // bit_width is at most 32 here; libstdc++ 12 returns it unsigned (the
+  // argument's type; int only since LWG 3656).
   return static_cast<int>(std::bit_width(size - 1)) - 6;
 }
 

@@ -8,6 +8,8 @@ namespace ionet_bench {
 
 std::size_t histogram::index(std::uint64_t v) noexcept {
   if (v < sub_count) return static_cast<std::size_t>(v);
+  // bit_width is at most 64; libstdc++ 12 returns it as the argument's type
+  // (int only since LWG 3656).
   const int e = static_cast<int>(std::bit_width(v)) - 1;  // >= sub_bits
   const std::uint64_t sub = (v >> (e - sub_bits)) & (sub_count - 1);
   return static_cast<std::size_t>(e - sub_bits + 1) * sub_count + sub;

@@ -63,7 +63,8 @@ void bm_push64(benchmark::State& state) {
       state.ResumeTiming();
     }
   }
-  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+  state.SetItemsProcessed(state.iterations() *
+                          static_cast<std::int64_t>(batch));
 }
 BENCHMARK(bm_push64);
 
@@ -87,7 +88,8 @@ void bm_pop64(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
     --queued;
   }
-  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+  state.SetItemsProcessed(state.iterations() *
+                          static_cast<std::int64_t>(batch));
 }
 BENCHMARK(bm_pop64);
 
@@ -106,7 +108,8 @@ void bm_push_pop64(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+  state.SetItemsProcessed(state.iterations() *
+                          static_cast<std::int64_t>(batch));
 }
 BENCHMARK(bm_push_pop64);
 

@@ -75,14 +75,16 @@ void bm_decode(benchmark::State& state) {
       }
     }
   }
-  if (messages != count * state.iterations() || decoder.partial()) {
+  // A count of loops run: never negative.
+  const auto iterations = static_cast<std::size_t>(state.iterations());
+  if (messages != count * iterations || decoder.partial()) {
     state.SkipWithError("decoded the wrong number of messages");
     return;
   }
   // Bytes handed out as views are skipped over, not copied, so with large
   // chunks bytes/s can exceed memory bandwidth; items/s is the figure then.
   state.SetBytesProcessed(
-      static_cast<std::int64_t>(state.iterations() * all.size()));
+      static_cast<std::int64_t>(iterations * all.size()));
   state.SetItemsProcessed(static_cast<std::int64_t>(messages));
   // The share of messages that took the copying (assembly) path.
   state.counters["assembled"] =
@@ -110,7 +112,8 @@ void bm_encode(benchmark::State& state) {
     benchmark::DoNotOptimize(out.head);
     pool.give_chain(out);
   }
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * size));
+  // range(0) is the message size, in the counters' own type.
+  state.SetBytesProcessed(state.iterations() * state.range(0));
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(bm_encode)->ArgName("msg")->Arg(16)->Arg(512)->Arg(4096)->Arg(65536);

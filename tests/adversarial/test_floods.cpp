@@ -57,7 +57,7 @@ TEST_CASE("adversarial: a flood past max_connections is refused and counted",
       ++refused_seen;
     }
     if (i % 100 == 0) {
-      REQUIRE_FALSE(echo_roundtrip(held[static_cast<std::size_t>(i / 100)], pattern(300, i)));
+      REQUIRE_FALSE(echo_roundtrip(held[static_cast<std::size_t>(i / 100)], pattern(300, static_cast<std::uint64_t>(i))));
     }
   }
   CHECK(refused_seen == flood);
@@ -199,7 +199,7 @@ TEST_CASE("adversarial: stop() under full load", "[adversarial]") {
       auto& c = clients[static_cast<std::size_t>(k)];
       for (std::uint64_t i = 0; go.load(); ++i) {
         // Several in flight, so the server always has reads and writes going.
-        for (int j = 0; j < 8; ++j) {
+        for (std::uint64_t j = 0; j < 8; ++j) {
           if (c.write(pattern(700, i * 8 + j))) return;
         }
         std::vector<std::byte> got;

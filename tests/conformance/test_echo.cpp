@@ -167,7 +167,7 @@ TEST_CASE("echo: a connection can exchange messages in both directions repeatedl
   const int rounds = scaled(50);
   for (int r = 0; r < rounds; ++r) {
     for (std::size_t k = 0; k < clients.size(); ++k) {
-      const auto msg = pattern(static_cast<std::size_t>(r * 37 % 1500), r * 10 + k);
+      const auto msg = pattern(static_cast<std::size_t>(r * 37 % 1500), static_cast<std::size_t>(r) * 10 + k);
       INFO("round " << r << " client " << k);
       REQUIRE_FALSE(echo_roundtrip(clients[k], msg));
     }

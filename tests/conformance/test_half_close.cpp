@@ -16,20 +16,20 @@ void run_half_close(server::delivery d) {
   INFO(why);
   REQUIRE(id);
 
-  const int count = 20;
+  const std::size_t count = 20;
   std::vector<std::vector<std::byte>> sent;
-  for (int i = 0; i < count; ++i) {
+  for (std::size_t i = 0; i < count; ++i) {
     // Up to ~200 KB in total: more than one read's worth on the server.
-    sent.push_back(pattern(static_cast<std::size_t>(i) * 997 % 20000, 40 + i));
+    sent.push_back(pattern(i * 997 % 20000, 40 + i));
     REQUIRE_FALSE(c.write(sent.back()));
   }
   REQUIRE_FALSE(c.shutdown_send());
 
-  for (int i = 0; i < count; ++i) {
+  for (std::size_t i = 0; i < count; ++i) {
     INFO("echo " << i);
     std::vector<std::byte> got;
     REQUIRE_FALSE(c.read(got, wait_budget));
-    CHECK(same_bytes(got, sent[static_cast<std::size_t>(i)]));
+    CHECK(same_bytes(got, sent[i]));
   }
   // Then the server closes its side too: EOF, not a reset and not silence.
   CHECK(read_until_closed(c) == ionet::errc::peer_closed);

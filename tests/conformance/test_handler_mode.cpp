@@ -60,7 +60,8 @@ TEST_CASE("inline handler: echo inside the handler, poll returns 0",
       auto& c = clients[static_cast<std::size_t>(k)];
       for (int i = 0; i < per_client; ++i) {
         const auto msg = pattern(static_cast<std::size_t>((i * 131 + k) % 9000),
-                                 static_cast<std::uint64_t>(k) * 1000 + i);
+                                 static_cast<std::uint64_t>(k) * 1000 +
+                                     static_cast<std::uint64_t>(i));
         if (auto ec = echo_roundtrip(c, msg)) {
           std::lock_guard g(problems_lock);
           problems.push_back("client " + std::to_string(k) + " message " +
@@ -84,7 +85,8 @@ TEST_CASE("inline handler: echo inside the handler, poll returns 0",
   REQUIRE(s.wait_closed(nclients));
   const record r = s.snapshot();
   CHECK(r.connected.size() == static_cast<std::size_t>(nclients));
-  CHECK(r.messages == static_cast<std::uint64_t>(nclients) * per_client);
+  CHECK(r.messages == static_cast<std::uint64_t>(nclients) *
+                          static_cast<std::uint64_t>(per_client));
   for (const auto& c : r.closed) CHECK(c.reason == ionet::errc::peer_closed);
   CHECK(r.order_errors.empty());
   CHECK(send_failures.load() == 0);

@@ -122,7 +122,8 @@ TEST_CASE("many clients: 1000 concurrent connections echo, every byte checked",
   std::atomic<std::uint64_t> checked_bytes{0};
 
   auto message_for = [](int client, int round) {
-    const std::uint64_t seed = static_cast<std::uint64_t>(client) * 1000 + round;
+    const std::uint64_t seed = static_cast<std::uint64_t>(client) * 1000 +
+                               static_cast<std::uint64_t>(round);
     return pattern(1 + mix64(seed) % 3000, seed);
   };
 

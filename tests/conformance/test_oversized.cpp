@@ -56,8 +56,8 @@ TEST_CASE("oversized: a length header above the limit closes only that connectio
   CHECK_FALSE(is_timeout(e2));
 
   // The others carry on.
-  for (int i = 0; i < 5; ++i) {
-    CHECK_FALSE(echo_roundtrip(good1, pattern(static_cast<std::size_t>(i) * 800, 10 + i)));
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK_FALSE(echo_roundtrip(good1, pattern(i * 800, 10 + i)));
     CHECK_FALSE(echo_roundtrip(good2, pattern(limit, 20 + i)));
   }
   // And new connections are served.

@@ -23,9 +23,9 @@ void run_resets(bool wait_for_read) {
   REQUIRE_FALSE(echo_roundtrip(steady_client, pattern(100, 1)));
 
   std::mt19937 rng(99);
-  const int resets = scaled(12, 2);
+  const auto resets = static_cast<std::size_t>(scaled(12, 2));  // >= 1
   std::vector<ionet::connection_id> reset_ids;
-  for (int i = 0; i < resets; ++i) {
+  for (std::size_t i = 0; i < resets; ++i) {
     INFO("reset " << i);
     ionet::framed_client c;
     const auto id = connect_one(s, c, why);
@@ -36,7 +36,7 @@ void run_resets(bool wait_for_read) {
     // has been used.
     if (i % 2 == 1) REQUIRE_FALSE(echo_roundtrip(c, pattern(300, 50 + i)));
 
-    const std::uint32_t announced = 1000 + rng() % 50000;
+    const std::size_t announced = 1000 + rng() % 50000;
     const auto f = frame(pattern(announced, 100 + i));
     // Stop somewhere inside the frame: in the header or in the payload.
     const std::size_t cut = i % 3 == 0 ? 1 + rng() % 3 : 4 + rng() % announced;
@@ -51,7 +51,7 @@ void run_resets(bool wait_for_read) {
     REQUIRE(s.wait_closed_id(*id));
     CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::connection_reset);
     // The server keeps serving between resets.
-    REQUIRE_FALSE(echo_roundtrip(steady_client, pattern(1000 + static_cast<std::size_t>(i), 200 + i)));
+    REQUIRE_FALSE(echo_roundtrip(steady_client, pattern(1000 + i, 200 + i)));
   }
 
   // New clients are served after all that.

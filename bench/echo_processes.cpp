@@ -22,11 +22,10 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace ionet_bench {
 namespace {
@@ -44,7 +43,8 @@ struct worker {
 
 // Binds (does not listen) a SO_REUSEPORT socket to host:port so the port
 // stays ours while the workers bind it too. Returns the fd, sets `port`.
-int reserve_port(const std::string& host, std::uint16_t& port, std::string& why) {
+int reserve_port(const std::string& host, std::uint16_t& port,
+                 std::string& why) {
   sockaddr_storage ss{};
   socklen_t len = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
@@ -68,16 +68,17 @@ int reserve_port(const std::string& host, std::uint16_t& port, std::string& why)
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    why = std::string("cannot bind ") + host + ":" + std::to_string(port) + ": " +
-          std::system_category().message(errno);
+    why = std::string("cannot bind ") + host + ":" + std::to_string(port) +
+          ": " + std::system_category().message(errno);
     if (fd >= 0) close(fd);
     return -1;
   }
   sockaddr_storage bound{};
   socklen_t blen = sizeof bound;
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
-  port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  port = ntohs(bound.ss_family == AF_INET6
+                   ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                   : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   return fd;
 }
 
@@ -85,7 +86,8 @@ int reserve_port(const std::string& host, std::uint16_t& port, std::string& why)
 void add_numbers(nlohmann::json& into, const nlohmann::json& from) {
   for (auto it = from.begin(); it != from.end(); ++it) {
     if (it->is_number_unsigned()) {
-      into[it.key()] = into.value(it.key(), std::uint64_t{0}) + it->get<std::uint64_t>();
+      into[it.key()] =
+          into.value(it.key(), std::uint64_t{0}) + it->get<std::uint64_t>();
     } else if (it->is_number()) {
       into[it.key()] = into.value(it.key(), 0.0) + it->get<double>();
     } else if (it->is_object()) {
@@ -115,8 +117,9 @@ bool read_lines(worker& w) {
 
 }  // namespace
 
-int run_processes(unsigned processes, ionet::options opts, const std::string& shown_host,
-                  const std::atomic<int>& stop, const serve_fn& serve) {
+int run_processes(unsigned processes, ionet::options opts,
+                  const std::string& shown_host, const std::atomic<int>& stop,
+                  const serve_fn& serve) {
   std::string why;
   std::uint16_t port = opts.port;
   const int holder = reserve_port(opts.host, port, why);
@@ -131,7 +134,8 @@ int run_processes(unsigned processes, ionet::options opts, const std::string& sh
   for (auto& w : workers) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
-      std::cerr << "ionet-echo: pipe: " << std::system_category().message(errno) << "\n";
+      std::cerr << "ionet-echo: pipe: " << std::system_category().message(errno)
+                << "\n";
       return 1;
     }
     std::cout.flush();
@@ -177,8 +181,9 @@ int run_processes(unsigned processes, ionet::options opts, const std::string& sh
         --open;
         waitpid(w.pid, &w.status, 0);
         if (!stopping) {
-          std::cerr << "ionet-echo: worker " << w.pid << " ended on its own (status "
-                    << w.status << "); stopping the others\n";
+          std::cerr << "ionet-echo: worker " << w.pid
+                    << " ended on its own (status " << w.status
+                    << "); stopping the others\n";
           failed = stopping = true;
           for (auto& other : workers) {
             if (other.out >= 0) kill(other.pid, SIGTERM);
@@ -198,19 +203,23 @@ int run_processes(unsigned processes, ionet::options opts, const std::string& sh
   }
   if (!announced) close(holder);
 
-  nlohmann::json total = {{"processes", processes}, {"engine", nlohmann::json::object()},
+  nlohmann::json total = {{"processes", processes},
+                          {"engine", nlohmann::json::object()},
                           {"echo", nlohmann::json::object()}};
   nlohmann::json per = nlohmann::json::array();
   for (auto& w : workers) {
     if (w.stats.is_object()) {
       total["backend"] = w.stats.value("backend", "");
       total["framing"] = w.stats.value("framing", "");
-      add_numbers(total["engine"], w.stats.value("engine", nlohmann::json::object()));
-      add_numbers(total["echo"], w.stats.value("echo", nlohmann::json::object()));
+      add_numbers(total["engine"],
+                  w.stats.value("engine", nlohmann::json::object()));
+      add_numbers(total["echo"],
+                  w.stats.value("echo", nlohmann::json::object()));
     } else {
       failed = true;
     }
-    per.push_back({{"pid", w.pid}, {"exit", WIFEXITED(w.status) ? WEXITSTATUS(w.status) : -1}});
+    per.push_back({{"pid", w.pid},
+                   {"exit", WIFEXITED(w.status) ? WEXITSTATUS(w.status) : -1}});
     if (!WIFEXITED(w.status) || WEXITSTATUS(w.status) != 0) failed = true;
   }
   total["workers"] = per;

@@ -17,7 +17,8 @@ using serve_fn = std::function<int(const ionet::options&)>;
 // <shown_host>:PORT` when all listen, forwards a stop (`stop` turns
 // non-zero) as SIGTERM, and prints the workers' stats summed as one JSON
 // object. Returns 0 when every worker ended cleanly.
-int run_processes(unsigned processes, ionet::options opts, const std::string& shown_host,
-                  const std::atomic<int>& stop, const serve_fn& serve);
+int run_processes(unsigned processes, ionet::options opts,
+                  const std::string& shown_host, const std::atomic<int>& stop,
+                  const serve_fn& serve);
 
 }  // namespace ionet_bench

@@ -7,8 +7,8 @@
 // frame (send() frames it); in raw mode the bytes of each read go back as
 // they came.
 //
-// Pull model: send() may refuse with queue_full (the client is not reading fast enough)
-// or pool_exhausted. Nothing is dropped: the message is copied to a
+// Pull model: send() may refuse with queue_full (the client is not reading fast
+// enough) or pool_exhausted. Nothing is dropped: the message is copied to a
 // per-connection backlog that is retried on every loop turn, and later
 // messages of that connection queue behind it so order is kept. A
 // closed-loop client bounds its backlog by what it keeps in flight; one
@@ -21,6 +21,7 @@
 // running, one line every SECONDS (from the main thread, which is the only
 // one writing to stdout; engine::stats() may be read from any thread), so a
 // soak test can watch the counters without stopping the server.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -32,13 +33,11 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "ionet/ionet.hpp"
 #if defined(__linux__)
@@ -79,11 +78,12 @@ struct backlog {
 };
 
 struct echo_counters {
-  std::uint64_t backlogged_messages = 0;  // send() said queue_full/pool_exhausted
-  std::uint64_t backlog_peak_bytes = 0;   // largest backlog of one connection
+  std::uint64_t backlogged_messages =
+      0;  // send() said queue_full/pool_exhausted
+  std::uint64_t backlog_peak_bytes = 0;     // largest backlog of one connection
   std::uint64_t backlog_dropped_bytes = 0;  // left in a backlog at close
   std::uint64_t slow_consumer_closes = 0;   // closed: backlog over the cap
-  std::uint64_t send_errors = 0;  // stale, closing or other refusals
+  std::uint64_t send_errors = 0;            // stale, closing or other refusals
 };
 
 bool is_retryable(std::error_code ec) {
@@ -94,7 +94,10 @@ class echo_loop {
  public:
   echo_loop(ionet::engine& eng, ionet::framing mode, std::size_t max_chunk,
             std::size_t max_backlog)
-      : eng_(eng), mode_(mode), max_chunk_(max_chunk), max_backlog_(max_backlog) {}
+      : eng_(eng),
+        mode_(mode),
+        max_chunk_(max_chunk),
+        max_backlog_(max_backlog) {}
 
   // `each_turn` runs on this thread once per loop turn (at least every
   // 100 ms), where counters() may be read.
@@ -140,8 +143,9 @@ class echo_loop {
     // A raw read may be longer than one message may be; cut it. A
     // length_prefix message is never longer (the engine refused it).
     do {
-      const std::size_t n =
-          mode_ == ionet::framing::raw ? std::min(data.size(), max_chunk_) : data.size();
+      const std::size_t n = mode_ == ionet::framing::raw
+                                ? std::min(data.size(), max_chunk_)
+                                : data.size();
       echo_one(id, data.first(n));
       data = data.subspan(n);
     } while (!data.empty());
@@ -162,7 +166,8 @@ class echo_loop {
     b.messages.emplace_back(msg.begin(), msg.end());
     b.bytes += msg.size();
     ++counters_.backlogged_messages;
-    counters_.backlog_peak_bytes = std::max<std::uint64_t>(counters_.backlog_peak_bytes, b.bytes);
+    counters_.backlog_peak_bytes =
+        std::max<std::uint64_t>(counters_.backlog_peak_bytes, b.bytes);
     if (b.bytes > max_backlog_) {
       ++counters_.slow_consumer_closes;
       counters_.backlog_dropped_bytes += b.bytes;
@@ -271,8 +276,8 @@ struct inline_echo {
 };
 
 // The stats object ionet-echo prints: at exit, and every --stats-interval.
-nlohmann::json stats_json(const ionet::engine& eng, const std::string& framing, bool pull,
-                          const echo_counters& c) {
+nlohmann::json stats_json(const ionet::engine& eng, const std::string& framing,
+                          bool pull, const echo_counters& c) {
   return {
       {"backend", eng.backend_name()},
       {"framing", framing},
@@ -314,23 +319,28 @@ class stats_ticker {
 // Runs one engine until a signal; prints `listening on`, the stats every
 // `stats_interval` seconds (0: never) and, at the end, the stats as one
 // JSON object. The process's exit code.
-int serve_one(ionet::options opts, const std::string& framing, const std::string& host,
-              std::uint64_t max_backlog, bool pull, double stats_interval) {
+int serve_one(ionet::options opts, const std::string& framing,
+              const std::string& host, std::uint64_t max_backlog, bool pull,
+              double stats_interval) {
   auto echo = std::make_shared<inline_echo>();
   echo->max_chunk = opts.max_message_bytes;
   if (!pull) {
-    opts.handler = [echo](ionet::engine& eng, const ionet::event& e) { (*echo)(eng, e); };
+    opts.handler = [echo](ionet::engine& eng, const ionet::event& e) {
+      (*echo)(eng, e);
+    };
   }
   auto eng = ionet::make_engine(opts);
   if (ionet::status st = eng->start(); !st) {
     std::cerr << "ionet-echo: " << st.to_string() << "\n";
     return 2;
   }
-  std::cout << "listening on " << listen_address(host, eng->port()) << std::endl;
+  std::cout << "listening on " << listen_address(host, eng->port())
+            << std::endl;
 
   // The pull loop's counters plus the inline handler's.
   auto with_inline = [&echo](echo_counters c) {
-    c.slow_consumer_closes += echo->slow_consumer_closes.load(std::memory_order_relaxed);
+    c.slow_consumer_closes +=
+        echo->slow_consumer_closes.load(std::memory_order_relaxed);
     c.send_errors += echo->send_errors.load(std::memory_order_relaxed);
     return c;
   };
@@ -340,7 +350,9 @@ int serve_one(ionet::options opts, const std::string& framing, const std::string
     echo_loop loop(*eng, opts.mode, opts.max_message_bytes, max_backlog);
     loop.run([&] {
       if (ticker.due()) {
-        std::cout << stats_json(*eng, framing, pull, with_inline(loop.counters())).dump()
+        std::cout << stats_json(*eng, framing, pull,
+                                with_inline(loop.counters()))
+                         .dump()
                   << std::endl;
       }
     });
@@ -349,12 +361,14 @@ int serve_one(ionet::options opts, const std::string& framing, const std::string
     while (g_stop.load(std::memory_order_relaxed) == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       if (ticker.due()) {
-        std::cout << stats_json(*eng, framing, pull, with_inline(c)).dump() << std::endl;
+        std::cout << stats_json(*eng, framing, pull, with_inline(c)).dump()
+                  << std::endl;
       }
     }
   }
   eng->stop();
-  std::cout << stats_json(*eng, framing, pull, with_inline(c)).dump() << std::endl;
+  std::cout << stats_json(*eng, framing, pull, with_inline(c)).dump()
+            << std::endl;
   return 0;
 }
 
@@ -400,10 +414,11 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--slice-bytes", opts.slice_bytes, "send buffer slice size")
       ->capture_default_str();
-  app.add_option("--max-backlog-bytes", max_backlog,
-                 "echo bytes held back per connection (send() said queue_full)\n"
-                 "before the connection is closed;\n"
-                 "default max(64 MiB, 4 x max-queued-bytes)");
+  app.add_option(
+      "--max-backlog-bytes", max_backlog,
+      "echo bytes held back per connection (send() said queue_full)\n"
+      "before the connection is closed;\n"
+      "default max(64 MiB, 4 x max-queued-bytes)");
 
   std::string delivery = "inline";
   app.add_option("--delivery", delivery,
@@ -414,9 +429,10 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
 
   unsigned processes = 1;
-  app.add_option("--processes", processes,
-                 "worker processes sharing the port through SO_REUSEPORT, each\n"
-                 "with its own engine (Linux; past one process's file limit)")
+  app.add_option(
+         "--processes", processes,
+         "worker processes sharing the port through SO_REUSEPORT, each\n"
+         "with its own engine (Linux; past one process's file limit)")
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();
 
@@ -437,14 +453,17 @@ static int run(int argc, char** argv) {
   }
 
   if (processes > 1 && stats_interval > 0) {
-    std::cerr << "ionet-echo: --stats-interval is not supported with --processes "
-                 "(each worker has its own engine; their stats are summed only at exit)\n";
+    std::cerr
+        << "ionet-echo: --stats-interval is not supported with --processes "
+           "(each worker has its own engine; their stats are summed only at exit)\n";
     return 2;
   }
-  opts.mode = framing == "raw" ? ionet::framing::raw : ionet::framing::length_prefix;
+  opts.mode =
+      framing == "raw" ? ionet::framing::raw : ionet::framing::length_prefix;
   if (threads_opt->count() > 0) opts.threads = threads;
   if (max_backlog == 0) {
-    max_backlog = std::max<std::uint64_t>(64u << 20, std::uint64_t{opts.max_queued_bytes} * 4);
+    max_backlog = std::max<std::uint64_t>(
+        64u << 20, std::uint64_t{opts.max_queued_bytes} * 4);
   }
 
   raise_fd_limit();
@@ -456,13 +475,16 @@ static int run(int argc, char** argv) {
   std::signal(SIGTERM, on_signal);
 
   auto serve = [&](const ionet::options& o) {
-    return serve_one(o, framing, opts.host, max_backlog, delivery == "pull", stats_interval);
+    return serve_one(o, framing, opts.host, max_backlog, delivery == "pull",
+                     stats_interval);
   };
   if (processes > 1) {
 #if defined(__linux__)
-    return ionet_bench::run_processes(processes, opts, listen_host(opts.host), g_stop, serve);
+    return ionet_bench::run_processes(processes, opts, listen_host(opts.host),
+                                      g_stop, serve);
 #else
-    std::cerr << "ionet-echo: --processes needs Linux (fork and SO_REUSEPORT)\n";
+    std::cerr
+        << "ionet-echo: --processes needs Linux (fork and SO_REUSEPORT)\n";
     return 2;
 #endif
   }
@@ -475,9 +497,11 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << "ionet-echo" << ": " << e.what() << "\n";
+    std::cerr << "ionet-echo"
+              << ": " << e.what() << "\n";
   } catch (...) {
-    std::cerr << "ionet-echo" << ": an unknown exception\n";
+    std::cerr << "ionet-echo"
+              << ": an unknown exception\n";
   }
   return 1;
 }

@@ -2,8 +2,8 @@
 
 namespace ionet::detail {
 
-slice_chain next_send(engine_core& core, conn_protocol& c, std::uint32_t max_slices,
-                      std::error_code& close_now) {
+slice_chain next_send(engine_core& core, conn_protocol& c,
+                      std::uint32_t max_slices, std::error_code& close_now) {
   close_now.clear();
   if (c.state != phase::open || c.writing) return {};
   if (c.backlog.empty()) {
@@ -13,7 +13,8 @@ slice_chain next_send(engine_core& core, conn_protocol& c, std::uint32_t max_sli
   return core.slices().split_front(c.backlog, max_slices);
 }
 
-void requeue_send(engine_core& core, conn_protocol& c, slice_chain& chain) noexcept {
+void requeue_send(engine_core& core, conn_protocol& c,
+                  slice_chain& chain) noexcept {
   core.slices().append(chain, c.backlog);
   c.backlog = chain;
   chain = slice_chain{};

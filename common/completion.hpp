@@ -36,12 +36,12 @@ struct conn_protocol {
   std::uint32_t generation = 0;
   std::uint32_t in_flight = 0;  // operations issued, completion not processed
   phase state = phase::idle;
-  bool reading = false;   // a receive is issued
-  bool writing = false;   // a send is issued
-  bool eof = false;       // the peer shut down its side
-  bool abortive = false;  // ends with a reset
-  bool fin_first = false; // our FIN went out before the peer's (linger())
-  slice_chain backlog;    // taken from the core's queue, not yet sent
+  bool reading = false;    // a receive is issued
+  bool writing = false;    // a send is issued
+  bool eof = false;        // the peer shut down its side
+  bool abortive = false;   // ends with a reset
+  bool fin_first = false;  // our FIN went out before the peer's (linger())
+  slice_chain backlog;     // taken from the core's queue, not yet sent
   std::uint64_t deadline_ms = 0;  // lingering: when to give up on the peer
 
   // A new connection in this slot.
@@ -54,9 +54,13 @@ struct conn_protocol {
     deadline_ms = 0;
   }
   // Still reading: serving, or waiting for the peer's FIN.
-  bool live() const noexcept { return state == phase::open || state == phase::lingering; }
+  bool live() const noexcept {
+    return state == phase::open || state == phase::lingering;
+  }
   // Nothing left to wait for: the backend releases the socket and the slot.
-  bool finished() const noexcept { return state == phase::draining && in_flight == 0; }
+  bool finished() const noexcept {
+    return state == phase::draining && in_flight == 0;
+  }
 };
 
 // How long a graceful close waits for the peer's FIN.
@@ -66,12 +70,13 @@ inline constexpr std::uint64_t linger_ms = 2000;
 // the core's queue when empty. An empty chain means nothing to send (or
 // not now: closed, or a send already in flight); then `close_now` tells
 // whether the connection should close gracefully, and why.
-slice_chain next_send(engine_core& core, conn_protocol& c, std::uint32_t max_slices,
-                      std::error_code& close_now);
+slice_chain next_send(engine_core& core, conn_protocol& c,
+                      std::uint32_t max_slices, std::error_code& close_now);
 
 // A send the system refused for now (short of buffers; nothing was sent):
 // its slices go back in front of the backlog, to go out first next time.
-void requeue_send(engine_core& core, conn_protocol& c, slice_chain& chain) noexcept;
+void requeue_send(engine_core& core, conn_protocol& c,
+                  slice_chain& chain) noexcept;
 
 // The first half of every close: the user gets the closed event, the id is
 // dead, queued bytes that were never sent are dropped (and counted), and

@@ -26,7 +26,8 @@ std::optional<connection_id> connection_table::acquire() noexcept {
     slot = free_[--free_top_];
   }
   in_use_.fetch_add(1, std::memory_order_relaxed);
-  const std::uint32_t gen = gen_[slot].fetch_add(1, std::memory_order_acq_rel) + 1;
+  const std::uint32_t gen =
+      gen_[slot].fetch_add(1, std::memory_order_acq_rel) + 1;
   return make_connection_id(slot, gen);
 }
 

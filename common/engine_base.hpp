@@ -51,16 +51,23 @@ class call_gate {
     running_.store(true, std::memory_order_seq_cst);
   }
   // stop() begins: no new call enters. True the first time.
-  bool begin_stop() noexcept { return !stopping_.exchange(true, std::memory_order_seq_cst); }
+  bool begin_stop() noexcept {
+    return !stopping_.exchange(true, std::memory_order_seq_cst);
+  }
   // Waits for the calls already inside to leave (they are short).
   void wait_for_callers() const noexcept {
-    while (callers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    while (callers_.load(std::memory_order_seq_cst) != 0)
+      std::this_thread::yield();
   }
   // stop() is done: the engine may be started again.
   void stopped() noexcept { running_.store(false, std::memory_order_seq_cst); }
 
-  bool running() const noexcept { return running_.load(std::memory_order_acquire); }
-  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+  bool running() const noexcept {
+    return running_.load(std::memory_order_acquire);
+  }
+  bool stopping() const noexcept {
+    return stopping_.load(std::memory_order_acquire);
+  }
 
  private:
   std::atomic<bool> running_{false};
@@ -73,7 +80,9 @@ class call_gate {
 // of which thread stop() runs on.
 class engine_thread {
  public:
-  explicit engine_thread(const engine* e) noexcept : previous_(current_) { current_ = e; }
+  explicit engine_thread(const engine* e) noexcept : previous_(current_) {
+    current_ = e;
+  }
   ~engine_thread() { current_ = previous_; }
   engine_thread(const engine_thread&) = delete;
   engine_thread& operator=(const engine_thread&) = delete;
@@ -112,12 +121,16 @@ class engine_base : public engine {
     backend().stop_locked();
   }
 
-  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) override {
+  std::size_t poll(std::span<event> out,
+                   std::chrono::milliseconds timeout) override {
     return core_.poll(out, timeout);
   }
-  void release(std::span<const event> events) noexcept override { core_.release(events); }
+  void release(std::span<const event> events) noexcept override {
+    core_.release(events);
+  }
 
-  std::error_code send(connection_id id, std::span<const std::byte> bytes) override {
+  std::error_code send(connection_id id,
+                       std::span<const std::byte> bytes) override {
     if (!gate_.enter()) return make_error_code(errc::not_running);
     std::uint32_t slot = 0;
     bool wake = false;

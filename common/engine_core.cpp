@@ -31,7 +31,8 @@ void engine_core::discard_unpolled() noexcept {
 status engine_core::init(std::uint32_t default_threads) {
   if (status s = validate(opts_); !s) return s;
   discard_unpolled();  // a restart: what the last run left behind
-  if (opts_.threads == options::backend_default) opts_.threads = default_threads;
+  if (opts_.threads == options::backend_default)
+    opts_.threads = default_threads;
   std::uint32_t slices = opts_.pool_slices;
   if (slices == 0) {
     // Enough for every connection to hold a few slices, and for one
@@ -41,7 +42,8 @@ status engine_core::init(std::uint32_t default_threads) {
         opts_.slice_bytes;
     const std::uint64_t want = std::max<std::uint64_t>(
         std::uint64_t{opts_.max_connections} * 8, per_queue * 2);
-    slices = static_cast<std::uint32_t>(std::min<std::uint64_t>(want, 1u << 22));
+    slices =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(want, 1u << 22));
   }
   try {
     states_.reset(new conn_state[opts_.max_connections]);
@@ -50,7 +52,8 @@ status engine_core::init(std::uint32_t default_threads) {
     }
     table_ = std::make_unique<connection_table>(opts_.max_connections);
     slices_ = std::make_unique<slab_pool>(opts_.slice_bytes, slices);
-    queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity, opts_.max_connections);
+    queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity,
+                                           opts_.max_connections);
   } catch (const std::bad_alloc&) {
     states_.reset();
     table_.reset();
@@ -64,9 +67,9 @@ status engine_core::init(std::uint32_t default_threads) {
   }
   // A restart counts from zero, like a new engine.
   for (std::atomic<std::uint64_t>* c :
-       {&accepted_, &rejected_, &bytes_sent_, &closed_, &bytes_received_, &messages_received_,
-        &messages_sent_, &bytes_queued_, &bytes_dropped_, &send_stale_, &send_queue_full_,
-        &frames_too_large_, &read_pauses_}) {
+       {&accepted_, &rejected_, &bytes_sent_, &closed_, &bytes_received_,
+        &messages_received_, &messages_sent_, &bytes_queued_, &bytes_dropped_,
+        &send_stale_, &send_queue_full_, &frames_too_large_, &read_pauses_}) {
     c->store(0, std::memory_order_relaxed);
   }
   message_allocs_at_start_ = messages_.allocations();
@@ -81,21 +84,25 @@ status engine_core::init(std::uint32_t default_threads) {
 }
 
 void engine_core::tick() noexcept {
-  const std::int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::steady_clock::now().time_since_epoch())
-                              .count();
+  const std::int64_t ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count();
   if (epoch_ms_ == 0) epoch_ms_ = ms - 1;
   // Wraps after 49 days; the checks use differences, valid up to 24 days.
-  now_.store(static_cast<std::uint32_t>(ms - epoch_ms_) | 1u, std::memory_order_relaxed);
+  now_.store(static_cast<std::uint32_t>(ms - epoch_ms_) | 1u,
+             std::memory_order_relaxed);
 }
 
 std::error_code engine_core::expired(std::uint32_t slot) const noexcept {
   const conn_state& st = states_[slot];
   const std::uint32_t now = now_.load(std::memory_order_relaxed);
-  auto passed = [now](const std::atomic<std::uint32_t>& since, std::chrono::milliseconds limit) {
+  auto passed = [now](const std::atomic<std::uint32_t>& since,
+                      std::chrono::milliseconds limit) {
     const std::uint32_t t = since.load(std::memory_order_relaxed);
     return limit.count() > 0 && t != 0 &&
-           static_cast<std::int64_t>(static_cast<std::uint32_t>(now - t)) >= limit.count();
+           static_cast<std::int64_t>(static_cast<std::uint32_t>(now - t)) >=
+               limit.count();
   };
   // A connection we stopped reading is not slow: its clock restarts when
   // reading resumes.
@@ -103,8 +110,10 @@ std::error_code engine_core::expired(std::uint32_t slot) const noexcept {
       passed(st.partial_since, opts_.read_timeout)) {
     return make_error_code(errc::read_timeout);
   }
-  if (passed(st.write_since, opts_.write_timeout)) return make_error_code(errc::write_timeout);
-  if (passed(st.last_active, opts_.idle_timeout)) return make_error_code(errc::idle_timeout);
+  if (passed(st.write_since, opts_.write_timeout))
+    return make_error_code(errc::write_timeout);
+  if (passed(st.last_active, opts_.idle_timeout))
+    return make_error_code(errc::idle_timeout);
   return {};
 }
 
@@ -127,7 +136,8 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   st.context.store(nullptr, std::memory_order_relaxed);
   st.unreleased.store(0, std::memory_order_relaxed);
   st.holds.store(2, std::memory_order_relaxed);
-  st.last_active.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  st.last_active.store(now_.load(std::memory_order_relaxed),
+                       std::memory_order_relaxed);
   st.partial_since.store(0, std::memory_order_relaxed);
   st.write_since.store(0, std::memory_order_relaxed);
   st.read_paused.store(false, std::memory_order_relaxed);
@@ -203,7 +213,8 @@ std::error_code engine_core::send(connection_id id,
                                   std::span<const std::byte> bytes,
                                   std::uint32_t& slot, bool& wake) {
   wake = false;
-  if (opts_.mode == framing::length_prefix && bytes.size() > opts_.max_message_bytes) {
+  if (opts_.mode == framing::length_prefix &&
+      bytes.size() > opts_.max_message_bytes) {
     return make_error_code(errc::message_too_large);
   }
   auto s = table_->resolve(id);
@@ -220,7 +231,8 @@ std::error_code engine_core::send(connection_id id,
   }
   if (total == 0) return {};
   // The engine-wide cap: reserved before the copy, returned on failure.
-  if (total_queued_.fetch_add(total, std::memory_order_relaxed) + total > total_queued_cap_) {
+  if (total_queued_.fetch_add(total, std::memory_order_relaxed) + total >
+      total_queued_cap_) {
     total_queued_.fetch_sub(total, std::memory_order_relaxed);
     send_queue_full_.fetch_add(1, std::memory_order_relaxed);
     return make_error_code(errc::queue_full);
@@ -249,8 +261,10 @@ std::error_code engine_core::send(connection_id id,
     }
   }
   if (ec) {
-    if (ec == errc::queue_full) send_queue_full_.fetch_add(1, std::memory_order_relaxed);
-    if (ec == errc::stale_connection) send_stale_.fetch_add(1, std::memory_order_relaxed);
+    if (ec == errc::queue_full)
+      send_queue_full_.fetch_add(1, std::memory_order_relaxed);
+    if (ec == errc::stale_connection)
+      send_stale_.fetch_add(1, std::memory_order_relaxed);
     total_queued_.fetch_sub(total, std::memory_order_relaxed);
     slices_->give_chain(chain);
     return ec;
@@ -260,8 +274,8 @@ std::error_code engine_core::send(connection_id id,
   return {};
 }
 
-std::error_code engine_core::request_close(connection_id id, std::uint32_t& slot,
-                                           bool& wake) {
+std::error_code engine_core::request_close(connection_id id,
+                                           std::uint32_t& slot, bool& wake) {
   wake = false;
   auto s = table_->resolve(id);
   if (!s) return make_error_code(errc::stale_connection);
@@ -299,14 +313,16 @@ slice_chain engine_core::take_queue(std::uint32_t slot,
   st.queue = slice_chain{};
   close_now.clear();
   if (!chain.empty() && st.write_since.load(std::memory_order_relaxed) == 0) {
-    st.write_since.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    st.write_since.store(now_.load(std::memory_order_relaxed),
+                         std::memory_order_relaxed);
   }
   if (chain.empty()) {
     st.scheduled = false;
     st.write_since.store(0, std::memory_order_relaxed);
     if (st.close_requested) {
       close_now = make_error_code(errc::closed_by_user);
-    } else if (st.peer_eof && st.unreleased.load(std::memory_order_acquire) == 0) {
+    } else if (st.peer_eof &&
+               st.unreleased.load(std::memory_order_acquire) == 0) {
       close_now = make_error_code(errc::peer_closed);
     }
   }
@@ -326,7 +342,8 @@ void engine_core::message_released(const event& e) noexcept {
   // been reused (generation moved on by two), the event is old news.
   const std::uint32_t slot = slot_of(e.conn);
   const std::uint32_t gen_now = generation_of(table_->id_of(slot));
-  if (gen_now != generation_of(e.conn) && gen_now != generation_of(e.conn) + 1) return;
+  if (gen_now != generation_of(e.conn) && gen_now != generation_of(e.conn) + 1)
+    return;
   conn_state& st = states_[slot];
   if (st.unreleased.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   bool wake = false;
@@ -382,12 +399,14 @@ std::error_code engine_core::on_read(std::uint32_t slot,
       e.owner_ = m.owned;
     } else {
       // Pull model: the bytes must outlive this read buffer.
-      msg_buffer* b = messages_.take(static_cast<std::uint32_t>(m.bytes.size()));
+      msg_buffer* b =
+          messages_.take(static_cast<std::uint32_t>(m.bytes.size()));
       if (!b) {
         copy_failed = make_error_code(errc::out_of_memory);
         return;
       }
-      if (!m.bytes.empty()) std::memcpy(b->data(), m.bytes.data(), m.bytes.size());
+      if (!m.bytes.empty())
+        std::memcpy(b->data(), m.bytes.data(), m.bytes.size());
       e.data = {b->data(), m.bytes.size()};
       e.owner_ = b;
     }
@@ -400,7 +419,8 @@ std::error_code engine_core::on_read(std::uint32_t slot,
   // large messages is rarely read on a boundary, and is not slow).
   if (!st.decoder.partial()) {
     st.partial_since.store(0, std::memory_order_relaxed);
-  } else if (completed > 0 || st.partial_since.load(std::memory_order_relaxed) == 0) {
+  } else if (completed > 0 ||
+             st.partial_since.load(std::memory_order_relaxed) == 0) {
     st.partial_since.store(now, std::memory_order_relaxed);
   }
   return ec ? ec : copy_failed;
@@ -482,7 +502,8 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
 
 bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
   if (!inline_mode() && queue_->backed_up(slot)) return false;
-  if (total_queued_.load(std::memory_order_relaxed) >= total_queued_cap_ / 2) return false;
+  if (total_queued_.load(std::memory_order_relaxed) >= total_queued_cap_ / 2)
+    return false;
   conn_state& st = states_[slot];
   st.lock.lock();
   const std::uint64_t mine = st.queued;
@@ -490,7 +511,8 @@ bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
   if (mine >= opts_.max_queued_bytes / 4) return false;
   st.read_paused.store(false, std::memory_order_relaxed);
   if (st.partial_since.load(std::memory_order_relaxed) != 0) {
-    st.partial_since.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    st.partial_since.store(now_.load(std::memory_order_relaxed),
+                           std::memory_order_relaxed);
   }
   return true;
 }
@@ -530,7 +552,8 @@ engine_stats engine_core::stats() const {
   // posts accepts on more of the entries made at start (their sockets are
   // the system's, not our heap), and a backend's own bookkeeping is
   // reserved at start.
-  s.allocations_after_start = messages_.allocations() - message_allocs_at_start_;
+  s.allocations_after_start =
+      messages_.allocations() - message_allocs_at_start_;
   return s;
 }
 

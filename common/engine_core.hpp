@@ -34,12 +34,12 @@ bool parse_address(const std::string& host, endpoint& out);
 struct conn_state {
   spin_lock lock;
   std::atomic<void*> context{nullptr};
-  slice_chain queue;         // [lock] encoded, not yet handed to the OS
-  std::uint64_t queued = 0;  // [lock] bytes queued or being written
-  bool open = false;         // [lock] send() accepted
+  slice_chain queue;             // [lock] encoded, not yet handed to the OS
+  std::uint64_t queued = 0;      // [lock] bytes queued or being written
+  bool open = false;             // [lock] send() accepted
   bool close_requested = false;  // [lock] close() called: flush, then close
-  bool scheduled = false;    // [lock] backend has been told (or is writing)
-  bool peer_eof = false;     // [lock] the peer shut down its side
+  bool scheduled = false;        // [lock] backend has been told (or is writing)
+  bool peer_eof = false;         // [lock] the peer shut down its side
   // Message events handed to the user and not yet released. After the
   // peer's EOF the connection closes only when this reaches zero, so
   // replies to the last messages still go out.
@@ -49,7 +49,7 @@ struct conn_state {
   // and every operation on it are finished) and the closed event's (until
   // the user has seen it). The slot is freed when both are gone.
   std::atomic<std::uint32_t> holds{0};
-  frame_decoder decoder;     // [owner]
+  frame_decoder decoder;  // [owner]
   // For the timeouts, in the core's coarse milliseconds (0: not set):
   // when a byte last moved either way, since when a message has been
   // partly received, since when a queued write has made no progress.
@@ -105,7 +105,9 @@ class engine_core {
   // freed at once and not counted as accepted.
   void cancel_open(std::uint32_t slot) noexcept;
   conn_state& state(std::uint32_t slot) noexcept { return states_[slot]; }
-  connection_id id_of(std::uint32_t slot) const noexcept { return table_->id_of(slot); }
+  connection_id id_of(std::uint32_t slot) const noexcept {
+    return table_->id_of(slot);
+  }
   std::optional<std::uint32_t> resolve(connection_id id) const noexcept {
     return table_->resolve(id);
   }
@@ -122,7 +124,8 @@ class engine_core {
   // `slot` on its owner thread (the queue went from idle to busy).
   std::error_code send(connection_id id, std::span<const std::byte> bytes,
                        std::uint32_t& slot, bool& wake);
-  std::error_code request_close(connection_id id, std::uint32_t& slot, bool& wake);
+  std::error_code request_close(connection_id id, std::uint32_t& slot,
+                                bool& wake);
   std::error_code set_context(connection_id id, void* context);
   // Owner thread, with no write in flight on the slot: takes what is
   // queued. When nothing is, the slot goes idle (the next send() wakes the
@@ -144,7 +147,8 @@ class engine_core {
   // (message_too_large, out_of_memory) when the connection must close.
   std::error_code on_read(std::uint32_t slot, std::span<const std::byte> bytes,
                           event_batch& out);
-  void emit_connected(std::uint32_t slot, const endpoint& peer, event_batch& out);
+  void emit_connected(std::uint32_t slot, const endpoint& peer,
+                      event_batch& out);
   // Hands a batch to the user: inline handler, or the pull queue. Never
   // waits for the user: a full queue holds the events back and pauses the
   // connection's reading (should_pause_reading).
@@ -179,7 +183,9 @@ class engine_core {
   void restart_events() { queue_->reopen(); }
   slab_pool& slices() noexcept { return *slices_; }
   // Counted by backends: connections refused beyond max_connections.
-  void count_rejected() noexcept { rejected_.fetch_add(1, std::memory_order_relaxed); }
+  void count_rejected() noexcept {
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+  }
 
   // --- timeouts ---
   // Backends call tick() from their periodic timer (a few times a second):

@@ -8,7 +8,8 @@ event_queue::event_queue(std::size_t capacity, std::uint32_t slots)
       held_(new held_list[slots]),
       holding_(new std::atomic<bool>[slots]),
       waiting_(new std::uint32_t[slots]) {
-  for (std::uint32_t i = 0; i < slots; ++i) holding_[i].store(false, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < slots; ++i)
+    holding_[i].store(false, std::memory_order_relaxed);
 }
 
 void event_queue::append_locked(const event& e) {
@@ -75,7 +76,8 @@ std::size_t event_queue::pop(std::span<event> out,
     out[n] = take_locked();
     if (out[n].type == event_type::message) {
       --messages_;
-      if (waiting_count_) refill_locked(closed_);  // the room goes to held events first
+      if (waiting_count_)
+        refill_locked(closed_);  // the room goes to held events first
     }
     ++n;
   }

@@ -2,11 +2,12 @@
 // platform provides (backends/posix/framed_client.cpp,
 // backends/iocp/framed_client.cpp): connect, write_raw, read_some,
 // shutdown_send, reset, close.
+#include "ionet/framed_client.hpp"
+
 #include <algorithm>
 #include <cstring>
 
 #include "common/framing.hpp"
-#include "ionet/framed_client.hpp"
 
 namespace ionet {
 
@@ -34,7 +35,8 @@ std::error_code framed_client::write(std::span<const std::byte> message) {
     // One send for small messages: header and payload in one segment.
     std::byte buf[detail::header_bytes + 4096];
     std::memcpy(buf, header, sizeof header);
-    if (!message.empty()) std::memcpy(buf + sizeof header, message.data(), message.size());
+    if (!message.empty())
+      std::memcpy(buf + sizeof header, message.data(), message.size());
     return write_raw({buf, sizeof header + message.size()});
   }
   if (auto ec = write_raw(header)) return ec;
@@ -47,7 +49,8 @@ std::error_code framed_client::read_exact(std::span<std::byte> out,
   while (!out.empty()) {
     // Rounded up, and never below zero: with no time left the socket is
     // still looked at once, so bytes already there are taken.
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+    auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
     if (left.count() < 0) left = std::chrono::milliseconds(0);
     std::size_t got = 0;
     if (auto ec = read_some(out, got, left)) return ec;

@@ -18,7 +18,8 @@ std::error_code encode_to_slices(slab_pool& pool, framing mode,
   const std::size_t unit = pool.slice_bytes();
   const std::size_t header = mode == framing::length_prefix ? header_bytes : 0;
   const std::size_t total = header + message.size();
-  const std::size_t slices = std::max<std::size_t>(1, (total + unit - 1) / unit);
+  const std::size_t slices =
+      std::max<std::size_t>(1, (total + unit - 1) / unit);
   if (total == 0) return {};  // an empty raw send writes nothing
   slice_chain chain;
   if (!pool.take_chain(static_cast<std::uint32_t>(slices), chain)) {

@@ -73,7 +73,7 @@ class frame_decoder {
   std::uint32_t filled_ = 0;       // bytes of partial_ filled so far
   std::uint32_t have_header_ = 0;  // header bytes gathered (0..3)
   std::byte header_[header_bytes]{};
-  message_pool* pool_ = nullptr;   // owner of partial_
+  message_pool* pool_ = nullptr;  // owner of partial_
   framing mode_ = framing::length_prefix;
   std::uint32_t max_ = 0;
 };
@@ -112,7 +112,8 @@ std::error_code frame_decoder::feed(std::span<const std::byte> in,
       continue;
     }
     std::uint32_t length;
-    if (have_header_ == 0 && end - p >= static_cast<std::ptrdiff_t>(header_bytes)) {
+    if (have_header_ == 0 &&
+        end - p >= static_cast<std::ptrdiff_t>(header_bytes)) {
       length = get_header(p);
       p += header_bytes;
     } else {

@@ -40,7 +40,8 @@ msg_buffer* message_pool::take(std::uint32_t size) noexcept {
   if (b) {
     cached_bytes_.fetch_sub(capacity_of(c), std::memory_order_relaxed);
   } else {
-    void* raw = ::operator new(sizeof(msg_buffer) + capacity_of(c), std::nothrow);
+    void* raw =
+        ::operator new(sizeof(msg_buffer) + capacity_of(c), std::nothrow);
     if (!raw) return nullptr;
     b = new (raw) msg_buffer;
     b->size_class = static_cast<std::uint8_t>(c);
@@ -57,7 +58,8 @@ void message_pool::give(msg_buffer* b) noexcept {
   outstanding_.fetch_sub(1, std::memory_order_relaxed);
   const int c = b->size_class;
   const std::size_t cap = capacity_of(c);
-  if (cached_bytes_.fetch_add(cap, std::memory_order_relaxed) + cap > cache_budget_) {
+  if (cached_bytes_.fetch_add(cap, std::memory_order_relaxed) + cap >
+      cache_budget_) {
     cached_bytes_.fetch_sub(cap, std::memory_order_relaxed);
     ::operator delete(b);
     return;

@@ -16,7 +16,7 @@ std::string endpoint::to_string() const {
   }
   // RFC 5952 section 5: an IPv4-mapped address (what a dual-stack
   // listener sees for every IPv4 client) prints in mixed notation.
-  static constexpr std::uint8_t mapped[12] = {0, 0, 0, 0, 0, 0,
+  static constexpr std::uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
                                               0, 0, 0, 0, 0xff, 0xff};
   if (std::memcmp(bytes.data(), mapped, sizeof mapped) == 0) {
     std::snprintf(buf, sizeof buf, "[::ffff:%u.%u.%u.%u]:%u", bytes[12],
@@ -30,10 +30,16 @@ std::string endpoint::to_string() const {
   }
   int best = -1, best_len = 0;
   for (int i = 0; i < 8;) {
-    if (g[i] != 0) { ++i; continue; }
+    if (g[i] != 0) {
+      ++i;
+      continue;
+    }
     int j = i;
     while (j < 8 && g[j] == 0) ++j;
-    if (j - i > best_len && j - i >= 2) { best = i; best_len = j - i; }
+    if (j - i > best_len && j - i >= 2) {
+      best = i;
+      best_len = j - i;
+    }
     i = j;
   }
   std::string s = "[";
@@ -82,8 +88,8 @@ int hex_value(char c) {
 
 bool parse_v6(const char* p, const char* end, std::uint8_t* out) {
   std::uint8_t bytes[16] = {};
-  int n = 0;            // bytes written
-  int gap = -1;         // where "::" stands, in bytes
+  int n = 0;     // bytes written
+  int gap = -1;  // where "::" stands, in bytes
   if (end - p >= 2 && p[0] == ':' && p[1] == ':') {
     gap = 0;
     p += 2;
@@ -137,7 +143,8 @@ bool parse_v6(const char* p, const char* end, std::uint8_t* out) {
 
 bool parse_address(const std::string& host, endpoint& out) {
   std::string h = host;
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']')
+    h = h.substr(1, h.size() - 2);
   const char* p = h.data();
   const char* end = p + h.size();
   endpoint e;
@@ -164,7 +171,8 @@ status validate(const options& o, endpoint* bound) {
   }
   ep.port = o.port;
   if (o.max_connections == 0 || o.max_connections > (1u << 24)) {
-    return bad("max_connections", "must be between 1 and 16777216", o.max_connections);
+    return bad("max_connections", "must be between 1 and 16777216",
+               o.max_connections);
   }
   if (o.accept_depth == 0 || o.accept_depth > 65536) {
     return bad("accept_depth", "must be between 1 and 65536", o.accept_depth);
@@ -177,19 +185,22 @@ status validate(const options& o, endpoint* bound) {
     return bad("max_message_bytes", "must be between 1 and 1073741824",
                o.max_message_bytes);
   }
-  if (std::uint64_t{o.max_queued_bytes} < std::uint64_t{o.max_message_bytes} + 4) {
+  if (std::uint64_t{o.max_queued_bytes} <
+      std::uint64_t{o.max_message_bytes} + 4) {
     return bad("max_queued_bytes",
                "must be at least max_message_bytes + 4 (" +
                    std::to_string(std::uint64_t{o.max_message_bytes} + 4) +
                    ") so one whole message can be queued",
                o.max_queued_bytes);
   }
-  if (o.threads == 0 || (o.threads > 256 && o.threads != options::backend_default)) {
+  if (o.threads == 0 ||
+      (o.threads > 256 && o.threads != options::backend_default)) {
     return bad("threads", "must be between 1 and 256", o.threads);
   }
   if (o.pool_slices != 0) {
     const std::uint64_t need =
-        (std::uint64_t{o.max_message_bytes} + 4 + o.slice_bytes - 1) / o.slice_bytes;
+        (std::uint64_t{o.max_message_bytes} + 4 + o.slice_bytes - 1) /
+        o.slice_bytes;
     if (o.pool_slices < need) {
       return bad("pool_slices",
                  "must hold one largest message (" + std::to_string(need) +
@@ -202,24 +213,27 @@ status validate(const options& o, endpoint* bound) {
                          std::pair{"read_timeout", o.read_timeout},
                          std::pair{"write_timeout", o.write_timeout}}) {
     if (t.count() < 0 || t.count() > max_timeout_ms) {
-      return {errc::bad_option, std::string(name) +
-                                    " must be between 0 (off) and 24 days (got " +
-                                    std::to_string(t.count()) + " ms)"};
+      return {errc::bad_option,
+              std::string(name) + " must be between 0 (off) and 24 days (got " +
+                  std::to_string(t.count()) + " ms)"};
     }
   }
   if (o.keepalive_idle.count() < 0 || o.keepalive_idle.count() > 86400) {
     return bad("keepalive_idle", "must be between 0 (off) and 86400 s",
                static_cast<std::uint64_t>(o.keepalive_idle.count()));
   }
-  if (o.keepalive_idle.count() > 0 &&
-      (o.keepalive_interval.count() < 1 || o.keepalive_interval.count() > 3600)) {
+  if (o.keepalive_idle.count() > 0 && (o.keepalive_interval.count() < 1 ||
+                                       o.keepalive_interval.count() > 3600)) {
     return bad("keepalive_interval", "must be between 1 and 3600 s",
                static_cast<std::uint64_t>(o.keepalive_interval.count()));
   }
-  if (o.keepalive_idle.count() > 0 && (o.keepalive_probes < 1 || o.keepalive_probes > 100)) {
-    return bad("keepalive_probes", "must be between 1 and 100", o.keepalive_probes);
+  if (o.keepalive_idle.count() > 0 &&
+      (o.keepalive_probes < 1 || o.keepalive_probes > 100)) {
+    return bad("keepalive_probes", "must be between 1 and 100",
+               o.keepalive_probes);
   }
-  if (o.max_total_queued_bytes != 0 && o.max_total_queued_bytes < o.max_queued_bytes) {
+  if (o.max_total_queued_bytes != 0 &&
+      o.max_total_queued_bytes < o.max_queued_bytes) {
     return bad("max_total_queued_bytes",
                "must be 0 (automatic) or at least max_queued_bytes (" +
                    std::to_string(o.max_queued_bytes) + ")",
@@ -229,7 +243,8 @@ status validate(const options& o, endpoint* bound) {
     return bad("event_queue_capacity", "must be at least 1", 0);
   }
   if (o.mode != framing::length_prefix && o.mode != framing::raw) {
-    return bad("mode", "must be length_prefix or raw", static_cast<unsigned>(o.mode));
+    return bad("mode", "must be length_prefix or raw",
+               static_cast<unsigned>(o.mode));
   }
   if (bound) *bound = ep;
   return {};

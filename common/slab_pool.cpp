@@ -95,13 +95,15 @@ bool slab_pool::take_chain(std::uint32_t n, slice_chain& out) noexcept {
     }
     const std::uint32_t rest = next_[last].load(std::memory_order_relaxed);
     if (head_.compare_exchange_weak(head, pack(tag_of(head) + 1, rest),
-                                    std::memory_order_acq_rel, std::memory_order_acquire)) {
+                                    std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
       in_use_.fetch_add(n, std::memory_order_relaxed);
       slice_chain got_chain;
       got_chain.head = first;
       got_chain.tail = last;
       got_chain.count = n;
-      for (std::uint32_t s = first;; s = next_[s].load(std::memory_order_relaxed)) {
+      for (std::uint32_t s = first;;
+           s = next_[s].load(std::memory_order_relaxed)) {
         length_[s] = 0;
         if (s == last) break;
       }

@@ -55,7 +55,8 @@ class slab_pool {
   void append(slice_chain& a, slice_chain& b) noexcept;
   // Detaches the first `max_slices` slices of `chain` (all of it if it is
   // shorter) and returns them; `chain` keeps the rest. Walks the slices.
-  slice_chain split_front(slice_chain& chain, std::uint32_t max_slices) noexcept;
+  slice_chain split_front(slice_chain& chain,
+                          std::uint32_t max_slices) noexcept;
 
   std::uint32_t slice_bytes() const noexcept { return slice_bytes_; }
   std::uint32_t capacity() const noexcept { return count_; }
@@ -67,7 +68,8 @@ class slab_pool {
   }
 
  private:
-  void push_run(std::uint32_t first, std::uint32_t last, std::uint32_t n) noexcept;
+  void push_run(std::uint32_t first, std::uint32_t last,
+                std::uint32_t n) noexcept;
 
   std::unique_ptr<std::byte[]> memory_;
   std::unique_ptr<std::uint32_t[]> length_;

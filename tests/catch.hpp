@@ -10,7 +10,6 @@
 #include <catch2/matchers/catch_matchers_string.hpp>
 #else
 #include <catch2/catch.hpp>
-
 #include <string>
 
 namespace Catch::Matchers {

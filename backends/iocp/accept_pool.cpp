@@ -46,8 +46,8 @@ status engine_impl::open_listener(const endpoint& ep) {
   if (ep.v6) {
     // Dual-stack on "::", as Linux does by default.
     DWORD no = 0;
-    setsockopt(listen_, IPPROTO_IPV6, IPV6_V6ONLY, reinterpret_cast<const char*>(&no),
-               sizeof no);
+    setsockopt(listen_, IPPROTO_IPV6, IPV6_V6ONLY,
+               reinterpret_cast<const char*>(&no), sizeof no);
   }
   sockaddr_storage ss;
   const int len = to_sockaddr(ep, ss);
@@ -58,13 +58,16 @@ status engine_impl::open_listener(const endpoint& ep) {
       return {errc::address_in_use, where + " is already in use"};
     }
     if (err == WSAEADDRNOTAVAIL) {
-      return {errc::bad_address, "host " + core_.opts().host + " is not an address of this machine"};
+      return {errc::bad_address, "host " + core_.opts().host +
+                                     " is not an address of this machine"};
     }
     return {wsa_error(err), "bind " + where};
   }
-  if (listen(listen_, static_cast<int>(std::min<std::uint32_t>(core_.opts().backlog, SOMAXCONN))) != 0) {
+  if (listen(listen_, static_cast<int>(std::min<std::uint32_t>(
+                          core_.opts().backlog, SOMAXCONN))) != 0) {
     const int err = WSAGetLastError();
-    if (err == WSAEADDRINUSE) return {errc::address_in_use, ep.to_string() + " is already in use"};
+    if (err == WSAEADDRINUSE)
+      return {errc::address_in_use, ep.to_string() + " is already in use"};
     return {wsa_error(err), "listen"};
   }
   sockaddr_storage bound;
@@ -77,7 +80,8 @@ status engine_impl::open_listener(const endpoint& ep) {
     return {errc::unsupported, missing + " is not available: " + ec.message()};
   }
   skip_mode_safe_ = provider_is_ifs(listen_);
-  if (auto ec = cport_.add(listen_)) return {ec, "associating the listener with the port"};
+  if (auto ec = cport_.add(listen_))
+    return {ec, "associating the listener with the port"};
   // FD_ACCEPT tells that a connection waits with no AcceptEx posted for it.
   accept_event_ = WSACreateEvent();
   if (accept_event_ == WSA_INVALID_EVENT ||
@@ -145,12 +149,14 @@ void engine_impl::top_up_accepts() {
   // resources ends the round until the backoff has passed.
   std::uint32_t failures_left =
       accept_target_ > posted_accepts_ ? accept_target_ - posted_accepts_ : 0;
-  for (std::size_t i = free_entries_.size(); i > 0 && posted_accepts_ < accept_target_;) {
+  for (std::size_t i = free_entries_.size();
+       i > 0 && posted_accepts_ < accept_target_;) {
     --i;
     const posted r = post_accept(entries_[free_entries_[i]]);
     if (r == posted::shortage) break;
     if (r == posted::ok) {
-      free_entries_.erase(free_entries_.begin() + static_cast<std::ptrdiff_t>(i));
+      free_entries_.erase(free_entries_.begin() +
+                          static_cast<std::ptrdiff_t>(i));
       ++posted_accepts_;
     } else if (--failures_left == 0) {
       break;
@@ -167,7 +173,8 @@ DWORD engine_impl::accept_retry_wait(DWORD longest) {
   if (!retry_after_ms_) return longest;
   const std::uint64_t now = GetTickCount64();
   if (now >= retry_after_ms_) return 0;
-  return static_cast<DWORD>(std::min<std::uint64_t>(longest, retry_after_ms_ - now));
+  return static_cast<DWORD>(
+      std::min<std::uint64_t>(longest, retry_after_ms_ - now));
 }
 
 engine_impl::posted engine_impl::post_accept(socket_entry& e) {
@@ -175,7 +182,8 @@ engine_impl::posted engine_impl::post_accept(socket_entry& e) {
   auto failed = [&](int error) {
     accept_failures_.fetch_add(1, std::memory_order_relaxed);
     if (!is_resource_shortage(error)) return posted::failed;
-    retry_backoff_ms_ = std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
+    retry_backoff_ms_ =
+        std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
     retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
     return posted::shortage;
   };
@@ -193,11 +201,11 @@ engine_impl::posted engine_impl::post_accept(socket_entry& e) {
     // non-IFS layered provider the mode can lose completions (KB2568167),
     // and where it cannot be set every completion comes through the port:
     // then the code takes that path instead.
-    e.skip_on_success = skip_mode_safe_ &&
-                        SetFileCompletionNotificationModes(
-                            reinterpret_cast<HANDLE>(e.s),
-                            FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
-                                FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
+    e.skip_on_success =
+        skip_mode_safe_ && SetFileCompletionNotificationModes(
+                               reinterpret_cast<HANDLE>(e.s),
+                               FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                   FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
     e.reused = false;
     sockets_created_.fetch_add(1, std::memory_order_relaxed);
   } else if (e.reused) {
@@ -248,7 +256,8 @@ void engine_impl::give_back(socket_entry& e, bool reusable) {
 void engine_impl::abort_socket(socket_entry& e) {
   // SO_LINGER {on, 0 s}: closesocket resets the connection at once.
   linger l{1, 0};
-  setsockopt(e.s, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l), sizeof l);
+  setsockopt(e.s, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l),
+             sizeof l);
   give_back(e, false);
 }
 
@@ -268,7 +277,8 @@ void engine_impl::check_listener() {
   }
 }
 
-void engine_impl::on_accept(engine_impl& e, operation& op, const completion& c) {
+void engine_impl::on_accept(engine_impl& e, operation& op,
+                            const completion& c) {
   e.accept_done(e.entries_[op.owner], c.error);
   e.op_finished();
 }
@@ -289,7 +299,8 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
     accept_failures_.fetch_add(1, std::memory_order_relaxed);
     if (is_resource_shortage(static_cast<int>(error))) {
       std::lock_guard g(accept_lock_);
-      retry_backoff_ms_ = std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
+      retry_backoff_ms_ =
+          std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
       retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
     }
     give_back(entry, false);
@@ -300,7 +311,8 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
   // Without the listener's context the socket is not a full connection
   // (getpeername, shutdown and DisconnectEx fail on it): a failed accept.
   if (setsockopt(entry.s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
-                 reinterpret_cast<const char*>(&listen_), sizeof listen_) != 0) {
+                 reinterpret_cast<const char*>(&listen_),
+                 sizeof listen_) != 0) {
     accept_failures_.fetch_add(1, std::memory_order_relaxed);
     give_back(entry, false);
     return;
@@ -403,9 +415,10 @@ void engine_impl::poll_disconnects() {
       done.push_back(i);
       return true;
     };
-    polled_disconnects_.erase(std::remove_if(polled_disconnects_.begin(),
-                                             polled_disconnects_.end(), finished),
-                              polled_disconnects_.end());
+    polled_disconnects_.erase(
+        std::remove_if(polled_disconnects_.begin(), polled_disconnects_.end(),
+                       finished),
+        polled_disconnects_.end());
   }
   for (std::uint32_t i : done) {
     socket_entry& e = entries_[i];
@@ -415,7 +428,8 @@ void engine_impl::poll_disconnects() {
   }
 }
 
-void engine_impl::on_disconnect(engine_impl& e, operation& op, const completion& c) {
+void engine_impl::on_disconnect(engine_impl& e, operation& op,
+                                const completion& c) {
   socket_entry& entry = e.entries_[op.owner];
   if (!e.claim_disconnect(entry)) return;  // the housekeeper's poll came first
   e.give_back(entry, c.error == 0 && !e.gate_.stopping());

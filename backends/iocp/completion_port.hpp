@@ -20,8 +20,10 @@ class completion_port {
   // `concurrency`: threads the kernel lets run at once (0: one per CPU).
   std::error_code open(DWORD concurrency) noexcept {
     close();
-    handle_ = CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, concurrency);
-    if (!handle_) return {static_cast<int>(GetLastError()), std::system_category()};
+    handle_ =
+        CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, concurrency);
+    if (!handle_)
+      return {static_cast<int>(GetLastError()), std::system_category()};
     return {};
   }
   void close() noexcept {
@@ -45,7 +47,8 @@ class completion_port {
 
   // Up to out.size() completions; waits up to `timeout_ms` for the first.
   // Returns how many (0 on timeout).
-  std::size_t get_many(std::span<OVERLAPPED_ENTRY> out, DWORD timeout_ms) noexcept {
+  std::size_t get_many(std::span<OVERLAPPED_ENTRY> out,
+                       DWORD timeout_ms) noexcept {
     ULONG n = 0;
     if (!GetQueuedCompletionStatusEx(handle_, out.data(),
                                      static_cast<ULONG>(out.size()), &n,

@@ -68,8 +68,8 @@ void engine_impl::open_connection(connection& c, socket_entry& entry,
   c.starved = false;
   c.paused = false;
   BOOL nodelay = TRUE;
-  setsockopt(c.s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&nodelay),
-             sizeof nodelay);
+  setsockopt(c.s, IPPROTO_TCP, TCP_NODELAY,
+             reinterpret_cast<const char*>(&nodelay), sizeof nodelay);
   set_keepalive(c.s, core_.opts());
   core_.emit_connected(c.p.slot, peer, detail::thread_batch());
   read_loop(c, next_read::ready);
@@ -101,7 +101,8 @@ void engine_impl::read_loop(connection& c, next_read next) {
   }
 }
 
-bool engine_impl::take_read_buffers(std::uint32_t want, detail::slice_chain& out) {
+bool engine_impl::take_read_buffers(std::uint32_t want,
+                                    detail::slice_chain& out) {
   // Reserve from the budget first, then take the slices: reads on other
   // workers cannot overshoot it between the two.
   std::uint32_t held = read_slices_.load(std::memory_order_relaxed);
@@ -109,10 +110,12 @@ bool engine_impl::take_read_buffers(std::uint32_t want, detail::slice_chain& out
   do {
     if (held >= read_budget_) return false;
     n = std::min(want, read_budget_ - held);
-  } while (!read_slices_.compare_exchange_weak(held, held + n, std::memory_order_relaxed));
+  } while (!read_slices_.compare_exchange_weak(held, held + n,
+                                               std::memory_order_relaxed));
   auto& pool = core_.slices();
   if (pool.take_chain(n, out) || (n > 1 && pool.take_chain(1, out))) {
-    if (out.count < n) read_slices_.fetch_sub(n - out.count, std::memory_order_relaxed);
+    if (out.count < n)
+      read_slices_.fetch_sub(n - out.count, std::memory_order_relaxed);
     return true;
   }
   read_slices_.fetch_sub(n, std::memory_order_relaxed);
@@ -146,7 +149,8 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
       watch(c.p.slot);
       return false;
     }
-    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
+    for (std::uint32_t s = chain.head; s != detail::no_slice;
+         s = pool.next(s)) {
       bufs[nbufs++] = buf_of(pool.data(s), unit);
     }
     op.buffers = chain;
@@ -181,7 +185,8 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
   return true;
 }
 
-engine_impl::next_read engine_impl::read_done(connection& c, const completion& done) {
+engine_impl::next_read engine_impl::read_done(connection& c,
+                                              const completion& done) {
   operation& op = c.read_op;
   c.p.reading = false;
   --c.p.in_flight;
@@ -263,7 +268,8 @@ void engine_impl::on_eof(connection& c) {
     WSABUF none = buf_of(nullptr, 0);
     DWORD sent = 0;
     if (WSASend(c.s, &none, 1, &sent, 0, nullptr, nullptr) != 0) {
-      begin_close(c, close_reason_of(static_cast<DWORD>(WSAGetLastError())), false);
+      begin_close(c, close_reason_of(static_cast<DWORD>(WSAGetLastError())),
+                  false);
       return;
     }
   }
@@ -273,7 +279,8 @@ void engine_impl::on_eof(connection& c) {
   maybe_finish(c);
 }
 
-void engine_impl::on_read(engine_impl& e, operation& op, const completion& done) {
+void engine_impl::on_read(engine_impl& e, operation& op,
+                          const completion& done) {
   connection& c = e.conns_[op.owner];
   lock(c);
   if (c.p.state == phase::idle || op.generation != c.p.generation) {
@@ -295,7 +302,8 @@ void engine_impl::flush(connection& c) {
   auto& pool = core_.slices();
   for (;;) {
     std::error_code close_now;
-    detail::slice_chain chain = detail::next_send(core_, c.p, gather_max, close_now);
+    detail::slice_chain chain =
+        detail::next_send(core_, c.p, gather_max, close_now);
     if (chain.empty()) {
       if (close_now) begin_close(c, close_now, true);
       return;
@@ -306,7 +314,8 @@ void engine_impl::flush(connection& c) {
     op.buffers = chain;
     WSABUF bufs[gather_max];  // 4 KiB on the stack, as in issue_read
     DWORD nbufs = 0;
-    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
+    for (std::uint32_t s = chain.head; s != detail::no_slice;
+         s = pool.next(s)) {
       bufs[nbufs++] = buf_of(pool.data(s), pool.length(s));
     }
     c.p.writing = true;
@@ -360,7 +369,8 @@ bool engine_impl::write_done(connection& c, const completion& done) {
   return true;
 }
 
-void engine_impl::on_write(engine_impl& e, operation& op, const completion& done) {
+void engine_impl::on_write(engine_impl& e, operation& op,
+                           const completion& done) {
   connection& c = e.conns_[op.owner];
   lock(c);
   if (c.p.state == phase::idle || op.generation != c.p.generation) {
@@ -370,13 +380,15 @@ void engine_impl::on_write(engine_impl& e, operation& op, const completion& done
     e.op_finished();
   } else if (e.write_done(c, done)) {
     e.flush(c);
-    if (c.paused && c.p.state == phase::open) e.try_resume(c);  // its peer reads again
+    if (c.paused && c.p.state == phase::open)
+      e.try_resume(c);  // its peer reads again
   }
   e.core_.deliver(detail::thread_batch());
   unlock(c);
 }
 
-void engine_impl::on_posted(engine_impl& e, operation&, const completion& done) {
+void engine_impl::on_posted(engine_impl& e, operation&,
+                            const completion& done) {
   // A hand-off from send()/close()/release(): the key is the connection id,
   // which may have gone stale while the packet was queued.
   const auto id = static_cast<connection_id>(done.key);
@@ -398,8 +410,11 @@ void engine_impl::on_posted(engine_impl& e, operation&, const completion& done) 
 
 // --- close --------------------------------------------------------------
 
-void engine_impl::begin_close(connection& c, std::error_code reason, bool graceful) {
-  if (!detail::start_close(core_, c.p, reason, graceful, detail::thread_batch())) return;
+void engine_impl::begin_close(connection& c, std::error_code reason,
+                              bool graceful) {
+  if (!detail::start_close(core_, c.p, reason, graceful,
+                           detail::thread_batch()))
+    return;
   if (detail::should_linger(c.p)) {
     // Our FIN goes out after every byte already sent; the peer's FIN (or
     // the deadline) ends the wait. Closing before it could make the kernel
@@ -429,7 +444,8 @@ void engine_impl::maybe_finish(connection& c) {
     // close_all() cut short those in flight.
     disconnect(entry);
   } else if (c.p.abortive) {
-    abort_socket(entry);  // the peer does not wait on a connection we gave up on
+    abort_socket(
+        entry);  // the peer does not wait on a connection we gave up on
   } else {
     // Our FIN went first: the socket holds TIME_WAIT, which a closed
     // socket spends in the system, not in our pool. The entry gets a new one.

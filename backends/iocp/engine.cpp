@@ -42,7 +42,9 @@ status engine_impl::start() {
   if (auto ec = winsock_init()) return {ec, "WSAStartup"};
   // The seed's 2 workers per CPU: the kernel lets as many run at once as
   // there are CPUs; the others stand by for when one blocks.
-  if (status s = core_.init(2 * std::max(1u, std::thread::hardware_concurrency())); !s) {
+  if (status s =
+          core_.init(2 * std::max(1u, std::thread::hardware_concurrency()));
+      !s) {
     return s;
   }
   workers_wanted_ = core_.opts().threads;
@@ -51,8 +53,9 @@ status engine_impl::start() {
   read_slices_ = 0;
   read_budget_ = std::max<std::uint32_t>(1, core_.slices().capacity() / 4);
   // A restart counts from zero, like a new engine.
-  for (std::atomic<std::uint64_t>* c : {&accepts_pending_, &accept_growths_, &accept_failures_,
-                                        &sockets_created_, &sockets_reused_, &stale_completions_}) {
+  for (std::atomic<std::uint64_t>* c :
+       {&accepts_pending_, &accept_growths_, &accept_failures_,
+        &sockets_created_, &sockets_reused_, &stale_completions_}) {
     c->store(0, std::memory_order_relaxed);
   }
 
@@ -80,14 +83,16 @@ status engine_impl::start() {
     }
     housekeeper_ = std::thread([this] { housekeeper_main(); });
   } catch (const std::system_error& ex) {
-    s = status{errc::out_of_memory, std::string("starting threads: ") + ex.what()};
+    s = status{errc::out_of_memory,
+               std::string("starting threads: ") + ex.what()};
   }
   if (s.ok()) {
     // The first accept_depth accepts, posted before any client arrives.
     top_up_accepts();
     if (accepts_pending_.load() == 0) {
-      s = status{errc::out_of_memory, "could not post any AcceptEx (sockets: " +
-                                          std::to_string(sockets_created_.load()) + ")"};
+      s = status{errc::out_of_memory,
+                 "could not post any AcceptEx (sockets: " +
+                     std::to_string(sockets_created_.load()) + ")"};
     }
   }
   if (!s.ok()) stop_locked();
@@ -230,7 +235,8 @@ void engine_impl::close_all() {
     // posted after the cancel (a completing accept posts its replacement).
     std::lock_guard g(accept_lock_);
     accepts_closed_ = true;
-    if (listen_ != INVALID_SOCKET) CancelIoEx(reinterpret_cast<HANDLE>(listen_), nullptr);
+    if (listen_ != INVALID_SOCKET)
+      CancelIoEx(reinterpret_cast<HANDLE>(listen_), nullptr);
   }
   const std::uint32_t n = core_.opts().max_connections;
   for (std::uint32_t slot = 0; slot < n; ++slot) {

@@ -174,8 +174,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   bool accepts_closed_ = false;
   std::uint64_t retry_after_ms_ = 0;  // after WSAENOBUFS: when to post again
   std::uint32_t retry_backoff_ms_ = 0;
-  std::vector<std::uint32_t> polled_disconnects_;  // Wine only: see disconnect()
-  std::vector<std::uint32_t> disconnects_done_;    // the housekeeper's scratch
+  std::vector<std::uint32_t>
+      polled_disconnects_;                       // Wine only: see disconnect()
+  std::vector<std::uint32_t> disconnects_done_;  // the housekeeper's scratch
 
   // Slots the housekeeper looks at on its next round (see watch()); each
   // at most once, so it never outgrows its reserve of max_connections.
@@ -188,7 +189,7 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::vector<std::thread> workers_;
   std::thread housekeeper_;
   std::atomic<bool> closed_all_{false};  // the housekeeper closed everything
-  std::atomic<std::int64_t> ops_{0};  // operations and packets in flight
+  std::atomic<std::int64_t> ops_{0};     // operations and packets in flight
   // Slices held by reads in flight, and how many they may hold: the quarter
   // of the pool that the default max_total_queued_bytes leaves to reads.
   // Without a cap, reads whose packets wait in the port (every completion

@@ -1,11 +1,12 @@
 // framed_client on Winsock: blocking I/O with select() for timeouts. The
 // framing on top (write, read, read_exact) is in common/framed_client.cpp.
+#include "ionet/framed_client.hpp"
+
 #include <chrono>
 #include <cstring>
 
 #include "backends/iocp/winsock.hpp"
 #include "common/engine_core.hpp"
-#include "ionet/framed_client.hpp"
 
 namespace ionet {
 namespace {
@@ -18,9 +19,11 @@ SOCKET sock(std::intptr_t fd) { return static_cast<SOCKET>(fd); }
 
 // Waits until the socket is readable (or writable) or the deadline passes.
 // Looks at least once, so data already waiting is found with no time left.
-std::error_code wait_ready(SOCKET s, bool for_write, clock::time_point deadline) {
+std::error_code wait_ready(SOCKET s, bool for_write,
+                           clock::time_point deadline) {
   for (;;) {
-    auto left = std::chrono::ceil<std::chrono::microseconds>(deadline - clock::now());
+    auto left =
+        std::chrono::ceil<std::chrono::microseconds>(deadline - clock::now());
     if (left.count() < 0) left = std::chrono::microseconds(0);
     fd_set set;
     FD_ZERO(&set);
@@ -31,11 +34,12 @@ std::error_code wait_ready(SOCKET s, bool for_write, clock::time_point deadline)
     timeval tv;
     tv.tv_sec = static_cast<long>(left.count() / 1000000);
     tv.tv_usec = static_cast<long>(left.count() % 1000000);
-    const int r = select(0, for_write ? nullptr : &set, for_write ? &set : nullptr,
-                         &errors, &tv);
+    const int r = select(0, for_write ? nullptr : &set,
+                         for_write ? &set : nullptr, &errors, &tv);
     if (r > 0) return {};
     if (r < 0) return last_error();
-    if (clock::now() >= deadline) return std::make_error_code(std::errc::timed_out);
+    if (clock::now() >= deadline)
+      return std::make_error_code(std::errc::timed_out);
   }
 }
 
@@ -47,7 +51,8 @@ status framed_client::connect(const std::string& host, std::uint16_t port,
   if (auto ec = iocp::winsock_init()) return {ec, "WSAStartup"};
   endpoint ep;
   if (!detail::parse_address(host, ep)) {
-    return {errc::bad_address, "host '" + host + "' is not an IPv4 or IPv6 address literal"};
+    return {errc::bad_address,
+            "host '" + host + "' is not an IPv4 or IPv6 address literal"};
   }
   ep.port = port;
   sockaddr_storage ss;
@@ -83,7 +88,8 @@ status framed_client::connect(const std::string& host, std::uint16_t port,
   nonblocking = 0;
   ioctlsocket(s, FIONBIO, &nonblocking);
   BOOL one = TRUE;
-  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&one), sizeof one);
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&one),
+             sizeof one);
   fd_ = static_cast<std::intptr_t>(s);
   return {};
 }
@@ -91,21 +97,26 @@ status framed_client::connect(const std::string& host, std::uint16_t port,
 std::error_code framed_client::write_raw(std::span<const std::byte> bytes) {
   if (fd_ == invalid) return make_error_code(errc::not_running);
   while (!bytes.empty()) {
-    const int chunk = static_cast<int>(std::min<std::size_t>(bytes.size(), 1 << 30));
-    const int n = ::send(sock(fd_), reinterpret_cast<const char*>(bytes.data()), chunk, 0);
+    const int chunk =
+        static_cast<int>(std::min<std::size_t>(bytes.size(), 1 << 30));
+    const int n = ::send(sock(fd_), reinterpret_cast<const char*>(bytes.data()),
+                         chunk, 0);
     if (n == SOCKET_ERROR) return last_error();
     bytes = bytes.subspan(static_cast<std::size_t>(n));
   }
   return {};
 }
 
-std::error_code framed_client::read_some(std::span<std::byte> out, std::size_t& got,
+std::error_code framed_client::read_some(std::span<std::byte> out,
+                                         std::size_t& got,
                                          std::chrono::milliseconds timeout) {
   got = 0;
   if (fd_ == invalid) return make_error_code(errc::not_running);
   if (auto ec = wait_ready(sock(fd_), false, clock::now() + timeout)) return ec;
-  const int chunk = static_cast<int>(std::min<std::size_t>(out.size(), 1 << 30));
-  const int n = ::recv(sock(fd_), reinterpret_cast<char*>(out.data()), chunk, 0);
+  const int chunk =
+      static_cast<int>(std::min<std::size_t>(out.size(), 1 << 30));
+  const int n =
+      ::recv(sock(fd_), reinterpret_cast<char*>(out.data()), chunk, 0);
   if (n > 0) {
     got = static_cast<std::size_t>(n);
     return {};
@@ -127,7 +138,8 @@ std::error_code framed_client::shutdown_send() {
 void framed_client::reset() noexcept {
   if (fd_ == invalid) return;
   linger l{1, 0};
-  setsockopt(sock(fd_), SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l), sizeof l);
+  setsockopt(sock(fd_), SOL_SOCKET, SO_LINGER,
+             reinterpret_cast<const char*>(&l), sizeof l);
   close();
 }
 

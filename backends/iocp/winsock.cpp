@@ -56,8 +56,8 @@ std::error_code load_extensions(SOCKET s, extensions& ext, std::string& which) {
 bool provider_is_ifs(SOCKET s) noexcept {
   WSAPROTOCOL_INFOW info{};
   int len = sizeof info;
-  if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, reinterpret_cast<char*>(&info),
-                 &len) != 0) {
+  if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW,
+                 reinterpret_cast<char*>(&info), &len) != 0) {
     return false;
   }
   return (info.dwServiceFlags1 & XP1_IFS_HANDLES) != 0;
@@ -96,7 +96,8 @@ void set_keepalive(SOCKET s, const options& o) noexcept {
   k.keepalivetime = static_cast<ULONG>(o.keepalive_idle.count() * 1000);
   k.keepaliveinterval = static_cast<ULONG>(o.keepalive_interval.count() * 1000);
   DWORD bytes = 0;
-  WSAIoctl(s, SIO_KEEPALIVE_VALS, &k, sizeof k, nullptr, 0, &bytes, nullptr, nullptr);
+  WSAIoctl(s, SIO_KEEPALIVE_VALS, &k, sizeof k, nullptr, 0, &bytes, nullptr,
+           nullptr);
 }
 
 endpoint endpoint_of(const sockaddr* sa) noexcept {

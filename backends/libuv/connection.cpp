@@ -14,7 +14,9 @@ namespace {
 
 constexpr std::uint64_t linger_ms = 2000;
 
-connection& conn_of(uv_handle_t* h) { return *static_cast<connection*>(h->data); }
+connection& conn_of(uv_handle_t* h) {
+  return *static_cast<connection*>(h->data);
+}
 
 void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
   // Reads are decoded (and copied where they must outlive the read) before
@@ -55,7 +57,8 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread > 0) {
-    auto bytes = std::as_bytes(std::span(buf->base, static_cast<std::size_t>(nread)));
+    auto bytes =
+        std::as_bytes(std::span(buf->base, static_cast<std::size_t>(nread)));
     if (auto ec = e.core().on_read(c.slot, bytes, l.batch)) {
       e.close_connection(c, ec, false);
     }
@@ -85,7 +88,8 @@ void on_write(uv_write_t* req, int status) {
   c.writing = detail::slice_chain{};
   e.core().write_done(c.slot, done, status == 0);
   if (status < 0) {
-    if (!c.closing) e.close_connection(c, make_error_code(errc::connection_reset), false);
+    if (!c.closing)
+      e.close_connection(c, make_error_code(errc::connection_reset), false);
   } else {
     e.flush(c);
     e.try_resume(c);  // its peer read what we sent: read it again
@@ -103,7 +107,8 @@ void on_shutdown(uv_shutdown_t* req, int status) {
     c.lingering = true;
     c.linger_deadline_ms = uv_now(&l.uv) + linger_ms;
     l.lingering.push_back(c.slot);
-    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc, on_read) == 0) {
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
+                      on_read) == 0) {
       return;
     }
     c.lingering = false;
@@ -141,7 +146,8 @@ void engine_impl::open_connection(loop& l, int fd) {
     return;
   }
   posix::tune_accepted(fd, core_.opts());
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc, on_read) != 0) {
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
+                    on_read) != 0) {
     close_connection(c, make_error_code(errc::connection_reset), false);
   }
 }
@@ -161,10 +167,13 @@ void engine_impl::flush(connection& c) {
     // socket takes it all (the usual case) there is no request to queue
     // and no callback to wait for.
     l.bufs.clear();
-    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
-      l.bufs.push_back(uv_buf_init(reinterpret_cast<char*>(pool.data(s)), pool.length(s)));
+    for (std::uint32_t s = chain.head; s != detail::no_slice;
+         s = pool.next(s)) {
+      l.bufs.push_back(
+          uv_buf_init(reinterpret_cast<char*>(pool.data(s)), pool.length(s)));
     }
-    const int tried = uv_try_write(stream, l.bufs.data(), static_cast<unsigned>(l.bufs.size()));
+    const int tried = uv_try_write(stream, l.bufs.data(),
+                                   static_cast<unsigned>(l.bufs.size()));
     if (tried == static_cast<int>(chain.bytes)) {
       core_.write_done(c.slot, chain, true);
       continue;  // more may have been queued meanwhile
@@ -181,8 +190,9 @@ void engine_impl::flush(connection& c) {
     l.bufs[first].base += skip;
     l.bufs[first].len -= static_cast<unsigned>(skip);
     c.writing = chain;
-    const int r = uv_write(&c.write_req, stream, l.bufs.data() + first,
-                           static_cast<unsigned>(l.bufs.size() - first), on_write);
+    const int r =
+        uv_write(&c.write_req, stream, l.bufs.data() + first,
+                 static_cast<unsigned>(l.bufs.size() - first), on_write);
     if (r != 0) {
       core_.write_done(c.slot, c.writing, false);
       c.writing = detail::slice_chain{};
@@ -202,20 +212,23 @@ void engine_impl::try_resume(connection& c) {
   if (!c.paused || c.closing || !core_.may_resume_reading(c.slot)) return;
   c.paused = false;
   std::erase(c.owner->paused, c.slot);
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc, on_read) != 0) {
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
+                    on_read) != 0) {
     close_connection(c, make_error_code(errc::connection_reset), false);
   }
 }
 
-void engine_impl::close_connection(connection& c, std::error_code reason, bool graceful) {
+void engine_impl::close_connection(connection& c, std::error_code reason,
+                                   bool graceful) {
   if (c.closing) return;
   c.closing = true;
   loop& l = *c.owner;
   core_.close_slot(c.slot, reason, l.batch);
   auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&c.tcp));
-  if (graceful && uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
-                              on_shutdown) == 0) {
+  if (graceful &&
+      uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
+                  on_shutdown) == 0) {
     return;
   }
   if (!uv_is_closing(h)) uv_close(h, on_closed);

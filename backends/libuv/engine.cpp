@@ -2,18 +2,18 @@
 // work between threads. Per-connection I/O is in connection.cpp.
 #include "backends/libuv/engine.hpp"
 
-#include "backends/posix/sockets.hpp"
-
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string>
+
+#include "backends/posix/sockets.hpp"
 
 namespace ionet::libuv {
 namespace {
@@ -51,7 +51,8 @@ status engine_impl::start() {
   if (status s = core_.init(1); !s) return s;
   const std::uint32_t threads = core_.opts().threads;
 
-  if (status s = posix::open_listener(ep, core_.opts(), SOCK_NONBLOCK, listen_fd_, port_);
+  if (status s = posix::open_listener(ep, core_.opts(), SOCK_NONBLOCK,
+                                      listen_fd_, port_);
       !s) {
     return s;
   }
@@ -70,12 +71,14 @@ status engine_impl::start() {
       for (auto& done : loops_) {
         uv_close(reinterpret_cast<uv_handle_t*>(&done->wake), nullptr);
         uv_close(reinterpret_cast<uv_handle_t*>(&done->sweep), nullptr);
-        if (done->listen_active) uv_close(reinterpret_cast<uv_handle_t*>(&done->listen_poll), nullptr);
+        if (done->listen_active)
+          uv_close(reinterpret_cast<uv_handle_t*>(&done->listen_poll), nullptr);
         uv_run(&done->uv, UV_RUN_DEFAULT);
         uv_loop_close(&done->uv);
       }
       loops_.clear();
-      return {errc::out_of_memory, std::string("uv_loop_init: ") + uv_strerror(r)};
+      return {errc::out_of_memory,
+              std::string("uv_loop_init: ") + uv_strerror(r)};
     }
     l->wake.data = l.get();
     uv_async_init(&l->uv, &l->wake, [](uv_async_t* h) {
@@ -84,10 +87,13 @@ status engine_impl::start() {
     });
     l->sweep.data = l.get();
     uv_timer_init(&l->uv, &l->sweep);
-    uv_timer_start(&l->sweep, [](uv_timer_t* h) {
-      loop& lp = loop_of(reinterpret_cast<uv_handle_t*>(h));
-      lp.engine->on_sweep(lp);
-    }, sweep_interval_ms, sweep_interval_ms);
+    uv_timer_start(
+        &l->sweep,
+        [](uv_timer_t* h) {
+          loop& lp = loop_of(reinterpret_cast<uv_handle_t*>(h));
+          lp.engine->on_sweep(lp);
+        },
+        sweep_interval_ms, sweep_interval_ms);
     if (i == 0) {
       l->listen_poll.data = l.get();
       uv_poll_init(&l->uv, &l->listen_poll, listen_fd_);
@@ -144,7 +150,8 @@ void engine_impl::stop_locked() noexcept {
 }
 
 void engine_impl::hand_off(connection_id id) {
-  loop& l = *loops_[core_.state(slot_of(id)).owner.load(std::memory_order_relaxed)];
+  loop& l =
+      *loops_[core_.state(slot_of(id)).owner.load(std::memory_order_relaxed)];
   if (current_loop == &l) {
     l.direct.push_back(id);  // served by finish() before the callback returns
     return;
@@ -162,10 +169,12 @@ void engine_impl::hand_off(connection_id id) {
 void engine_impl::on_accept(loop& l) {
   // Bounded per callback so the acceptor loop also serves its connections.
   for (int n = 0; n < 256; ++n) {
-    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd =
+        ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM) {
         // Out of descriptors: stop polling (it would spin) and retry from
         // the sweep timer.
         uv_poll_stop(&l.listen_poll);

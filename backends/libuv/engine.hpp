@@ -33,7 +33,7 @@ struct connection {
   bool active = false;     // the handle is initialised and not yet closed
   bool closing = false;    // close_slot() done; the handle is on its way out
   bool lingering = false;  // shut down; draining the peer until EOF
-  bool paused = false;     // not read for now: its peer sends more than it reads
+  bool paused = false;  // not read for now: its peer sends more than it reads
   std::uint64_t linger_deadline_ms = 0;
   std::uint32_t member_index = 0;  // position in owner->members
 };
@@ -47,15 +47,15 @@ struct loop {
   std::thread thread;
   std::thread::id thread_id;
 
-  std::mutex lock;                      // guards the two lists below
-  std::vector<connection_id> pending;   // flush/close requests
-  std::vector<int> incoming;            // accepted sockets for this loop
+  std::mutex lock;                     // guards the two lists below
+  std::vector<connection_id> pending;  // flush/close requests
+  std::vector<int> incoming;           // accepted sockets for this loop
   std::vector<connection_id> pending_local;
   std::vector<int> incoming_local;
 
-  std::vector<uv_buf_t> bufs;         // scratch for gathering a write
-  detail::event_batch batch;          // events of the current callback
-  std::unique_ptr<char[]> read_buf;   // shared by every read on this loop
+  std::vector<uv_buf_t> bufs;            // scratch for gathering a write
+  detail::event_batch batch;             // events of the current callback
+  std::unique_ptr<char[]> read_buf;      // shared by every read on this loop
   std::vector<std::uint32_t> lingering;  // slots draining after shutdown
   std::vector<std::uint32_t> members;    // slots this loop serves
   std::vector<std::uint32_t> paused;     // members not read for now

@@ -1,5 +1,7 @@
 // framed_client on POSIX sockets: blocking I/O with poll() for timeouts.
 // The framing on top (write, read, read_exact) is in common/framed_client.cpp.
+#include "ionet/framed_client.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,7 +13,6 @@
 #include <cstring>
 
 #include "common/engine_core.hpp"
-#include "ionet/framed_client.hpp"
 
 namespace ionet {
 namespace {
@@ -24,13 +25,15 @@ std::error_code last_error() { return {errno, std::system_category()}; }
 // least once, so data already waiting is found even with no time left.
 std::error_code wait_ready(int fd, short events, clock::time_point deadline) {
   for (;;) {
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+    auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
     if (left.count() < 0) left = std::chrono::milliseconds(0);
     pollfd p{fd, events, 0};
     const int r = ::poll(&p, 1, static_cast<int>(left.count()));
     if (r > 0) return {};
     if (r < 0 && errno != EINTR) return last_error();
-    if (clock::now() >= deadline) return std::make_error_code(std::errc::timed_out);
+    if (clock::now() >= deadline)
+      return std::make_error_code(std::errc::timed_out);
   }
 }
 
@@ -41,7 +44,8 @@ status framed_client::connect(const std::string& host, std::uint16_t port,
   close();
   endpoint ep;
   if (!detail::parse_address(host, ep)) {
-    return {errc::bad_address, "host '" + host + "' is not an IPv4 or IPv6 address literal"};
+    return {errc::bad_address,
+            "host '" + host + "' is not an IPv4 or IPv6 address literal"};
   }
   sockaddr_storage ss{};
   socklen_t len;
@@ -58,7 +62,8 @@ status framed_client::connect(const std::string& host, std::uint16_t port,
     std::memcpy(&a->sin_addr, ep.bytes.data(), 4);
     len = sizeof *a;
   }
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd =
+      ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return {last_error(), "socket"};
   const auto deadline = clock::now() + timeout;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
@@ -105,7 +110,8 @@ std::error_code framed_client::write_raw(std::span<const std::byte> bytes) {
   return {};
 }
 
-std::error_code framed_client::read_some(std::span<std::byte> out, std::size_t& got,
+std::error_code framed_client::read_some(std::span<std::byte> out,
+                                         std::size_t& got,
                                          std::chrono::milliseconds timeout) {
   got = 0;
   if (fd_ == invalid) return make_error_code(errc::not_running);

@@ -45,15 +45,18 @@ endpoint from_sockaddr(const sockaddr_storage& ss) {
 
 }  // namespace
 
-status open_listener(const endpoint& ep, const options& o, int type_flags, int& fd_out,
-                     std::uint16_t& port) {
+status open_listener(const endpoint& ep, const options& o, int type_flags,
+                     int& fd_out, std::uint16_t& port) {
   sockaddr_storage ss{};
   const socklen_t len = to_sockaddr(ep, ss);
-  const int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
-  if (fd < 0) return {std::error_code(errno, std::system_category()), "socket()"};
+  const int fd =
+      ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
+  if (fd < 0)
+    return {std::error_code(errno, std::system_category()), "socket()"};
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (o.reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+  if (o.reuse_port &&
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
     const std::error_code ec(errno, std::system_category());
     ::close(fd);
     return {ec, "SO_REUSEPORT"};
@@ -62,19 +65,23 @@ status open_listener(const endpoint& ep, const options& o, int type_flags, int& 
     const int err = errno;
     ::close(fd);
     const std::string where = ep.to_string();
-    if (err == EADDRINUSE) return {errc::address_in_use, where + " is already in use"};
+    if (err == EADDRINUSE)
+      return {errc::address_in_use, where + " is already in use"};
     if (err == EADDRNOTAVAIL) {
-      return {errc::bad_address, "host " + o.host + " is not an address of this machine"};
+      return {errc::bad_address,
+              "host " + o.host + " is not an address of this machine"};
     }
     if (err == EACCES) {
-      return {errc::bad_option, "port " + std::to_string(ep.port) + " needs privileges"};
+      return {errc::bad_option,
+              "port " + std::to_string(ep.port) + " needs privileges"};
     }
     return {std::error_code(err, std::system_category()), "bind " + where};
   }
   if (::listen(fd, static_cast<int>(o.backlog)) != 0) {
     const int err = errno;
     ::close(fd);
-    if (err == EADDRINUSE) return {errc::address_in_use, ep.to_string() + " is already in use"};
+    if (err == EADDRINUSE)
+      return {errc::address_in_use, ep.to_string() + " is already in use"};
     return {std::error_code(err, std::system_category()), "listen"};
   }
   sockaddr_storage bound{};

@@ -14,8 +14,8 @@ namespace ionet::posix {
 // socket() flags in `type_flags` (e.g. SOCK_NONBLOCK). On success `fd` and
 // the bound `port` are set; on failure nothing is left open and the status
 // names the problem (address_in_use, bad_address, ...).
-status open_listener(const endpoint& ep, const options& o, int type_flags, int& fd,
-                     std::uint16_t& port);
+status open_listener(const endpoint& ep, const options& o, int type_flags,
+                     int& fd, std::uint16_t& port);
 
 // The peer's address of a connected socket (an empty endpoint on error).
 endpoint peer_of(int fd);

@@ -30,7 +30,8 @@ void engine_impl::arm_accepts(loop& l) {
   // Non-blocking sockets: the poll fallback reads until EAGAIN, and
   // io_uring itself handles either kind.
   constexpr int flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
-  const std::uint32_t want = features_.multishot_accept ? 1 : core_.opts().accept_depth;
+  const std::uint32_t want =
+      features_.multishot_accept ? 1 : core_.opts().accept_depth;
   while (l.accepts_armed < want) {
     io_uring_sqe* s = l.r.sqe();
     if (features_.multishot_accept) {

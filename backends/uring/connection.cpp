@@ -37,8 +37,8 @@ constexpr int inline_rounds = 4;
 
 std::error_code reason_of(int negative_errno) {
   const int err = -negative_errno;
-  if (err == ECONNRESET || err == EPIPE || err == ECONNABORTED || err == ETIMEDOUT ||
-      err == ENOTCONN || err == ECANCELED) {
+  if (err == ECONNRESET || err == EPIPE || err == ECONNABORTED ||
+      err == ETIMEDOUT || err == ENOTCONN || err == ECANCELED) {
     return make_error_code(errc::connection_reset);
   }
   return {err, std::system_category()};
@@ -46,8 +46,10 @@ std::error_code reason_of(int negative_errno) {
 
 }  // namespace
 
-bool engine_impl::current(const loop& l, const connection& c, const op& o) noexcept {
-  if (c.p.state != phase::idle && c.loop == l.index && o.generation == c.p.generation) {
+bool engine_impl::current(const loop& l, const connection& c,
+                          const op& o) noexcept {
+  if (c.p.state != phase::idle && c.loop == l.index &&
+      o.generation == c.p.generation) {
     return true;
   }
   // Cannot happen while slots wait for their last completion; counted
@@ -56,7 +58,8 @@ bool engine_impl::current(const loop& l, const connection& c, const op& o) noexc
   return false;
 }
 
-void engine_impl::open_connection(loop& l, connection& c, int fd, connection_id id) {
+void engine_impl::open_connection(loop& l, connection& c, int fd,
+                                  connection_id id) {
   c.p.open(generation_of(id));
   c.fd = fd;
   c.loop = l.index;
@@ -160,7 +163,8 @@ void engine_impl::try_resume(loop& l, connection& c) {
   if (c.p.live() && !c.p.reading && !c.p.eof) arm_recv(l, c);
 }
 
-void engine_impl::on_bytes(loop& l, connection& c, const std::byte* data, std::size_t n) {
+void engine_impl::on_bytes(loop& l, connection& c, const std::byte* data,
+                           std::size_t n) {
   const std::error_code ec = core_.on_read(c.p.slot, {data, n}, l.batch);
   // Inline handlers see views into the receive buffer: deliver before it
   // goes back to the ring. (The pull model copied; finish() delivers.)
@@ -209,19 +213,22 @@ void engine_impl::flush(loop& l, connection& c) {
   auto& pool = core_.slices();
   for (int round = 0;; ++round) {
     std::error_code close_now;
-    detail::slice_chain chain = detail::next_send(core_, c.p, gather_max, close_now);
+    detail::slice_chain chain =
+        detail::next_send(core_, c.p, gather_max, close_now);
     if (chain.empty()) {
       if (close_now) begin_close(l, c, close_now, true);
       return;
     }
-    if (l.iovecs_used + chain.count > l.iovecs.size() || l.headers_used == l.headers.size()) {
+    if (l.iovecs_used + chain.count > l.iovecs.size() ||
+        l.headers_used == l.headers.size()) {
       // The scratch is full: hand the kernel what it references first.
       io_uring_submit(l.r.get());
       l.iovecs_used = l.headers_used = 0;
     }
     iovec* iov = &l.iovecs[l.iovecs_used];
     std::size_t n = 0;
-    for (std::uint32_t s = chain.head; s != detail::no_slice; s = pool.next(s)) {
+    for (std::uint32_t s = chain.head; s != detail::no_slice;
+         s = pool.next(s)) {
       const std::uint32_t skip = n == 0 ? c.head_offset : 0;
       iov[n].iov_base = pool.data(s) + skip;
       iov[n].iov_len = pool.length(s) - skip;
@@ -264,14 +271,15 @@ void engine_impl::flush(loop& l, connection& c) {
   }
 }
 
-bool engine_impl::sent_part(connection& c, detail::slice_chain& chain, std::uint64_t bytes) {
+bool engine_impl::sent_part(connection& c, detail::slice_chain& chain,
+                            std::uint64_t bytes) {
   // Slices wholly sent go back; a slice sent in part goes to the front of
   // the backlog with its offset.
   auto& pool = core_.slices();
   std::uint64_t sent = bytes + c.head_offset;
   std::uint32_t whole = 0;
-  for (std::uint32_t s = chain.head; s != detail::no_slice && sent >= pool.length(s);
-       s = pool.next(s)) {
+  for (std::uint32_t s = chain.head;
+       s != detail::no_slice && sent >= pool.length(s); s = pool.next(s)) {
     sent -= pool.length(s);
     ++whole;
   }
@@ -293,7 +301,8 @@ void engine_impl::on_send(loop& l, op& o, const io_uring_cqe& cqe) {
   --l.ops;
   if (!e.current(l, c, o)) return;
   e.send_done(l, c, cqe.res);
-  if (c.paused && c.p.state == phase::open) e.try_resume(l, c);  // its peer reads again
+  if (c.paused && c.p.state == phase::open)
+    e.try_resume(l, c);  // its peer reads again
 }
 
 void engine_impl::send_done(loop& l, connection& c, int res) {
@@ -318,13 +327,15 @@ void engine_impl::send_done(loop& l, connection& c, int res) {
     return;
   }
   // Sent whole: the socket has room again for inline sends.
-  if (sent_part(c, chain, static_cast<std::uint64_t>(res))) c.send_inline = features_.inline_send;
+  if (sent_part(c, chain, static_cast<std::uint64_t>(res)))
+    c.send_inline = features_.inline_send;
   flush(l, c);
 }
 
 // --- close --------------------------------------------------------------
 
-void engine_impl::begin_close(loop& l, connection& c, std::error_code reason, bool graceful) {
+void engine_impl::begin_close(loop& l, connection& c, std::error_code reason,
+                              bool graceful) {
   if (!detail::start_close(core_, c.p, reason, graceful, l.batch)) return;
   c.head_offset = 0;
   if (detail::should_linger(c.p)) {
@@ -360,7 +371,8 @@ void engine_impl::cancel_ops(loop& l, connection& c) {
     return;
   }
   for (op* o : {&c.recv_op, &c.send_op}) {
-    if ((o == &c.recv_op && !c.p.reading) || (o == &c.send_op && !c.p.writing)) continue;
+    if ((o == &c.recv_op && !c.p.reading) || (o == &c.send_op && !c.p.writing))
+      continue;
     io_uring_sqe* s = l.r.sqe();
     io_uring_prep_cancel(s, o, 0);
     io_uring_sqe_set_data(s, &l.ignore_op);

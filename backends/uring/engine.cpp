@@ -57,7 +57,8 @@ status engine_impl::start() {
   }
   // One ring unless options::threads asks for more (options.hpp).
   if (status s = core_.init(1); !s) return s;
-  stale_completions_.store(0, std::memory_order_relaxed);  // a restart counts from zero
+  stale_completions_.store(
+      0, std::memory_order_relaxed);  // a restart counts from zero
   accept_failures_.store(0, std::memory_order_relaxed);
   const options& o = core_.opts();
 
@@ -164,7 +165,8 @@ void engine_impl::run(loop& l) {
         check_timeouts(l);
         next_sweep = now + sweep_ms;
       }
-      if (l.accepts_armed == 0 && !wound_down) arm_accepts(l);  // after a shortage
+      if (l.accepts_armed == 0 && !wound_down)
+        arm_accepts(l);  // after a shortage
       next_tick = now + tick_ms;
       finish(l);
     }
@@ -182,7 +184,8 @@ void engine_impl::finish(loop& l) {
     for (connection_id id : l.work) {
       auto slot = core_.resolve(id);
       connection* c = slot ? &conns_[*slot] : nullptr;
-      if (c && c->p.state == phase::open && c->p.generation == generation_of(id)) {
+      if (c && c->p.state == phase::open &&
+          c->p.generation == generation_of(id)) {
         flush(l, *c);
       } else {
         stale_completions_.fetch_add(1, std::memory_order_relaxed);
@@ -217,7 +220,8 @@ void engine_impl::take_inbox(loop& l) {
 void engine_impl::on_ignored(loop& l, op&, const io_uring_cqe&) { --l.ops; }
 
 void engine_impl::hand_off(connection_id id) {
-  const std::uint32_t owner = core_.state(slot_of(id)).owner.load(std::memory_order_relaxed);
+  const std::uint32_t owner =
+      core_.state(slot_of(id)).owner.load(std::memory_order_relaxed);
   loop& l = *loops_[owner];
   if (current_loop == &l) {
     l.direct.push_back(id);  // served by finish() before the loop sleeps

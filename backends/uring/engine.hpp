@@ -19,15 +19,15 @@
 // empty: one wake serves every id queued before the loop looks).
 #pragma once
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include <sys/uio.h>
-#include <sys/socket.h>
 
 #include "backends/uring/ring.hpp"
 #include "common/completion.hpp"
@@ -54,14 +54,15 @@ struct connection {
   op ctl_op;   // a cancel
   detail::conn_protocol p;
   int fd = -1;
-  std::uint32_t head_offset = 0;  // bytes of the backlog's first slice sent
-  std::uint16_t loop = 0;         // the owning loop
+  std::uint32_t head_offset = 0;   // bytes of the backlog's first slice sent
+  std::uint16_t loop = 0;          // the owning loop
   std::uint32_t member_index = 0;  // position in its loop's members
-  std::uint32_t linger_index = not_lingering;  // position in its loop's lingering
-  bool cancelling = false;        // ctl_op (a cancel) is issued
-  bool paused = false;            // not read for now: its peer sends more than it reads
-  bool send_inline = true;        // the socket had room: try a plain sendmsg first
-  detail::slice_chain sending;    // owned by send_op until it completes
+  std::uint32_t linger_index =
+      not_lingering;        // position in its loop's lingering
+  bool cancelling = false;  // ctl_op (a cancel) is issued
+  bool paused = false;  // not read for now: its peer sends more than it reads
+  bool send_inline = true;  // the socket had room: try a plain sendmsg first
+  detail::slice_chain sending;  // owned by send_op until it completes
 };
 
 struct loop {
@@ -77,15 +78,15 @@ struct loop {
   op ignore_op;  // completions nobody waits for (cancels of loop ops)
   std::uint32_t accepts_armed = 0;
 
-  std::mutex lock;                    // guards inbox
-  std::vector<connection_id> inbox;   // hand-offs from other threads
-  std::vector<connection_id> work;    // the inbox, taken
-  std::vector<connection_id> direct;  // hand-offs made on this thread
-  std::vector<std::uint32_t> lingering;  // slots waiting for the peer's FIN
-  std::vector<std::uint32_t> members;  // slots of this loop not idle
-  std::vector<std::uint32_t> paused;   // members not read for now
-  std::uint64_t ops = 0;  // operations in flight on this ring
-  std::atomic<std::uint64_t> ops_seen{0};       // copies for stats()
+  std::mutex lock;                         // guards inbox
+  std::vector<connection_id> inbox;        // hand-offs from other threads
+  std::vector<connection_id> work;         // the inbox, taken
+  std::vector<connection_id> direct;       // hand-offs made on this thread
+  std::vector<std::uint32_t> lingering;    // slots waiting for the peer's FIN
+  std::vector<std::uint32_t> members;      // slots of this loop not idle
+  std::vector<std::uint32_t> paused;       // members not read for now
+  std::uint64_t ops = 0;                   // operations in flight on this ring
+  std::atomic<std::uint64_t> ops_seen{0};  // copies for stats()
   std::atomic<std::uint32_t> accepts_seen{0};
 
   // Scratch for sendmsg: the kernel copies msghdr and iovecs when it
@@ -146,8 +147,10 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void send_done(loop& l, connection& c, int res);
   // Gives back the slices of `chain` that `bytes` covered; a rest goes to
   // the front of the backlog. True when all was sent.
-  bool sent_part(connection& c, detail::slice_chain& chain, std::uint64_t bytes);
-  void begin_close(loop& l, connection& c, std::error_code reason, bool graceful);
+  bool sent_part(connection& c, detail::slice_chain& chain,
+                 std::uint64_t bytes);
+  void begin_close(loop& l, connection& c, std::error_code reason,
+                   bool graceful);
   void cancel_ops(loop& l, connection& c);
   void maybe_finish(loop& l, connection& c);
   void check_lingering(loop& l, std::uint64_t now_ms);

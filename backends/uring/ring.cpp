@@ -2,8 +2,8 @@
 
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -78,18 +78,21 @@ std::error_code probe_features(features& f, std::string& why) {
   const unsigned feats = probe_ring.features;
   io_uring_queue_exit(&probe_ring);
   if (!ops_ok) {
-    why = "this kernel's io_uring lacks accept, recv, sendmsg, cancel or poll (needs 5.6)";
+    why =
+        "this kernel's io_uring lacks accept, recv, sendmsg, cancel or poll (needs 5.6)";
     return std::make_error_code(std::errc::function_not_supported);
   }
   if (!(feats & IORING_FEAT_NODROP) || !(feats & IORING_FEAT_SUBMIT_STABLE) ||
       !(feats & IORING_FEAT_EXT_ARG)) {
-    why = "this kernel's io_uring lacks NODROP, SUBMIT_STABLE or EXT_ARG (needs 5.11)";
+    why =
+        "this kernel's io_uring lacks NODROP, SUBMIT_STABLE or EXT_ARG (needs 5.11)";
     return std::make_error_code(std::errc::function_not_supported);
   }
   const int v = kernel_version();
   f.multishot_accept = v >= 5019 && !disabled_by_env("multishot_accept");
   f.buffer_ring = v >= 5019 && !disabled_by_env("buffer_ring");
-  f.multishot_recv = f.buffer_ring && v >= 6000 && !disabled_by_env("multishot_recv");
+  f.multishot_recv =
+      f.buffer_ring && v >= 6000 && !disabled_by_env("multishot_recv");
   f.cancel_fd = v >= 5019 && !disabled_by_env("cancel_fd");
   f.defer_taskrun = v >= 6001 && !disabled_by_env("defer_taskrun");
   f.inline_send = !disabled_by_env("inline_send");
@@ -104,7 +107,8 @@ ring::~ring() {
   if (ready_) io_uring_queue_exit(&ring_);
 }
 
-std::error_code ring::init(unsigned entries, const features& f, std::string& why) {
+std::error_code ring::init(unsigned entries, const features& f,
+                           std::string& why) {
   io_uring_params params{};
   // Completions outnumber submissions (multishot receives): a larger CQ
   // keeps them in the ring rather than on the kernel's overflow list.
@@ -127,7 +131,8 @@ std::error_code ring::init(unsigned entries, const features& f, std::string& why
     r = io_uring_queue_init_params(entries, &ring_, &plain);
   }
   if (r < 0) {
-    why = std::string("io_uring_queue_init: ") + std::system_category().message(-r);
+    why = std::string("io_uring_queue_init: ") +
+          std::system_category().message(-r);
     return {-r, std::system_category()};
   }
   ready_ = true;
@@ -137,12 +142,14 @@ std::error_code ring::init(unsigned entries, const features& f, std::string& why
 void ring::enable() noexcept {
   // (liburing 2.3 declares io_uring_enable_rings but does not export it.)
   if (disabled_) {
-    syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+    syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+            nullptr, 0);
   }
   disabled_ = false;
 }
 
-std::error_code ring::init_buffers(std::uint32_t count, std::uint32_t size, int group) {
+std::error_code ring::init_buffers(std::uint32_t count, std::uint32_t size,
+                                   int group) {
   const std::size_t ring_bytes = sizeof(io_uring_buf) * count;
   void* mem = mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE,
                    MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -169,8 +176,9 @@ std::error_code ring::init_buffers(std::uint32_t count, std::uint32_t size, int 
 }
 
 void ring::give_buffer(std::uint32_t id) noexcept {
-  io_uring_buf_ring_add(br_, buffer(id), buffer_size_, static_cast<unsigned short>(id),
-                        io_uring_buf_ring_mask(buffer_count_), pending_buffers_++);
+  io_uring_buf_ring_add(
+      br_, buffer(id), buffer_size_, static_cast<unsigned short>(id),
+      io_uring_buf_ring_mask(buffer_count_), pending_buffers_++);
 }
 
 void ring::publish_buffers() noexcept {
@@ -193,7 +201,8 @@ void ring::submit_and_wait(unsigned wait, unsigned timeout_ms) {
   ts.tv_sec = timeout_ms / 1000;
   ts.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1000000;
   io_uring_cqe* cqe = nullptr;
-  const int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, wait, &ts, nullptr);
+  const int r =
+      io_uring_submit_and_wait_timeout(&ring_, &cqe, wait, &ts, nullptr);
   // -ETIME (the tick) and -EINTR are expected; anything else means the
   // ring itself is broken, which no caller could recover from.
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {

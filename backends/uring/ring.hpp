@@ -20,8 +20,8 @@ struct features {
   bool multishot_accept = false;  // "multishot_accept": Linux 5.19
   bool buffer_ring = false;       // "buffer_ring": provided buffer rings, 5.19
   bool multishot_recv = false;    // "multishot_recv": 6.0, needs buffer_ring
-  bool cancel_fd = false;         // "cancel_fd": cancel by fd, all at once, 5.19
-  bool defer_taskrun = false;     // "defer_taskrun": 6.1
+  bool cancel_fd = false;      // "cancel_fd": cancel by fd, all at once, 5.19
+  bool defer_taskrun = false;  // "defer_taskrun": 6.1
   // "inline_send": a plain sendmsg first while the socket has room (any
   // kernel); off, every send is an io_uring operation.
   bool inline_send = false;
@@ -59,7 +59,8 @@ class ring {
   void enable() noexcept;
   // A receive buffer ring of `count` buffers of `size` bytes (count a power
   // of two), group `group`.
-  std::error_code init_buffers(std::uint32_t count, std::uint32_t size, int group);
+  std::error_code init_buffers(std::uint32_t count, std::uint32_t size,
+                               int group);
 
   // Never null: when the SQ is full it is submitted first.
   io_uring_sqe* sqe();

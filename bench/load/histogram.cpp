@@ -32,20 +32,23 @@ void histogram::add(std::uint64_t ns) noexcept {
 }
 
 void histogram::merge(const histogram& other) noexcept {
-  for (std::size_t i = 0; i < bucket_count; ++i) buckets_[i] += other.buckets_[i];
+  for (std::size_t i = 0; i < bucket_count; ++i)
+    buckets_[i] += other.buckets_[i];
   count_ += other.count_;
   sum_ += other.sum_;
   max_ = std::max(max_, other.max_);
 }
 
 double histogram::mean() const noexcept {
-  return count_ == 0 ? 0.0 : static_cast<double>(sum_) / static_cast<double>(count_);
+  return count_ == 0 ? 0.0
+                     : static_cast<double>(sum_) / static_cast<double>(count_);
 }
 
 std::uint64_t histogram::quantile(double q) const noexcept {
   if (count_ == 0) return 0;
   const double want = std::ceil(q * static_cast<double>(count_));
-  const std::uint64_t rank = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(want));
+  const std::uint64_t rank =
+      std::max<std::uint64_t>(1, static_cast<std::uint64_t>(want));
   std::uint64_t seen = 0;
   for (std::size_t i = 0; i < bucket_count; ++i) {
     seen += buckets_[i];

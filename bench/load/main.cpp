@@ -8,6 +8,11 @@
 // so a server that falls behind cannot hide its queueing delay by slowing
 // the generator down (coordinated omission). Two more modes measure
 // connection handling rather than echoes: connect-burst and idle.
+#include <arpa/inet.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -16,18 +21,13 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <arpa/inet.h>
-#include <nlohmann/json.hpp>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include "ionet/version.hpp"
 #include "load/worker.hpp"
@@ -107,7 +107,8 @@ self_usage self_usage_now() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
   auto sec = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+    return static_cast<double>(tv.tv_sec) +
+           static_cast<double>(tv.tv_usec) / 1e6;
   };
   return {sec(ru.ru_utime) + sec(ru.ru_stime), ru.ru_nivcsw};
 }
@@ -143,10 +144,12 @@ bool write_word(const std::string& path, const char* word) {
 }
 
 nlohmann::json latency_json(const histogram& h) {
-  auto us = [](std::uint64_t ns) { return round_to(static_cast<double>(ns) / 1e3, 1); };
-  return {{"p50", us(h.quantile(0.50))},   {"p90", us(h.quantile(0.90))},
-          {"p99", us(h.quantile(0.99))},   {"p999", us(h.quantile(0.999))},
-          {"max", us(h.max())},            {"mean", round_to(h.mean() / 1e3, 1)},
+  auto us = [](std::uint64_t ns) {
+    return round_to(static_cast<double>(ns) / 1e3, 1);
+  };
+  return {{"p50", us(h.quantile(0.50))}, {"p90", us(h.quantile(0.90))},
+          {"p99", us(h.quantile(0.99))}, {"p999", us(h.quantile(0.999))},
+          {"max", us(h.max())},          {"mean", round_to(h.mean() / 1e3, 1)},
           {"count", h.count()}};
 }
 
@@ -181,21 +184,23 @@ bool all_set(const std::vector<std::unique_ptr<worker>>& workers, Flag flag) {
 // Sleeps until all workers have set `flag` or until `deadline`, printing
 // `phase` and the open count to stderr each second.
 template <class Flag>
-void wait_for_workers(const std::vector<std::unique_ptr<worker>>& workers, Flag flag,
-                      std::int64_t deadline, const char* phase, std::int64_t t0) {
+void wait_for_workers(const std::vector<std::unique_ptr<worker>>& workers,
+                      Flag flag, std::int64_t deadline, const char* phase,
+                      std::int64_t t0) {
   std::int64_t next_tick = now_ns() + ns_per_s;
   while (!all_set(workers, flag) && now_ns() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     const std::int64_t now = now_ns();
     if (now < next_tick) continue;
     const live_counts s = sample(workers);
-    std::fprintf(stderr,
-                 "ionet-load: %s %5.1f s: %u open, %llu connect failures, %llu echoed, "
-                 "%llu problems\n",
-                 phase, seconds_between(t0, now), s.open,
-                 static_cast<unsigned long long>(s.connect_failed),
-                 static_cast<unsigned long long>(s.completed),
-                 static_cast<unsigned long long>(s.trouble));
+    std::fprintf(
+        stderr,
+        "ionet-load: %s %5.1f s: %u open, %llu connect failures, %llu echoed, "
+        "%llu problems\n",
+        phase, seconds_between(t0, now), s.open,
+        static_cast<unsigned long long>(s.connect_failed),
+        static_cast<unsigned long long>(s.completed),
+        static_cast<unsigned long long>(s.trouble));
     next_tick = now + ns_per_s;
   }
 }
@@ -211,11 +216,14 @@ struct echo_window {
 
 echo_window run_echo_window(const load_config& cfg, load_clock& clock,
                             const std::vector<std::unique_ptr<worker>>& workers,
-                            std::uint32_t connected, int server_pid, std::int64_t t0) {
+                            std::uint32_t connected, int server_pid,
+                            std::int64_t t0) {
   echo_window w;
   const std::int64_t start = now_ns();
   w.begin = start + static_cast<std::int64_t>(cfg.warmup_s * 1e9);
-  w.end = connected == 0 ? w.begin : w.begin + static_cast<std::int64_t>(cfg.duration_s * 1e9);
+  w.end = connected == 0
+              ? w.begin
+              : w.begin + static_cast<std::int64_t>(cfg.duration_s * 1e9);
   clock.measure_begin.store(w.begin, std::memory_order_relaxed);
   clock.measure_end.store(w.end, std::memory_order_relaxed);
   // The open-loop schedule starts with the warmup, so the window measures
@@ -244,15 +252,18 @@ echo_window run_echo_window(const load_config& cfg, load_clock& clock,
     if (now < next_tick) continue;
     const live_counts s = sample(workers);
     const double secs = seconds_between(last_tick, now);
-    const double rate = static_cast<double>(s.completed - last_completed) / secs;
+    const double rate =
+        static_cast<double>(s.completed - last_completed) / secs;
     std::string lag;
     if (cfg.rate > 0) {
-      lag = ", " + std::to_string(s.late_or_skipped - last_lagged) + " late or skipped";
+      lag = ", " + std::to_string(s.late_or_skipped - last_lagged) +
+            " late or skipped";
     }
     std::fprintf(stderr,
                  "ionet-load: %s %5.1f s: %10.0f msg/s %9.2f MiB/s, %u open, "
                  "%llu problems%s\n",
-                 now < w.begin ? "warmup " : "measure", seconds_between(t0, now), rate,
+                 now < w.begin ? "warmup " : "measure",
+                 seconds_between(t0, now), rate,
                  rate * cfg.size / (1024.0 * 1024.0), s.open,
                  static_cast<unsigned long long>(s.trouble), lag.c_str());
     last_completed = s.completed;
@@ -283,7 +294,8 @@ load_result merge_results(const std::vector<std::unique_ptr<worker>>& workers) {
     total.open_after_hold += r.open_after_hold;
     total.echoed += r.echoed;
     for (const auto& s : r.error_samples) {
-      if (total.error_samples.size() < max_error_samples) total.error_samples.push_back(s);
+      if (total.error_samples.size() < max_error_samples)
+        total.error_samples.push_back(s);
     }
   }
   return total;
@@ -333,24 +345,30 @@ static int run(int argc, char** argv) {
   int server_pid = 0;
   load_config cfg;
 
-  app.add_option("--mode", mode,
-                 "echo: echo load (closed loop, or open loop with --rate);\n"
-                 "connect-burst: open --connections at once (up to\n"
-                 "--burst-inflight connects in flight), time them, close;\n"
-                 "idle: open --connections, hold them silent for --hold seconds,\n"
-                 "then send one --size message on each and check every echo")
-      ->check(CLI::IsMember({"echo", "connect-burst", "idle"}))->capture_default_str();
-  app.add_option("--host", host, "server address (IPv4 or IPv6 literal)")->capture_default_str();
+  app.add_option(
+         "--mode", mode,
+         "echo: echo load (closed loop, or open loop with --rate);\n"
+         "connect-burst: open --connections at once (up to\n"
+         "--burst-inflight connects in flight), time them, close;\n"
+         "idle: open --connections, hold them silent for --hold seconds,\n"
+         "then send one --size message on each and check every echo")
+      ->check(CLI::IsMember({"echo", "connect-burst", "idle"}))
+      ->capture_default_str();
+  app.add_option("--host", host, "server address (IPv4 or IPv6 literal)")
+      ->capture_default_str();
   app.add_option("--port", port, "server port")->required();
   app.add_option("--connections", cfg.connections, "connections")
-      ->check(CLI::Range(1u, 1000000u))->capture_default_str();
+      ->check(CLI::Range(1u, 1000000u))
+      ->capture_default_str();
   app.add_option("--size", cfg.size, "payload bytes per message")
-      ->check(CLI::Range(1u, 64u << 20))->capture_default_str();
+      ->check(CLI::Range(1u, 64u << 20))
+      ->capture_default_str();
   app.add_option("--inflight", cfg.inflight,
                  "closed loop: messages outstanding per connection;\n"
                  "open loop: the most outstanding per connection (a send due\n"
                  "at the cap is skipped and counted in skipped_sends)")
-      ->check(CLI::Range(1u, 4096u))->capture_default_str();
+      ->check(CLI::Range(1u, 4096u))
+      ->capture_default_str();
   CLI::Option* rate_opt =
       app.add_option("--rate", cfg.rate,
                      "open loop (echo mode): messages per second over all\n"
@@ -359,21 +377,28 @@ static int run(int argc, char** argv) {
                      "latency counts from each message's intended send time")
           ->check(CLI::Range(0.001, 1e9));
   app.add_option("--duration", cfg.duration_s, "echo: measured seconds")
-      ->check(CLI::Range(0.1, 86400.0))->capture_default_str();
-  app.add_option("--warmup", cfg.warmup_s, "echo: seconds of load before measuring")
-      ->check(CLI::Range(0.0, 3600.0))->capture_default_str();
+      ->check(CLI::Range(0.1, 86400.0))
+      ->capture_default_str();
+  app.add_option("--warmup", cfg.warmup_s,
+                 "echo: seconds of load before measuring")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
   CLI::Option* hold_opt =
-      app.add_option("--hold", cfg.hold_s, "idle: seconds to hold the connections silent")
-          ->check(CLI::Range(0.0, 86400.0))->capture_default_str();
+      app.add_option("--hold", cfg.hold_s,
+                     "idle: seconds to hold the connections silent")
+          ->check(CLI::Range(0.0, 86400.0))
+          ->capture_default_str();
   app.add_option("--burst-inflight", burst_inflight,
                  "connects in flight at once over all threads (every mode)")
-      ->check(CLI::Range(1u, 1000000u))->capture_default_str();
+      ->check(CLI::Range(1u, 1000000u))
+      ->capture_default_str();
   CLI::Option* source_opt =
-      app.add_option("--source-addresses", cfg.source_addresses,
-                     "bind connection i to 127.0.0.(2 + i % N), port 0, before\n"
-                     "connecting: N times the ~28,000 ephemeral ports of one\n"
-                     "source address. Only for a 127.0.0.0/8 IPv4 --host;\n"
-                     "default: no bind (the kernel picks, 127.0.0.1)")
+      app.add_option(
+             "--source-addresses", cfg.source_addresses,
+             "bind connection i to 127.0.0.(2 + i % N), port 0, before\n"
+             "connecting: N times the ~28,000 ephemeral ports of one\n"
+             "source address. Only for a 127.0.0.0/8 IPv4 --host;\n"
+             "default: no bind (the kernel picks, 127.0.0.1)")
           ->check(CLI::Range(1u, 253u));
   app.add_option("--ready-file", ready_file,
                  "write 'ready' to this file when every connect has been\n"
@@ -382,18 +407,23 @@ static int run(int argc, char** argv) {
                  "emptied at start");
   app.add_option("--connect-timeout", cfg.connect_timeout_s,
                  "seconds to wait for all connections")
-      ->check(CLI::Range(0.1, 600.0))->capture_default_str();
-  app.add_option("--stall-timeout", cfg.stall_s,
-                 "seconds an echo may be outstanding at the end before the\n"
-                 "connection counts as stalled (a failure); idle: how long the\n"
-                 "probe echoes may take")
-      ->check(CLI::Range(0.001, 3600.0))->capture_default_str();
+      ->check(CLI::Range(0.1, 600.0))
+      ->capture_default_str();
+  app.add_option(
+         "--stall-timeout", cfg.stall_s,
+         "seconds an echo may be outstanding at the end before the\n"
+         "connection counts as stalled (a failure); idle: how long the\n"
+         "probe echoes may take")
+      ->check(CLI::Range(0.001, 3600.0))
+      ->capture_default_str();
   app.add_option("--framing", framing, "length_prefix or raw")
-      ->check(CLI::IsMember({"length_prefix", "raw"}))->capture_default_str();
+      ->check(CLI::IsMember({"length_prefix", "raw"}))
+      ->capture_default_str();
   app.add_option("--threads", threads,
                  "load threads, each with its own epoll and an equal share of\n"
                  "the connections (every mode)")
-      ->check(CLI::Range(1u, 256u))->capture_default_str();
+      ->check(CLI::Range(1u, 256u))
+      ->capture_default_str();
   app.add_option("--server-pid", server_pid,
                  "echo: also report this process's CPU time over the measured\n"
                  "window (from /proc/PID/stat)")
@@ -425,12 +455,14 @@ static int run(int argc, char** argv) {
     return bad_flag("--hold: only with --mode idle");
   }
   if (source_opt->count() > 0 && !is_ipv4_loopback(cfg)) {
-    return bad_flag("--source-addresses: the sources are 127.0.0.2 and up, which only "
-                    "reach a 127.0.0.0/8 IPv4 --host, not '" + host + "'");
+    return bad_flag(
+        "--source-addresses: the sources are 127.0.0.2 and up, which only "
+        "reach a 127.0.0.0/8 IPv4 --host, not '" +
+        host + "'");
   }
   if (!ready_file.empty() && !write_word(ready_file, "")) {
-    return bad_flag("--ready-file: cannot write '" + ready_file + "': " +
-                    std::system_category().message(errno));
+    return bad_flag("--ready-file: cannot write '" + ready_file +
+                    "': " + std::system_category().message(errno));
   }
   if (threads > cfg.connections) threads = cfg.connections;
   cfg.length_prefix = framing == "length_prefix";
@@ -443,8 +475,10 @@ static int run(int argc, char** argv) {
   std::vector<std::unique_ptr<worker>> workers;
   for (std::uint32_t t = 0; t < threads; ++t) {
     std::vector<std::uint32_t> ids;
-    for (std::uint32_t c = t; c < cfg.connections; c += threads) ids.push_back(c);
-    workers.push_back(std::make_unique<worker>(cfg, pat, clock, std::move(ids)));
+    for (std::uint32_t c = t; c < cfg.connections; c += threads)
+      ids.push_back(c);
+    workers.push_back(
+        std::make_unique<worker>(cfg, pat, clock, std::move(ids)));
   }
   const std::int64_t t0 = now_ns();
   std::vector<std::thread> pool;
@@ -452,9 +486,10 @@ static int run(int argc, char** argv) {
   for (auto& w : workers) pool.emplace_back([&w] { w->run(); });
 
   // Connect phase: bounded by --connect-timeout (the workers enforce it).
-  wait_for_workers(workers, &worker::connect_phase_done,
-                   t0 + static_cast<std::int64_t>((cfg.connect_timeout_s + 1) * 1e9),
-                   "connect", t0);
+  wait_for_workers(
+      workers, &worker::connect_phase_done,
+      t0 + static_cast<std::int64_t>((cfg.connect_timeout_s + 1) * 1e9),
+      "connect", t0);
   std::uint32_t connected = 0;
   std::int64_t connect_done_at = 0;
   for (auto& w : workers) {
@@ -490,13 +525,15 @@ static int run(int argc, char** argv) {
   } else {
     const std::int64_t hold_begin = now_ns();
     wait_for_workers(workers, &worker::finished,
-                     hold_begin + static_cast<std::int64_t>(cfg.hold_s * 1e9), "hold   ", t0);
+                     hold_begin + static_cast<std::int64_t>(cfg.hold_s * 1e9),
+                     "hold   ", t0);
     hold_s = seconds_between(hold_begin, now_ns());
     mark("done");
     clock.probe.store(true, std::memory_order_release);
-    wait_for_workers(workers, &worker::finished,
-                     now_ns() + static_cast<std::int64_t>((cfg.stall_s + 5) * 1e9),
-                     "probe  ", t0);
+    wait_for_workers(
+        workers, &worker::finished,
+        now_ns() + static_cast<std::int64_t>((cfg.stall_s + 5) * 1e9),
+        "probe  ", t0);
   }
   for (auto& t : pool) t.join();
 
@@ -520,14 +557,16 @@ static int run(int argc, char** argv) {
       {"error_samples", total.error_samples},
   };
   if (cfg.source_addresses > 0) out["source_addresses"] = cfg.source_addresses;
-  bool failed = total.corrupted > 0 || total.connect_failures > 0 || total.errors > 0 ||
-                total.stalled > 0 || !ready_file_ok;
+  bool failed = total.corrupted > 0 || total.connect_failures > 0 ||
+                total.errors > 0 || total.stalled > 0 || !ready_file_ok;
 
   if (cfg.mode == load_mode::echo) {
     const double secs = seconds_between(window.begin, window.end);
-    const double msgs_per_sec = secs > 0 ? static_cast<double>(total.messages) / secs : 0;
+    const double msgs_per_sec =
+        secs > 0 ? static_cast<double>(total.messages) / secs : 0;
     const double mib_per_sec =
-        secs > 0 ? static_cast<double>(total.bytes) / secs / (1024.0 * 1024.0) : 0;
+        secs > 0 ? static_cast<double>(total.bytes) / secs / (1024.0 * 1024.0)
+                 : 0;
     out["inflight"] = cfg.inflight;
     out["loop"] = cfg.rate > 0 ? "open" : "closed";
     out["warmup_s"] = cfg.warmup_s;
@@ -538,25 +577,30 @@ static int run(int argc, char** argv) {
     out["mib_per_sec"] = round_to(mib_per_sec, 3);
     out["latency_us"] = latency_json(total.latency);
     out["stalled_connections"] = total.stalled;
-    out["client_cpu_s"] = round_to(window.self_end.cpu_s - window.self_begin.cpu_s, 3);
-    out["client_preempted"] = window.self_end.preempted - window.self_begin.preempted;
+    out["client_cpu_s"] =
+        round_to(window.self_end.cpu_s - window.self_begin.cpu_s, 3);
+    out["client_preempted"] =
+        window.self_end.preempted - window.self_begin.preempted;
     if (cfg.rate > 0) {
       out["offered_rate"] = cfg.rate;
       out["rate_per_connection"] = round_to(cfg.rate / cfg.connections, 3);
       out["sends"] = total.sends;
       out["late_sends"] = total.late_sends;
       out["skipped_sends"] = total.skipped_sends;
-      out["max_send_lag_us"] = round_to(static_cast<double>(total.send_lag.max()) / 1e3, 1);
+      out["max_send_lag_us"] =
+          round_to(static_cast<double>(total.send_lag.max()) / 1e3, 1);
       out["send_lag_us"] = latency_json(total.send_lag);
     }
     if (window.server_cpu_begin && window.server_cpu_end) {
       const double cpu = *window.server_cpu_end - *window.server_cpu_begin;
       out["server_cpu_s"] = round_to(cpu, 3);
       out["server_cpu_us_per_msg"] =
-          total.messages > 0 ? round_to(cpu * 1e6 / static_cast<double>(total.messages), 3)
-                             : 0.0;
+          total.messages > 0
+              ? round_to(cpu * 1e6 / static_cast<double>(total.messages), 3)
+              : 0.0;
     }
-    if (total.messages == 0) std::fprintf(stderr, "ionet-load: no message was echoed\n");
+    if (total.messages == 0)
+      std::fprintf(stderr, "ionet-load: no message was echoed\n");
     failed = failed || total.messages == 0;
   } else if (cfg.mode == load_mode::connect_burst) {
     out["burst_inflight"] = burst_inflight;
@@ -567,7 +611,8 @@ static int run(int argc, char** argv) {
     out["stalled_connections"] = total.stalled;
     if (total.echoed < cfg.connections) {
       std::fprintf(stderr, "ionet-load: %llu of %u probes echoed\n",
-                   static_cast<unsigned long long>(total.echoed), cfg.connections);
+                   static_cast<unsigned long long>(total.echoed),
+                   cfg.connections);
       failed = true;
     }
   }
@@ -581,9 +626,11 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << "ionet-load" << ": " << e.what() << "\n";
+    std::cerr << "ionet-load"
+              << ": " << e.what() << "\n";
   } catch (...) {
-    std::cerr << "ionet-load" << ": an unknown exception\n";
+    std::cerr << "ionet-load"
+              << ": an unknown exception\n";
   }
   return 1;
 }

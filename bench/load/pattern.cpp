@@ -26,7 +26,8 @@ pattern::pattern() : table_(2 * period) {
 }
 
 std::size_t pattern::start(std::uint32_t conn, std::uint64_t msg) noexcept {
-  return static_cast<std::size_t>(mix((std::uint64_t{conn} << 40) ^ msg) % period);
+  return static_cast<std::size_t>(mix((std::uint64_t{conn} << 40) ^ msg) %
+                                  period);
 }
 
 void pattern::fill(std::uint32_t conn, std::uint64_t msg, std::size_t from,

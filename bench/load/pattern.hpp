@@ -27,8 +27,9 @@ class pattern {
 
   // How many of `n` bytes at `in` differ from payload bytes [from, from + n)
   // of message (conn, msg).
-  std::size_t mismatches(std::uint32_t conn, std::uint64_t msg, std::size_t from,
-                         const std::uint8_t* in, std::size_t n) const noexcept;
+  std::size_t mismatches(std::uint32_t conn, std::uint64_t msg,
+                         std::size_t from, const std::uint8_t* in,
+                         std::size_t n) const noexcept;
 
  private:
   // Two periods back to back, so a run of up to `period` bytes starting

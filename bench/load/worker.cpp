@@ -1,5 +1,12 @@
 #include "load/worker.hpp"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -7,13 +14,6 @@
 #include <cstring>
 #include <limits>
 #include <system_error>
-
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/tcp.h>
-#include <sys/prctl.h>
-#include <time.h>
-#include <unistd.h>
 
 namespace ionet_bench {
 namespace {
@@ -35,7 +35,9 @@ constexpr std::int64_t late_after_ns = 1'000'000;
 constexpr unsigned long open_loop_timer_slack_ns = 1'000;
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 
-std::int64_t seconds_to_ns(double s) { return static_cast<std::int64_t>(s * 1e9); }
+std::int64_t seconds_to_ns(double s) {
+  return static_cast<std::int64_t>(s * 1e9);
+}
 
 std::string errno_text(const char* what, int err) {
   return std::string(what) + ": " + std::system_category().message(err);
@@ -52,12 +54,17 @@ std::int64_t now_ns() noexcept {
 struct worker::conn {
   int fd = -1;
   std::uint32_t id = 0;  // global connection number: part of the pattern
-  enum class state : std::uint8_t { idle, connecting, open, dead } st = state::idle;
-  bool want_out = false;  // EPOLLOUT registered
+  enum class state : std::uint8_t {
+    idle,
+    connecting,
+    open,
+    dead
+  } st = state::idle;
+  bool want_out = false;          // EPOLLOUT registered
   std::vector<std::uint8_t> out;  // bytes not yet written
   std::size_t out_off = 0;
-  std::uint64_t next_msg = 0;   // messages queued so far
-  std::uint64_t recv_bytes = 0; // stream bytes echoed back so far
+  std::uint64_t next_msg = 0;    // messages queued so far
+  std::uint64_t recv_bytes = 0;  // stream bytes echoed back so far
   // Ring of `inflight` send times; in open loop the intended ones.
   std::vector<std::int64_t> sent_at;
   std::int64_t connect_started = 0;
@@ -66,8 +73,12 @@ struct worker::conn {
 
 worker::worker(const load_config& cfg, const pattern& pat, load_clock& clock,
                std::vector<std::uint32_t> conn_ids)
-    : cfg_(cfg), pat_(pat), clock_(clock), conns_(conn_ids.size()),
-      rbuf_(read_buffer_bytes), events_(events_per_wait) {
+    : cfg_(cfg),
+      pat_(pat),
+      clock_(clock),
+      conns_(conn_ids.size()),
+      rbuf_(read_buffer_bytes),
+      events_(events_per_wait) {
   header_bytes_ = cfg.length_prefix ? 4 : 0;
   frame_bytes_ = header_bytes_ + cfg.size;
   for (std::size_t i = 0; i < conns_.size(); ++i) {
@@ -88,7 +99,8 @@ worker::~worker() {
 void worker::add_sample(const std::string& text, const std::string& kind) {
   if (result.error_samples.size() >= max_error_samples) return;
   for (const std::string& s : result.error_samples) {
-    if (s.size() >= kind.size() && s.compare(s.size() - kind.size(), kind.size(), kind) == 0) {
+    if (s.size() >= kind.size() &&
+        s.compare(s.size() - kind.size(), kind.size(), kind) == 0) {
       return;
     }
   }
@@ -111,7 +123,8 @@ void worker::fail(conn& c, const std::string& what, bool connect_failure) {
   if (c.st == conn::state::connecting) --connecting_;
   trouble.fetch_add(1, std::memory_order_relaxed);
   add_sample("connection " + std::to_string(c.id) + ": " + what, what);
-  if (c.st == conn::state::open) connected.fetch_sub(1, std::memory_order_relaxed);
+  if (c.st == conn::state::open)
+    connected.fetch_sub(1, std::memory_order_relaxed);
   if (c.fd >= 0) ::close(c.fd);  // also removes it from the epoll set
   c.fd = -1;
   c.st = conn::state::dead;
@@ -127,7 +140,8 @@ bool worker::start_connects(std::int64_t now) {
   if (connect_phase_done.load(std::memory_order_relaxed)) return false;
   if (now >= started_ + seconds_to_ns(cfg_.connect_timeout_s)) return false;
   for (std::size_t batch = 0; batch < connects_per_batch; ++batch) {
-    if (next_open_ == conns_.size() || connecting_ >= cfg_.connect_inflight) return false;
+    if (next_open_ == conns_.size() || connecting_ >= cfg_.connect_inflight)
+      return false;
     open_one(conns_[next_open_++]);
   }
   return next_open_ < conns_.size() && connecting_ < cfg_.connect_inflight;
@@ -136,7 +150,8 @@ bool worker::start_connects(std::int64_t now) {
 void worker::open_one(conn& c) {
   c.st = conn::state::connecting;
   ++connecting_;
-  c.fd = ::socket(cfg_.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  c.fd = ::socket(cfg_.addr.ss_family,
+                  SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (c.fd < 0) {
     fail(c, errno_text("socket", errno), true);
     return;
@@ -145,7 +160,8 @@ void worker::open_one(conn& c) {
   ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (cfg_.source_addresses > 0 && !bind_source(c)) return;
   c.connect_started = now_ns();
-  if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&cfg_.addr), cfg_.addr_len) != 0 &&
+  if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&cfg_.addr),
+                cfg_.addr_len) != 0 &&
       errno != EINPROGRESS) {
     fail(c, errno_text("connect", errno), true);
     return;
@@ -171,12 +187,16 @@ bool worker::bind_source(conn& c) {
   sockaddr_in src{};
   src.sin_family = AF_INET;
   src.sin_port = 0;
-  src.sin_addr.s_addr = htonl((127u << 24) | (2u + c.id % cfg_.source_addresses));
+  src.sin_addr.s_addr =
+      htonl((127u << 24) | (2u + c.id % cfg_.source_addresses));
   if (::bind(c.fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) != 0) {
     const int err = errno;
     char text[INET_ADDRSTRLEN] = "?";
     ::inet_ntop(AF_INET, &src.sin_addr, text, sizeof text);
-    fail(c, std::string("bind ") + text + ": " + std::system_category().message(err), true);
+    fail(c,
+         std::string("bind ") + text + ": " +
+             std::system_category().message(err),
+         true);
     return false;
   }
   return true;
@@ -220,8 +240,8 @@ void worker::queue_message(conn& c, std::int64_t sent_at) {
 
 void worker::flush(conn& c) {
   while (c.st == conn::state::open && c.out_off < c.out.size()) {
-    const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off,
-                             MSG_NOSIGNAL);
+    const ssize_t n = ::send(c.fd, c.out.data() + c.out_off,
+                             c.out.size() - c.out_off, MSG_NOSIGNAL);
     if (n > 0) {
       c.out_off += static_cast<std::size_t>(n);
       continue;
@@ -252,8 +272,8 @@ void worker::on_connected(conn& c, std::int64_t now) {
   --connecting_;
   ++result.connected;
   connected.fetch_add(1, std::memory_order_relaxed);
-  result.connect_latency.add(static_cast<std::uint64_t>(std::max<std::int64_t>(
-      0, now - c.connect_started)));
+  result.connect_latency.add(static_cast<std::uint64_t>(
+      std::max<std::int64_t>(0, now - c.connect_started)));
   const bool closed_loop = cfg_.mode == load_mode::echo && cfg_.rate <= 0;
   if (closed_loop && sending_allowed(now)) {
     for (std::uint32_t k = 0; k < cfg_.inflight; ++k) queue_message(c, now);
@@ -267,12 +287,14 @@ void worker::complete(conn& c, std::uint64_t msg, std::int64_t now) {
     ++result.echoed;
     return;
   }
-  const std::int64_t begin = clock_.measure_begin.load(std::memory_order_relaxed);
+  const std::int64_t begin =
+      clock_.measure_begin.load(std::memory_order_relaxed);
   const std::int64_t end = clock_.measure_end.load(std::memory_order_relaxed);
   if (begin != 0 && now >= begin && now < end) {
     ++result.messages;
     result.bytes += cfg_.size;
-    result.latency.add(static_cast<std::uint64_t>(now - c.sent_at[msg % cfg_.inflight]));
+    result.latency.add(
+        static_cast<std::uint64_t>(now - c.sent_at[msg % cfg_.inflight]));
   }
   if (cfg_.rate <= 0 && sending_allowed(now)) queue_message(c, now);
 }
@@ -280,10 +302,12 @@ void worker::complete(conn& c, std::uint64_t msg, std::int64_t now) {
 // The echoed stream must equal the sent stream byte for byte: raw echoes
 // come back split anywhere, and length_prefix echoes carry the same header
 // we sent, so one check covers both.
-void worker::consume(conn& c, const std::uint8_t* data, std::size_t n, std::int64_t now) {
+void worker::consume(conn& c, const std::uint8_t* data, std::size_t n,
+                     std::int64_t now) {
   while (n > 0) {
     const std::uint64_t m = c.recv_bytes / frame_bytes_;
-    const std::size_t pos = static_cast<std::size_t>(c.recv_bytes % frame_bytes_);
+    const std::size_t pos =
+        static_cast<std::size_t>(c.recv_bytes % frame_bytes_);
     if (m >= c.next_msg) {
       result.corrupted += n;
       trouble.fetch_add(1, std::memory_order_relaxed);
@@ -294,10 +318,13 @@ void worker::consume(conn& c, const std::uint8_t* data, std::size_t n, std::int6
     std::size_t bad = 0;
     std::size_t i = 0;
     for (; i < take && pos + i < header_bytes_; ++i) {
-      const std::uint8_t want = static_cast<std::uint8_t>(cfg_.size >> (8 * (3 - (pos + i))));
+      const std::uint8_t want =
+          static_cast<std::uint8_t>(cfg_.size >> (8 * (3 - (pos + i))));
       bad += data[i] != want;
     }
-    if (i < take) bad += pat_.mismatches(c.id, m, pos + i - header_bytes_, data + i, take - i);
+    if (i < take)
+      bad +=
+          pat_.mismatches(c.id, m, pos + i - header_bytes_, data + i, take - i);
     if (bad != 0) {
       result.corrupted += bad;
       trouble.fetch_add(bad, std::memory_order_relaxed);
@@ -342,7 +369,8 @@ void worker::on_event(conn& c, std::uint32_t events, std::int64_t now) {
 void worker::check_connect_phase(std::int64_t now) {
   if (connect_phase_done.load(std::memory_order_relaxed)) return;
   const bool settled = connecting_ == 0 && next_open_ == conns_.size();
-  if (!settled && now < started_ + seconds_to_ns(cfg_.connect_timeout_s)) return;
+  if (!settled && now < started_ + seconds_to_ns(cfg_.connect_timeout_s))
+    return;
   for (conn& c : conns_) {
     if (c.st == conn::state::connecting) {
       fail(c, "connect timed out", true);
@@ -368,8 +396,8 @@ void worker::check_stalls(std::int64_t now) {
       const std::uint64_t missing = c.next_msg * frame_bytes_ - c.recv_bytes;
       result.error_samples.push_back(
           "connection " + std::to_string(c.id) + ": stalled, no echo for " +
-          std::to_string(waited / 1'000'000) + " ms, " + std::to_string(missing) +
-          " bytes outstanding");
+          std::to_string(waited / 1'000'000) + " ms, " +
+          std::to_string(missing) + " bytes outstanding");
     }
   }
 }
@@ -381,8 +409,9 @@ void worker::check_stalls(std::int64_t now) {
 // that period and never change order, so the next due slot is always the
 // cursor's: no heap.
 std::int64_t worker::intended_time(const conn& c) const noexcept {
-  const double g = static_cast<double>(c.id) +
-                   static_cast<double>(c.next_slot) * static_cast<double>(cfg_.connections);
+  const double g =
+      static_cast<double>(c.id) +
+      static_cast<double>(c.next_slot) * static_cast<double>(cfg_.connections);
   return schedule_start_ + std::llround(g * ns_per_msg_);
 }
 
@@ -391,7 +420,8 @@ std::int64_t worker::intended_time(const conn& c) const noexcept {
 // not postponed: the schedule stays fixed and the skip is reported.
 std::int64_t worker::run_schedule(std::int64_t now) {
   if (conns_.empty()) return never;
-  const std::int64_t begin = clock_.measure_begin.load(std::memory_order_relaxed);
+  const std::int64_t begin =
+      clock_.measure_begin.load(std::memory_order_relaxed);
   const std::int64_t end = clock_.measure_end.load(std::memory_order_relaxed);
   // After a stall many slots may be due at once; do a bounded batch, then
   // read echoes before coming back (the caller then waits 0).
@@ -411,7 +441,8 @@ std::int64_t worker::run_schedule(std::int64_t now) {
       continue;
     }
     const std::int64_t lag = now - due;
-    if (lag > late_after_ns) late_or_skipped.fetch_add(1, std::memory_order_relaxed);
+    if (lag > late_after_ns)
+      late_or_skipped.fetch_add(1, std::memory_order_relaxed);
     if (counted) {
       ++result.sends;
       if (lag > late_after_ns) ++result.late_sends;
@@ -438,9 +469,11 @@ bool worker::run_idle(std::int64_t now, std::int64_t& wake) {
       flush(c);
     }
   }
-  const bool waiting = std::any_of(conns_.begin(), conns_.end(), [this](const conn& c) {
-    return c.st == conn::state::open && c.recv_bytes < c.next_msg * frame_bytes_;
-  });
+  const bool waiting =
+      std::any_of(conns_.begin(), conns_.end(), [this](const conn& c) {
+        return c.st == conn::state::open &&
+               c.recv_bytes < c.next_msg * frame_bytes_;
+      });
   if (!waiting) return true;
   if (now >= probe_deadline_) {
     check_stalls(now);
@@ -453,12 +486,14 @@ bool worker::run_idle(std::int64_t now, std::int64_t& wake) {
 // Waits for socket events until `wake` at the latest and handles them.
 // False on an epoll error the loop cannot go on after.
 bool worker::wait_events(std::int64_t now, std::int64_t wake) {
-  const std::int64_t wait = std::clamp<std::int64_t>(wake - now, 0, max_wait_ns);
+  const std::int64_t wait =
+      std::clamp<std::int64_t>(wake - now, 0, max_wait_ns);
   const int cap = static_cast<int>(events_.size());
   int n = 0;
   if (have_pwait2_) {
     // Nanosecond timeouts: open-loop sends are due every few microseconds.
-    const timespec ts{static_cast<time_t>(wait / ns_per_s), static_cast<long>(wait % ns_per_s)};
+    const timespec ts{static_cast<time_t>(wait / ns_per_s),
+                      static_cast<long>(wait % ns_per_s)};
     n = ::epoll_pwait2(epfd_, events_.data(), cap, &ts, nullptr);
     if (n < 0 && errno == ENOSYS) {  // before Linux 5.11
       have_pwait2_ = false;
@@ -466,7 +501,8 @@ bool worker::wait_events(std::int64_t now, std::int64_t wake) {
     }
   } else {
     // Whole milliseconds, rounded up: sends may then be up to 1 ms late.
-    n = ::epoll_wait(epfd_, events_.data(), cap, static_cast<int>((wait + 999'999) / 1'000'000));
+    n = ::epoll_wait(epfd_, events_.data(), cap,
+                     static_cast<int>((wait + 999'999) / 1'000'000));
   }
   if (n < 0) {
     if (errno == EINTR) return true;
@@ -489,7 +525,8 @@ bool worker::wait_events(std::int64_t now, std::int64_t wake) {
 
 void worker::close_all() {
   for (conn& c : conns_) {
-    if (c.st == conn::state::open) connected.fetch_sub(1, std::memory_order_relaxed);
+    if (c.st == conn::state::open)
+      connected.fetch_sub(1, std::memory_order_relaxed);
     if (c.fd >= 0) ::close(c.fd);
     c.fd = -1;
     c.st = conn::state::dead;
@@ -503,7 +540,8 @@ void worker::run() {
   if (cfg_.mode == load_mode::echo) budget_s += cfg_.warmup_s + cfg_.duration_s;
   if (cfg_.mode == load_mode::idle) budget_s += cfg_.hold_s + cfg_.stall_s;
   const std::int64_t hard_deadline = started_ + seconds_to_ns(budget_s);
-  const std::int64_t connect_deadline = started_ + seconds_to_ns(cfg_.connect_timeout_s);
+  const std::int64_t connect_deadline =
+      started_ + seconds_to_ns(cfg_.connect_timeout_s);
   const bool open_loop = cfg_.mode == load_mode::echo && cfg_.rate > 0;
   if (open_loop) {
     ns_per_msg_ = 1e9 / cfg_.rate;
@@ -530,7 +568,8 @@ void worker::run() {
     }
     bool over = false;
     if (cfg_.mode == load_mode::echo) {
-      const std::int64_t end = clock_.measure_end.load(std::memory_order_relaxed);
+      const std::int64_t end =
+          clock_.measure_end.load(std::memory_order_relaxed);
       if (end != 0 && now >= end) {
         check_stalls(now);
         over = true;
@@ -539,7 +578,8 @@ void worker::run() {
       }
       if (!over && open_loop) {
         if (schedule_start_ == 0) {
-          schedule_start_ = clock_.schedule_start.load(std::memory_order_acquire);
+          schedule_start_ =
+              clock_.schedule_start.load(std::memory_order_acquire);
         }
         if (schedule_start_ != 0) {
           next_due_ = run_schedule(now);

@@ -10,15 +10,15 @@
 // Connects are paced so that at most `connect_inflight` are in flight.
 #pragma once
 
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
 #include <atomic>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
-
-#include <netinet/in.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 
 #include "load/histogram.hpp"
 #include "load/pattern.hpp"
@@ -80,10 +80,10 @@ struct load_result {
   std::uint64_t sends = 0;
   std::uint64_t late_sends = 0;     // sent more than 1 ms after intended
   std::uint64_t skipped_sends = 0;  // not sent: connection at the cap
-  histogram send_lag;  // actual send time - intended send time
+  histogram send_lag;               // actual send time - intended send time
   // Idle mode.
   std::uint32_t open_after_hold = 0;
-  std::uint64_t echoed = 0;  // probe echoes that came back whole
+  std::uint64_t echoed = 0;                // probe echoes that came back whole
   std::vector<std::string> error_samples;  // the first of each kind, a few
 };
 
@@ -104,7 +104,8 @@ class worker {
   // Live progress for the main thread.
   std::atomic<std::uint64_t> completed{0};  // every echoed message, warmup too
   std::atomic<std::uint32_t> connected{0};
-  std::atomic<std::uint64_t> trouble{0};  // errors + connect failures + corruption
+  std::atomic<std::uint64_t> trouble{
+      0};  // errors + connect failures + corruption
   std::atomic<std::uint64_t> connect_failed{0};
   std::atomic<std::uint64_t> late_or_skipped{0};  // open loop, warmup too
   std::atomic<bool> connect_phase_done{false};
@@ -122,7 +123,8 @@ class worker {
   void on_event(conn& c, std::uint32_t events, std::int64_t now);
   void on_connected(conn& c, std::int64_t now);
   void on_readable(conn& c);
-  void consume(conn& c, const std::uint8_t* data, std::size_t n, std::int64_t now);
+  void consume(conn& c, const std::uint8_t* data, std::size_t n,
+               std::int64_t now);
   void complete(conn& c, std::uint64_t msg, std::int64_t now);
   void queue_message(conn& c, std::int64_t sent_at);
   void flush(conn& c);

@@ -1,12 +1,12 @@
 // connection_table: every accept acquires a slot, every send() and close()
 // resolves an id, every closed connection recycles its slot. resolve() is
 // the hot one; a stale id must be as cheap to refuse as a live one to find.
+#include "common/connection_table.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <optional>
-
-#include "common/connection_table.hpp"
 
 namespace {
 

@@ -6,6 +6,8 @@
 // Pausing the timer costs far more than one batch, so each benchmark lets
 // the queue run up to `depth` batches and does the other half for all of
 // them in one pause; the pause is then a small share of each batch.
+#include "common/event_queue.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <array>
@@ -13,8 +15,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
-
-#include "common/event_queue.hpp"
 
 namespace {
 

@@ -4,6 +4,8 @@
 // whole inside one chunk, so they are handed out as views; 512 B chunks (a
 // small read) make messages span chunks, so they are assembled in
 // message_pool buffers, which the sink gives back as a user's release() does.
+#include "common/framing.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -12,7 +14,6 @@
 #include <span>
 #include <vector>
 
-#include "common/framing.hpp"
 #include "common/message_pool.hpp"
 #include "common/slab_pool.hpp"
 
@@ -83,8 +84,7 @@ void bm_decode(benchmark::State& state) {
   }
   // Bytes handed out as views are skipped over, not copied, so with large
   // chunks bytes/s can exceed memory bandwidth; items/s is the figure then.
-  state.SetBytesProcessed(
-      static_cast<std::int64_t>(iterations * all.size()));
+  state.SetBytesProcessed(static_cast<std::int64_t>(iterations * all.size()));
   state.SetItemsProcessed(static_cast<std::int64_t>(messages));
   // The share of messages that took the copying (assembly) path.
   state.counters["assembled"] =

@@ -2,11 +2,11 @@
 // thread first (the cost of the CAS loop alone), then two threads taking and
 // giving on one pool, which is what concurrent send()s from user threads and
 // completions on an engine thread do to it.
+#include "common/slab_pool.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-
-#include "common/slab_pool.hpp"
 
 namespace {
 

@@ -193,7 +193,8 @@ inline int open_listener(const options& o, const std::string& program,
   const int fd =
       ::socket(o.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
   if (fd < 0) {
-    std::cerr << program << ": socket: " << std::system_category().message(errno) << "\n";
+    std::cerr << program
+              << ": socket: " << std::system_category().message(errno) << "\n";
     return -1;
   }
   const int on = 1;

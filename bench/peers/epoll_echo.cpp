@@ -48,7 +48,8 @@ class server {
       const int n = ::epoll_wait(epoll_fd_, events, 512, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
-        std::cerr << program << ": epoll_wait: " << std::system_category().message(errno)
+        std::cerr << program
+                  << ": epoll_wait: " << std::system_category().message(errno)
                   << "\n";
         break;
       }
@@ -258,7 +259,8 @@ static int run(int argc, char** argv) {
   const int signal_fd = ::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
   if (signal_fd < 0 || epoll_fd < 0) {
-    std::cerr << program << ": " << std::system_category().message(errno) << "\n";
+    std::cerr << program << ": " << std::system_category().message(errno)
+              << "\n";
     return 1;
   }
   const int listen_fd = peers::open_listener(opts, program, SOCK_NONBLOCK);

@@ -93,9 +93,8 @@ class server {
     while (!stopping_) {
       const int r = io_uring_submit_and_wait(&ring_, 1);
       if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-        std::cerr << program
-                  << ": io_uring_submit_and_wait: " << std::system_category().message(-r)
-                  << "\n";
+        std::cerr << program << ": io_uring_submit_and_wait: "
+                  << std::system_category().message(-r) << "\n";
         break;
       }
       unsigned head = 0;
@@ -591,8 +590,8 @@ static int run(int argc, char** argv) {
   // Probe first: without a working io_uring there is nothing to compare.
   io_uring ring{};
   if (int r = setup_ring(ring); r < 0) {
-    std::cerr << program
-              << ": io_uring cannot be set up here: " << std::system_category().message(-r)
+    std::cerr << program << ": io_uring cannot be set up here: "
+              << std::system_category().message(-r)
               << " (needs Linux 5.19 or later, with io_uring not disabled by "
                  "sysctl kernel.io_uring_disabled or a seccomp filter)\n";
     return 1;
@@ -600,8 +599,8 @@ static int run(int argc, char** argv) {
   char* pool = nullptr;
   io_uring_buf_ring* br = setup_buffers(ring, pool);
   if (br == nullptr) {
-    std::cerr << program
-              << ": io_uring provided buffer ring: " << std::system_category().message(errno)
+    std::cerr << program << ": io_uring provided buffer ring: "
+              << std::system_category().message(errno)
               << " (needs Linux 5.19 or later)\n";
     return 1;
   }
@@ -614,7 +613,9 @@ static int run(int argc, char** argv) {
   ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   const int signal_fd = ::signalfd(-1, &mask, SFD_CLOEXEC);
   if (signal_fd < 0) {
-    std::cerr << program << ": signalfd: " << std::system_category().message(errno) << "\n";
+    std::cerr << program
+              << ": signalfd: " << std::system_category().message(errno)
+              << "\n";
     return 1;
   }
   const int listen_fd = peers::open_listener(opts, program, 0);

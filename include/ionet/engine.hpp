@@ -50,9 +50,9 @@ struct engine_stats {
   std::uint64_t bytes_received = 0;
   std::uint64_t bytes_sent = 0;  // written to sockets, framing included
   std::uint64_t messages_received = 0;
-  std::uint64_t messages_sent = 0;  // accepted by send()
-  std::uint64_t bytes_queued = 0;   // accepted by send(), framing included
-  std::uint64_t bytes_dropped = 0;  // queued, then dropped by a close/reset
+  std::uint64_t messages_sent = 0;    // accepted by send()
+  std::uint64_t bytes_queued = 0;     // accepted by send(), framing included
+  std::uint64_t bytes_dropped = 0;    // queued, then dropped by a close/reset
   std::uint64_t send_stale = 0;       // send() to a stale id
   std::uint64_t send_queue_full = 0;  // send() refused: queue_full
   std::uint64_t send_pool_exhausted = 0;
@@ -61,21 +61,22 @@ struct engine_stats {
   // max_total_queued_bytes, more than an even share of the queued bytes.
   // It is read again once its queue is under a quarter and the total under
   // half. Pull model: also when the event queue is full
-  // (event_queue_capacity); read again once poll() has made room. While paused, read_timeout does not run: a frame left partial
-  // gets a full read_timeout once reading resumes.
+  // (event_queue_capacity); read again once poll() has made room. While paused,
+  // read_timeout does not run: a frame left partial gets a full read_timeout
+  // once reading resumes.
   std::uint64_t read_pauses = 0;
   std::uint64_t frames_too_large = 0;  // connections closed: message_too_large
   std::uint64_t pool_slices_total = 0;
   std::uint64_t pool_slices_in_use = 0;
-  std::uint64_t events_pending = 0;  // pull model: waiting for poll()
+  std::uint64_t events_pending = 0;           // pull model: waiting for poll()
   std::uint64_t allocations_after_start = 0;  // pool growth beyond start
   // Completion backends (IOCP, io_uring); zero where they do not apply.
-  std::uint64_t accepts_pending = 0;      // accepts posted ahead of clients
-  std::uint64_t accept_pool_growths = 0;  // times the posted accepts grew
-  std::uint64_t accept_failures = 0;      // failed accepts, re-posted
-  std::uint64_t sockets_created = 0;      // sockets made for the accept pool
-  std::uint64_t sockets_reused = 0;       // accepts on a recycled socket
-  std::uint64_t stale_completions = 0;    // for a connection already gone
+  std::uint64_t accepts_pending = 0;       // accepts posted ahead of clients
+  std::uint64_t accept_pool_growths = 0;   // times the posted accepts grew
+  std::uint64_t accept_failures = 0;       // failed accepts, re-posted
+  std::uint64_t sockets_created = 0;       // sockets made for the accept pool
+  std::uint64_t sockets_reused = 0;        // accepts on a recycled socket
+  std::uint64_t stale_completions = 0;     // for a connection already gone
   std::uint64_t operations_in_flight = 0;  // issued, not yet completed
 };
 

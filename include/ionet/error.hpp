@@ -15,10 +15,10 @@ namespace ionet {
 enum class errc : int {
   // send(), close(), set_context()
   stale_connection = 1,  // the id names a connection that no longer exists
-  queue_full,            // the connection's queued bytes would pass max_queued_bytes
-  message_too_large,     // a message above max_message_bytes (sent or received)
-  pool_exhausted,        // no free slice in the engine's slab pool
-  closing,               // close() was already called on this connection
+  queue_full,  // the connection's queued bytes would pass max_queued_bytes
+  message_too_large,  // a message above max_message_bytes (sent or received)
+  pool_exhausted,     // no free slice in the engine's slab pool
+  closing,            // close() was already called on this connection
   // start()
   not_running,      // the engine is not started, or already stopped
   already_running,  // start() called twice
@@ -28,15 +28,15 @@ enum class errc : int {
   out_of_memory,    // pre-allocation at start failed
   unsupported,      // the backend cannot do this here
   // Close reasons carried by the closed event.
-  closed_by_user,     // close() was called
-  peer_closed,        // the peer shut down its side (EOF)
-  connection_reset,   // the peer reset the connection, or an I/O error
-  malformed_frame,    // raw bytes that cannot be decoded
-  engine_stopped,     // stop() closed the connection
-  connection_limit,   // refused: max_connections already open
-  idle_timeout,       // no byte moved either way for options::idle_timeout
-  read_timeout,       // a message left partial for options::read_timeout
-  write_timeout,      // queued bytes made no progress for options::write_timeout
+  closed_by_user,    // close() was called
+  peer_closed,       // the peer shut down its side (EOF)
+  connection_reset,  // the peer reset the connection, or an I/O error
+  malformed_frame,   // raw bytes that cannot be decoded
+  engine_stopped,    // stop() closed the connection
+  connection_limit,  // refused: max_connections already open
+  idle_timeout,      // no byte moved either way for options::idle_timeout
+  read_timeout,      // a message left partial for options::read_timeout
+  write_timeout,     // queued bytes made no progress for options::write_timeout
 };
 
 IONET_API const std::error_category& error_category() noexcept;

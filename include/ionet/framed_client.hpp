@@ -44,15 +44,18 @@ class IONET_API framed_client {
   // std::errc::timed_out when nothing complete arrived in time. A timeout
   // in the middle of a message leaves the stream out of step: close the
   // client then.
-  std::error_code read(std::vector<std::byte>& out,
-                       std::chrono::milliseconds timeout = std::chrono::seconds(5),
-                       std::uint32_t max_bytes = 64u << 20);
+  std::error_code read(
+      std::vector<std::byte>& out,
+      std::chrono::milliseconds timeout = std::chrono::seconds(5),
+      std::uint32_t max_bytes = 64u << 20);
   // Reads exactly out.size() bytes.
-  std::error_code read_exact(std::span<std::byte> out,
-                             std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  std::error_code read_exact(
+      std::span<std::byte> out,
+      std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // Reads whatever is available (at least one byte); `got` tells how many.
-  std::error_code read_some(std::span<std::byte> out, std::size_t& got,
-                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  std::error_code read_some(
+      std::span<std::byte> out, std::size_t& got,
+      std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
   // Half-close: no more writes from us; reads still work.
   std::error_code shutdown_send();

@@ -20,7 +20,8 @@ TEST_CASE("adversarial: 10,000 connect-then-reset", "[adversarial]") {
     threads.emplace_back([&] {
       for (int i = 0; i < total / 4; ++i) {
         ionet::framed_client c;
-        if (c.connect("127.0.0.1", s.port(), std::chrono::milliseconds(wait_budget))) {
+        if (c.connect("127.0.0.1", s.port(),
+                      std::chrono::milliseconds(wait_budget))) {
           connected.fetch_add(1);
           c.reset();
         }
@@ -32,7 +33,8 @@ TEST_CASE("adversarial: 10,000 connect-then-reset", "[adversarial]") {
   REQUIRE_FALSE(echo_roundtrip(good, pattern(3000, 1)));
   // Every one of them ends; the engine accepted each (or refused it early:
   // a reset that beats the accept is the OS's to drop).
-  CHECK(eventually([&] { return s.engine().stats().connections_open == 1; }, 60s));
+  CHECK(eventually([&] { return s.engine().stats().connections_open == 1; },
+                   60s));
   const auto st = s.engine().stats();
   CHECK(st.accepted <= static_cast<std::uint64_t>(total) + 1);
   CHECK(s.snapshot().order_errors.empty());
@@ -57,11 +59,15 @@ TEST_CASE("adversarial: a flood past max_connections is refused and counted",
       ++refused_seen;
     }
     if (i % 100 == 0) {
-      REQUIRE_FALSE(echo_roundtrip(held[static_cast<std::size_t>(i / 100)], pattern(300, static_cast<std::uint64_t>(i))));
+      REQUIRE_FALSE(
+          echo_roundtrip(held[static_cast<std::size_t>(i / 100)],
+                         pattern(300, static_cast<std::uint64_t>(i))));
     }
   }
   CHECK(refused_seen == flood);
-  CHECK(eventually([&] { return s.engine().stats().rejected == static_cast<std::uint64_t>(flood); }));
+  CHECK(eventually([&] {
+    return s.engine().stats().rejected == static_cast<std::uint64_t>(flood);
+  }));
   for (std::size_t k = 0; k < held.size(); ++k) {
     CHECK_FALSE(echo_roundtrip(held[k], pattern(100, 1000 + k)));
   }
@@ -71,12 +77,14 @@ TEST_CASE("adversarial: a flood past max_connections is refused and counted",
   settle_and_check(s);
 }
 
-TEST_CASE("adversarial: a client that never reads gets queue_full, memory stays bounded",
-          "[adversarial]") {
+TEST_CASE(
+    "adversarial: a client that never reads gets queue_full, memory stays bounded",
+    "[adversarial]") {
   ionet::options o = local_options();
   o.max_message_bytes = 64 * 1024;
   o.max_queued_bytes = 1u << 20;
-  o.write_timeout = std::chrono::milliseconds(0);  // hold it: we watch the bound
+  o.write_timeout =
+      std::chrono::milliseconds(0);  // hold it: we watch the bound
   server s(o, [](ionet::engine&, const ionet::event&) {});
   REQUIRE(s.start().ok());
   ionet::framed_client sink;  // never reads
@@ -92,7 +100,8 @@ TEST_CASE("adversarial: a client that never reads gets queue_full, memory stays 
   std::uint64_t accepted = 0;
   std::uint64_t refused = 0;
   for (int i = 0; i < 2000; ++i) {
-    const auto ec = s.engine().send(*id, pattern(50000, static_cast<std::uint64_t>(i)));
+    const auto ec =
+        s.engine().send(*id, pattern(50000, static_cast<std::uint64_t>(i)));
     if (!ec) {
       ++accepted;
     } else {
@@ -116,14 +125,16 @@ TEST_CASE("adversarial: a client that never reads gets queue_full, memory stays 
   CHECK(accepted > 0);
 }
 
-TEST_CASE("adversarial: peers that send but do not read are paused, then resumed losing nothing",
-          "[adversarial]") {
+TEST_CASE(
+    "adversarial: peers that send but do not read are paused, then resumed losing nothing",
+    "[adversarial]") {
   ionet::options o = local_options();
   // Room past the pause (half of max_queued_bytes) for what is already on
   // its way when reading stops: up to a ring of receive buffers on io_uring.
   o.max_queued_bytes = 4u << 20;
   o.max_total_queued_bytes = 8u << 20;
-  o.write_timeout = std::chrono::milliseconds(0);  // the hogs are slow on purpose
+  o.write_timeout =
+      std::chrono::milliseconds(0);  // the hogs are slow on purpose
   // A paused hog may hold a message in part: that must not count as slow
   // sending while the engine is the one not reading.
   o.read_timeout = std::chrono::milliseconds(slow_platform ? 1500 : 500);
@@ -144,7 +155,8 @@ TEST_CASE("adversarial: peers that send but do not read are paused, then resumed
   for (std::size_t k = 0; k < hogs.size(); ++k) {
     writers.emplace_back([&, k] {
       for (int i = 0; i < count; ++i) {
-        if (hogs[k].write(pattern(size, k * 100000 + static_cast<std::uint64_t>(i)))) {
+        if (hogs[k].write(
+                pattern(size, k * 100000 + static_cast<std::uint64_t>(i)))) {
           write_errors.fetch_add(1);
           return;
         }
@@ -154,7 +166,8 @@ TEST_CASE("adversarial: peers that send but do not read are paused, then resumed
   // The engine stops reading the hogs before its queues overflow ...
   CHECK(eventually([&] { return s.engine().stats().read_pauses > 0; }, 60s));
   const auto st = s.engine().stats();
-  CHECK(st.bytes_queued - st.bytes_sent - st.bytes_dropped <= o.max_total_queued_bytes);
+  CHECK(st.bytes_queued - st.bytes_sent - st.bytes_dropped <=
+        o.max_total_queued_bytes);
   // ... and keeps serving everyone else meanwhile.
   REQUIRE_FALSE(echo_roundtrip(good, pattern(3000, 7)));
   // Paused for several read timeouts: nobody is cut off.
@@ -168,7 +181,9 @@ TEST_CASE("adversarial: peers that send but do not read are paused, then resumed
       std::vector<std::byte> got;
       for (int i = 0; i < count; ++i) {
         if (hogs[k].read(got, 30s) ||
-            !same_bytes(got, pattern(size, k * 100000 + static_cast<std::uint64_t>(i)))) {
+            !same_bytes(
+                got,
+                pattern(size, k * 100000 + static_cast<std::uint64_t>(i)))) {
           bad.fetch_add(1);
           return;
         }
@@ -210,7 +225,8 @@ TEST_CASE("adversarial: stop() under full load", "[adversarial]") {
       }
     });
   }
-  REQUIRE(eventually([&] { return echoed.load() > static_cast<std::uint64_t>(n) * 50; }));
+  REQUIRE(eventually(
+      [&] { return echoed.load() > static_cast<std::uint64_t>(n) * 50; }));
   s.stop();
   go.store(false);
   for (auto& t : threads) t.join();
@@ -219,6 +235,7 @@ TEST_CASE("adversarial: stop() under full load", "[adversarial]") {
   CHECK(r.closed.size() == static_cast<std::size_t>(n));
   for (const auto& c : r.closed) {
     INFO(c.reason.message());
-    CHECK((c.reason == ionet::errc::engine_stopped || c.reason == ionet::errc::connection_reset));
+    CHECK((c.reason == ionet::errc::engine_stopped ||
+           c.reason == ionet::errc::connection_reset));
   }
 }

@@ -7,8 +7,9 @@
 
 using namespace ionet_test;
 
-TEST_CASE("adversarial: a header announcing 4 GiB is refused at once, with no allocation",
-          "[adversarial]") {
+TEST_CASE(
+    "adversarial: a header announcing 4 GiB is refused at once, with no allocation",
+    "[adversarial]") {
   server s;
   REQUIRE(s.start().ok());
   ionet::framed_client good;
@@ -22,11 +23,12 @@ TEST_CASE("adversarial: a header announcing 4 GiB is refused at once, with no al
     const auto id = connect_one(s, c, why);
     INFO(why);
     REQUIRE(id);
-    const std::byte huge[4] = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff},
-                               std::byte{0xff}};
+    const std::byte huge[4] = {std::byte{0xff}, std::byte{0xff},
+                               std::byte{0xff}, std::byte{0xff}};
     REQUIRE_FALSE(c.write_raw(huge));
     REQUIRE(s.wait_closed_id(*id));
-    CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::message_too_large);
+    CHECK(s.snapshot().closed_of(*id)->reason ==
+          ionet::errc::message_too_large);
     CHECK(read_until_closed(c) != std::errc::timed_out);
   }
   const auto after = s.engine().stats();
@@ -37,8 +39,9 @@ TEST_CASE("adversarial: a header announcing 4 GiB is refused at once, with no al
   settle_and_check(s);
 }
 
-TEST_CASE("adversarial: random garbage from many clients leaves good clients unharmed",
-          "[adversarial]") {
+TEST_CASE(
+    "adversarial: random garbage from many clients leaves good clients unharmed",
+    "[adversarial]") {
   ionet::options o = local_options();
   o.max_message_bytes = 64 * 1024;
   server s(o);
@@ -55,7 +58,9 @@ TEST_CASE("adversarial: random garbage from many clients leaves good clients unh
     for (auto& b : junk) b = static_cast<std::byte>(rng());
     (void)c.write_raw(junk);
     if (i % 3 == 0) c.reset();  // some vanish abruptly
-    if (i % 10 == 0) REQUIRE_FALSE(echo_roundtrip(good, pattern(500, static_cast<std::uint64_t>(i))));
+    if (i % 10 == 0)
+      REQUIRE_FALSE(
+          echo_roundtrip(good, pattern(500, static_cast<std::uint64_t>(i))));
   }
   REQUIRE_FALSE(echo_roundtrip(good, pattern(5000, 99)));
   // Every garbage connection ends (bad frame, reset, or the client's close).
@@ -72,8 +77,9 @@ TEST_CASE("adversarial: random garbage from many clients leaves good clients unh
   settle_and_check(s);
 }
 
-TEST_CASE("adversarial: a slowloris crowd is cut off by read_timeout while others are served",
-          "[adversarial]") {
+TEST_CASE(
+    "adversarial: a slowloris crowd is cut off by read_timeout while others are served",
+    "[adversarial]") {
   ionet::options o = local_options();
   o.read_timeout = std::chrono::milliseconds(slow_platform ? 1500 : 700);
   server s(o);
@@ -93,7 +99,8 @@ TEST_CASE("adversarial: a slowloris crowd is cut off by read_timeout while other
     if (s.snapshot().closed.size() == lorises.size()) break;
   }
   REQUIRE(s.wait_closed(lorises.size()));
-  for (const auto& c : s.snapshot().closed) CHECK(c.reason == ionet::errc::read_timeout);
+  for (const auto& c : s.snapshot().closed)
+    CHECK(c.reason == ionet::errc::read_timeout);
   CHECK_FALSE(echo_roundtrip(good, pattern(200, 100)));
   settle_and_check(s);
 }

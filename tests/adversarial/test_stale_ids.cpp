@@ -29,8 +29,11 @@ bool tag_of(std::span<const std::byte> m, ionet::connection_id& id) {
   ionet::connection_id a = 0;
   ionet::connection_id b = 0;
   for (int i = 0; i < 8; ++i) {
-    a |= std::to_integer<ionet::connection_id>(m[static_cast<std::size_t>(i)]) << (8 * i);
-    b |= std::to_integer<ionet::connection_id>(m[static_cast<std::size_t>(8 + i)]) << (8 * i);
+    a |= std::to_integer<ionet::connection_id>(m[static_cast<std::size_t>(i)])
+         << (8 * i);
+    b |= std::to_integer<ionet::connection_id>(
+             m[static_cast<std::size_t>(8 + i)])
+         << (8 * i);
   }
   id = a;
   return a == ~b;
@@ -38,8 +41,9 @@ bool tag_of(std::span<const std::byte> m, ionet::connection_id& id) {
 
 }  // namespace
 
-TEST_CASE("adversarial: a million sends to stale ids during churn reach no one else",
-          "[adversarial]") {
+TEST_CASE(
+    "adversarial: a million sends to stale ids during churn reach no one else",
+    "[adversarial]") {
   std::mutex lock;
   std::vector<ionet::connection_id> ids;  // every id ever connected
   std::string greeting_error;             // a greeting that could not be sent
@@ -64,9 +68,11 @@ TEST_CASE("adversarial: a million sends to stale ids during churn reach no one e
     const auto deadline = steady::now() + wait_budget;
     for (;;) {
       const std::error_code ec = eng.send(e.conn, tagged(e.conn));
-      const bool gone = ec == ionet::errc::stale_connection || ec == ionet::errc::closing;
+      const bool gone =
+          ec == ionet::errc::stale_connection || ec == ionet::errc::closing;
       if (!ec || gone) return;
-      if ((ec == ionet::errc::pool_exhausted || ec == ionet::errc::queue_full) &&
+      if ((ec == ionet::errc::pool_exhausted ||
+           ec == ionet::errc::queue_full) &&
           steady::now() < deadline) {
         std::this_thread::sleep_for(1ms);
         continue;
@@ -84,7 +90,8 @@ TEST_CASE("adversarial: a million sends to stale ids during churn reach no one e
 
   std::atomic<bool> go{true};
   std::atomic<std::uint64_t> sends{0}, stale{0}, delivered_sends{0};
-  std::atomic<std::uint64_t> read_ok{0}, strays{0}, client_errors{0}, refused{0};
+  std::atomic<std::uint64_t> read_ok{0}, strays{0}, client_errors{0},
+      refused{0};
   const std::uint64_t target = sanitized || slow_platform ? 200000 : 1000000;
 
   std::vector<std::thread> churners;
@@ -104,14 +111,16 @@ TEST_CASE("adversarial: a million sends to stale ids during churn reach no one e
         } else if (ec || !tag_of(m, mine)) {
           if (client_errors.fetch_add(1) == 0) {
             std::lock_guard g(lock);
-            client_error = "client " + std::to_string(t) + ", first read: " +
-                           (ec ? "nothing in 5 s"
-                               : std::to_string(m.size()) + " bytes, not a tag");
+            client_error =
+                "client " + std::to_string(t) + ", first read: " +
+                (ec ? "nothing in 5 s"
+                    : std::to_string(m.size()) + " bytes, not a tag");
           }
           continue;
         }
         // Read for a while: everything must be tagged with our own id.
-        const auto until = steady::now() + std::chrono::milliseconds(5 + rng() % 20);
+        const auto until =
+            steady::now() + std::chrono::milliseconds(5 + rng() % 20);
         while (steady::now() < until) {
           if (c.read(m, 2ms)) continue;  // timed out: nothing came
           ionet::connection_id got = 0;
@@ -149,12 +158,14 @@ TEST_CASE("adversarial: a million sends to stale ids during churn reach no one e
         for (int i = 0; i < 1000; ++i) {
           // Mostly recent ids (live or just gone), some ancient ones.
           const std::size_t n = known.size();
-          const std::size_t pick = rng() % 4 ? n - 1 - rng() % std::min<std::size_t>(n, 16)
-                                             : rng() % n;
+          const std::size_t pick =
+              rng() % 4 ? n - 1 - rng() % std::min<std::size_t>(n, 16)
+                        : rng() % n;
           const ionet::connection_id id = known[pick];
           const std::error_code ec = s.engine().send(id, tagged(id));
           sends.fetch_add(1);
-          if (ec == ionet::errc::stale_connection || ec == ionet::errc::closing) {
+          if (ec == ionet::errc::stale_connection ||
+              ec == ionet::errc::closing) {
             stale.fetch_add(1);
           } else if (!ec) {
             delivered_sends.fetch_add(1);
@@ -166,9 +177,10 @@ TEST_CASE("adversarial: a million sends to stale ids during churn reach no one e
   for (auto& t : senders) t.join();
   go.store(false);
   for (auto& t : churners) t.join();
-  WARN("sends " << sends.load() << ", refused as stale " << stale.load() << ", accepted "
-                << delivered_sends.load() << ", read back by their own connection "
-                << read_ok.load() << ", connections " << connections() << ", refused "
+  WARN("sends " << sends.load() << ", refused as stale " << stale.load()
+                << ", accepted " << delivered_sends.load()
+                << ", read back by their own connection " << read_ok.load()
+                << ", connections " << connections() << ", refused "
                 << refused.load());
   CHECK(sends.load() >= target);
   CHECK(strays.load() == 0);  // not one message reached another connection

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <ionet/ionet.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,7 +27,6 @@
 #include <vector>
 
 #include "catch.hpp"
-#include <ionet/ionet.hpp>
 
 // Readable failure messages for the types the suite compares.
 namespace Catch {
@@ -34,8 +34,8 @@ template <>
 struct StringMaker<std::error_code> {
   static std::string convert(const std::error_code& ec) {
     if (!ec) return "ok";
-    return std::string(ec.category().name()) + ":" + std::to_string(ec.value()) +
-           " (" + ec.message() + ")";
+    return std::string(ec.category().name()) + ":" +
+           std::to_string(ec.value()) + " (" + ec.message() + ")";
   }
 };
 template <>
@@ -110,7 +110,8 @@ inline std::uint64_t mix64(std::uint64_t x) noexcept {  // splitmix64
 }
 
 // Deterministic bytes: the same (n, seed) always gives the same bytes.
-inline void fill_pattern(std::span<std::byte> out, std::uint64_t seed) noexcept {
+inline void fill_pattern(std::span<std::byte> out,
+                         std::uint64_t seed) noexcept {
   std::uint64_t s = mix64(seed);
   for (std::size_t i = 0; i < out.size(); ++i) {
     if (i % 8 == 0) s = mix64(s + i);
@@ -124,7 +125,8 @@ inline std::vector<std::byte> pattern(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-inline bool same_bytes(std::span<const std::byte> a, std::span<const std::byte> b) {
+inline bool same_bytes(std::span<const std::byte> a,
+                       std::span<const std::byte> b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
 }
 
@@ -162,7 +164,8 @@ inline std::span<const std::byte> as_bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
-// --- Options and clients ------------------------------------------------------
+// --- Options and clients
+// ------------------------------------------------------
 
 // 127.0.0.1, port 0 (any free port), otherwise the defaults.
 inline ionet::options local_options() {
@@ -172,7 +175,8 @@ inline ionet::options local_options() {
   return o;
 }
 
-inline ionet::status connect_client(ionet::framed_client& c, std::uint16_t port) {
+inline ionet::status connect_client(ionet::framed_client& c,
+                                    std::uint16_t port) {
   return c.connect("127.0.0.1", port, std::chrono::milliseconds(wait_budget));
 }
 
@@ -183,9 +187,9 @@ inline std::error_code mismatch() {
 
 // Writes `msg` as one frame and reads one message back; bad_message when the
 // echo differs. Safe on any thread.
-inline std::error_code echo_roundtrip(ionet::framed_client& c,
-                                      std::span<const std::byte> msg,
-                                      std::chrono::milliseconds timeout = wait_budget) {
+inline std::error_code echo_roundtrip(
+    ionet::framed_client& c, std::span<const std::byte> msg,
+    std::chrono::milliseconds timeout = wait_budget) {
   if (auto ec = c.write(msg)) return ec;
   std::vector<std::byte> back;
   if (auto ec = c.read(back, timeout)) return ec;
@@ -194,8 +198,8 @@ inline std::error_code echo_roundtrip(ionet::framed_client& c,
 
 // Reads and discards until the peer ends the stream; returns that error
 // (peer_closed on a clean EOF, a native code on a reset) or timed_out.
-inline std::error_code read_until_closed(ionet::framed_client& c,
-                                         std::chrono::milliseconds timeout = wait_budget) {
+inline std::error_code read_until_closed(
+    ionet::framed_client& c, std::chrono::milliseconds timeout = wait_budget) {
   std::vector<std::byte> buf(64 * 1024);
   const auto deadline = steady::now() + timeout;
   for (;;) {
@@ -211,8 +215,8 @@ inline std::error_code read_until_closed(ionet::framed_client& c,
 // which the client sees when its connect completes or on its first read.
 // Returns what ended it: connection_reset as it should be; a connect error,
 // peer_closed or timed_out otherwise.
-inline std::error_code refusal_of_new_client(std::uint16_t port,
-                                            std::chrono::milliseconds timeout = wait_budget) {
+inline std::error_code refusal_of_new_client(
+    std::uint16_t port, std::chrono::milliseconds timeout = wait_budget) {
   ionet::framed_client c;
   if (ionet::status st = connect_client(c, port); !st) return st.code;
   return read_until_closed(c, timeout);
@@ -348,16 +352,20 @@ class server {
     std::unique_lock g(lock_);
     return changed_.wait_for(g, timeout, [&] { return pred(rec_); });
   }
-  bool wait_connected(std::size_t n, std::chrono::milliseconds timeout = wait_budget) {
-    return wait_until([n](const record& r) { return r.connected.size() >= n; }, timeout);
+  bool wait_connected(std::size_t n,
+                      std::chrono::milliseconds timeout = wait_budget) {
+    return wait_until([n](const record& r) { return r.connected.size() >= n; },
+                      timeout);
   }
-  bool wait_closed(std::size_t n, std::chrono::milliseconds timeout = wait_budget) {
-    return wait_until([n](const record& r) { return r.closed.size() >= n; }, timeout);
+  bool wait_closed(std::size_t n,
+                   std::chrono::milliseconds timeout = wait_budget) {
+    return wait_until([n](const record& r) { return r.closed.size() >= n; },
+                      timeout);
   }
   bool wait_closed_id(ionet::connection_id id,
                       std::chrono::milliseconds timeout = wait_budget) {
-    return wait_until([id](const record& r) { return r.closed_of(id) != nullptr; },
-                      timeout);
+    return wait_until(
+        [id](const record& r) { return r.closed_of(id) != nullptr; }, timeout);
   }
 
   // The default behaviour: send every message back on its connection. On
@@ -417,7 +425,9 @@ class server {
     changed_.notify_all();
   }
 
-  void on_inline(ionet::engine& eng, const ionet::event& ev) { observe(eng, ev); }
+  void on_inline(ionet::engine& eng, const ionet::event& ev) {
+    observe(eng, ev);
+  }
 
   void observe(ionet::engine& eng, const ionet::event& ev) {
     if (ev.type == ionet::event_type::message) {
@@ -433,7 +443,8 @@ class server {
     {
       std::lock_guard g(lock_);
       auto it = state_.find(ev.conn);
-      const int st = it == state_.end() ? 0 : it->second;  // 0 new, 1 open, 2 closed
+      const int st =
+          it == state_.end() ? 0 : it->second;  // 0 new, 1 open, 2 closed
       auto bad = [&](const char* what) {
         rec_.order_errors.push_back(what + std::to_string(ev.conn));
       };
@@ -474,7 +485,8 @@ class server {
 
 // Connects `c` and waits for the server's connected event; returns the new
 // connection's id. Only meaningful when no other client connects meanwhile.
-inline std::optional<ionet::connection_id> connect_one(server& s, ionet::framed_client& c,
+inline std::optional<ionet::connection_id> connect_one(server& s,
+                                                       ionet::framed_client& c,
                                                        std::string& why) {
   const std::size_t before = s.snapshot().connected.size();
   if (ionet::status st = connect_client(c, s.port()); !st) {
@@ -489,8 +501,8 @@ inline std::optional<ionet::connection_id> connect_one(server& s, ionet::framed_
 }
 
 // Connected clients, for tests that need a few.
-inline std::vector<ionet::framed_client> connect_clients(std::uint16_t port, int n,
-                                                         ionet::status& failed) {
+inline std::vector<ionet::framed_client> connect_clients(
+    std::uint16_t port, int n, ionet::status& failed) {
   std::vector<ionet::framed_client> v(static_cast<std::size_t>(n));
   for (auto& c : v) {
     ionet::status s = connect_client(c, port);

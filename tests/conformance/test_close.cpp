@@ -19,7 +19,8 @@ TEST_CASE("close: user close flushes what was queued, then the client sees EOF",
     if (ev.type != ionet::event_type::message) return;
     // Any message: answer with `replies` messages, then close at once.
     for (int i = 0; i < replies; ++i) {
-      if (eng.send(ev.conn, pattern(reply_size, static_cast<std::uint64_t>(i)))) {
+      if (eng.send(ev.conn,
+                   pattern(reply_size, static_cast<std::uint64_t>(i)))) {
         send_failures.fetch_add(1);
       }
     }

@@ -13,8 +13,8 @@ std::uint64_t seed_of(std::uint32_t t, std::uint32_t seq, std::uint32_t c) {
   return (std::uint64_t{t} << 40) ^ (std::uint64_t{seq} << 8) ^ c;
 }
 
-std::vector<std::byte> make_message(std::uint32_t t, std::uint32_t seq, std::uint32_t c,
-                                    std::size_t max_body) {
+std::vector<std::byte> make_message(std::uint32_t t, std::uint32_t seq,
+                                    std::uint32_t c, std::size_t max_body) {
   const std::uint64_t seed = seed_of(t, seq, c);
   const std::size_t body = mix64(seed) % (max_body + 1);
   std::vector<std::byte> m(12 + body);
@@ -66,8 +66,8 @@ void run_concurrent_send(std::uint32_t max_message, std::uint32_t max_queued,
       std::vector<std::byte> m;
       for (std::uint64_t i = 0; i < expect; ++i) {
         if (auto ec = clients[c].read(m, wait_budget)) {
-          problem("conn " + std::to_string(c) + " read after " + std::to_string(i) +
-                  " messages: " + ec.message());
+          problem("conn " + std::to_string(c) + " read after " +
+                  std::to_string(i) + " messages: " + ec.message());
           return;
         }
         if (m.size() < 12) {
@@ -78,20 +78,21 @@ void run_concurrent_send(std::uint32_t max_message, std::uint32_t max_queued,
         const std::uint32_t seq = get_u32be(m.data() + 4);
         const std::uint32_t to = get_u32be(m.data() + 8);
         if (t >= senders || to != c) {
-          problem("conn " + std::to_string(c) + ": message for conn " + std::to_string(to) +
-                  " from thread " + std::to_string(t));
+          problem("conn " + std::to_string(c) + ": message for conn " +
+                  std::to_string(to) + " from thread " + std::to_string(t));
           return;
         }
         if (seq != next[t]) {
-          problem("conn " + std::to_string(c) + ": thread " + std::to_string(t) +
-                  " seq " + std::to_string(seq) + " arrived, expected " +
-                  std::to_string(next[t]));
+          problem("conn " + std::to_string(c) + ": thread " +
+                  std::to_string(t) + " seq " + std::to_string(seq) +
+                  " arrived, expected " + std::to_string(next[t]));
           return;
         }
         ++next[t];
         if (!same_bytes(m, make_message(t, seq, c, max_body))) {
-          problem("conn " + std::to_string(c) + ": thread " + std::to_string(t) + " seq " +
-                  std::to_string(seq) + " corrupted");
+          problem("conn " + std::to_string(c) + ": thread " +
+                  std::to_string(t) + " seq " + std::to_string(seq) +
+                  " corrupted");
           return;
         }
         received.fetch_add(1);
@@ -125,8 +126,8 @@ void run_concurrent_send(std::uint32_t max_message, std::uint32_t max_queued,
               std::this_thread::sleep_for(std::chrono::microseconds(200));
               continue;
             }
-            problem("thread " + std::to_string(t) + " send to conn " + std::to_string(c) +
-                    ": " + ec.message());
+            problem("thread " + std::to_string(t) + " send to conn " +
+                    std::to_string(c) + ": " + ec.message());
             return;
           }
         }
@@ -162,8 +163,9 @@ TEST_CASE("concurrent send: 8 threads to 4 connections, roomy queues",
   run_concurrent_send(64 * 1024, 4u << 20, 2000, scaled(400));
 }
 
-TEST_CASE("concurrent send: 8 threads to 4 connections, tight queues (queue_full under contention)",
-          "[conformance][concurrent_send]") {
+TEST_CASE(
+    "concurrent send: 8 threads to 4 connections, tight queues (queue_full under contention)",
+    "[conformance][concurrent_send]") {
   // The queue holds only a few messages: senders keep hitting queue_full
   // while other threads' sends to the same connection succeed.
   run_concurrent_send(4096, 4096 + 4 + 2048, 3000, scaled(200));

@@ -22,32 +22,34 @@ void run_context(server::delivery d) {
   std::mutex lock;
   std::map<ionet::connection_id, conn_ctx*> given;
   std::atomic<int> next{0};
-  std::atomic<int> bad_initial{0}, set_failed{0}, mismatches{0}, matched_messages{0};
+  std::atomic<int> bad_initial{0}, set_failed{0}, mismatches{0},
+      matched_messages{0};
 
-  server s(local_options(),
-           [&](ionet::engine& eng, const ionet::event& ev) {
-             std::lock_guard g(lock);
-             if (ev.type == ionet::event_type::connected) {
-               if (ev.context() != nullptr) bad_initial.fetch_add(1);
-               const int i = next.fetch_add(1);
-               if (i >= nclients) return;
-               conn_ctx* c = &contexts[static_cast<std::size_t>(i)];
-               c->id = ev.conn;
-               c->index = i;
-               given[ev.conn] = c;
-               if (eng.set_context(ev.conn, c)) set_failed.fetch_add(1);
-               // Seen at once through the event that is being handled.
-               if (ev.context() != c) mismatches.fetch_add(1);
-               return;
-             }
-             auto it = given.find(ev.conn);
-             if (it == given.end() || ev.context() != it->second) {
-               mismatches.fetch_add(1);
-             } else if (ev.type == ionet::event_type::message) {
-               matched_messages.fetch_add(1);
-             }
-           },
-           d);
+  server s(
+      local_options(),
+      [&](ionet::engine& eng, const ionet::event& ev) {
+        std::lock_guard g(lock);
+        if (ev.type == ionet::event_type::connected) {
+          if (ev.context() != nullptr) bad_initial.fetch_add(1);
+          const int i = next.fetch_add(1);
+          if (i >= nclients) return;
+          conn_ctx* c = &contexts[static_cast<std::size_t>(i)];
+          c->id = ev.conn;
+          c->index = i;
+          given[ev.conn] = c;
+          if (eng.set_context(ev.conn, c)) set_failed.fetch_add(1);
+          // Seen at once through the event that is being handled.
+          if (ev.context() != c) mismatches.fetch_add(1);
+          return;
+        }
+        auto it = given.find(ev.conn);
+        if (it == given.end() || ev.context() != it->second) {
+          mismatches.fetch_add(1);
+        } else if (ev.type == ionet::event_type::message) {
+          matched_messages.fetch_add(1);
+        }
+      },
+      d);
   REQUIRE(s.start().ok());
 
   std::vector<ionet::framed_client> clients(nclients);
@@ -55,7 +57,8 @@ void run_context(server::delivery d) {
     REQUIRE(connect_client(c, s.port()).ok());
     // Messages right behind the connect, so they may share a batch with
     // the connected event.
-    for (int i = 0; i < per_client; ++i) REQUIRE_FALSE(c.write(pattern(100, 1)));
+    for (int i = 0; i < per_client; ++i)
+      REQUIRE_FALSE(c.write(pattern(100, 1)));
   }
   REQUIRE(s.wait_until([&](const record& r) {
     return r.messages == static_cast<std::uint64_t>(nclients) * per_client;
@@ -74,21 +77,25 @@ void run_context(server::delivery d) {
     INFO("connection " << c.id);
     REQUIRE(given.count(c.id) == 1);
     CHECK(c.context == given[c.id]);
-    if (c.context == given[c.id]) CHECK(static_cast<conn_ctx*>(c.context)->id == c.id);
+    if (c.context == given[c.id])
+      CHECK(static_cast<conn_ctx*>(c.context)->id == c.id);
     // A closed id takes no context any more.
-    CHECK(s.engine().set_context(c.id, &contexts[0]) == ionet::errc::stale_connection);
+    CHECK(s.engine().set_context(c.id, &contexts[0]) ==
+          ionet::errc::stale_connection);
   }
 }
 
 }  // namespace
 
-TEST_CASE("context: set on connected, seen by later events, handed back on closed (pull)",
-          "[conformance][context]") {
+TEST_CASE(
+    "context: set on connected, seen by later events, handed back on closed (pull)",
+    "[conformance][context]") {
   run_context(server::delivery::pull);
 }
 
-TEST_CASE("context: set on connected, seen by later events, handed back on closed (inline)",
-          "[conformance][context]") {
+TEST_CASE(
+    "context: set on connected, seen by later events, handed back on closed (inline)",
+    "[conformance][context]") {
   run_context(server::delivery::inline_handler);
 }
 

@@ -32,7 +32,8 @@ std::vector<std::size_t> random_pieces(std::size_t total, std::mt19937& rng) {
   return pieces;
 }
 
-std::error_code write_in_pieces(ionet::framed_client& c, std::span<const std::byte> bytes,
+std::error_code write_in_pieces(ionet::framed_client& c,
+                                std::span<const std::byte> bytes,
                                 std::mt19937& rng) {
   std::size_t at = 0;
   for (std::size_t n : random_pieces(bytes.size(), rng)) {
@@ -44,17 +45,26 @@ std::error_code write_in_pieces(ionet::framed_client& c, std::span<const std::by
 
 }  // namespace
 
-TEST_CASE("echo: messages from 0 bytes to max_message_bytes written in random pieces",
-          "[conformance][echo]") {
+TEST_CASE(
+    "echo: messages from 0 bytes to max_message_bytes written in random pieces",
+    "[conformance][echo]") {
   server s(echo_options());
   REQUIRE(s.start().ok());
   ionet::framed_client c;
   REQUIRE(connect_client(c, s.port()).ok());
 
-  std::vector<std::size_t> sizes = {0,     1,     2,     3,     4,     5,
-                                    15,    16,    17,    511,   512,   513,
-                                    1023,  1024,  1025,  4095,  4096,  4097,
-                                    65535, 65536, 65537, max_message - 1, max_message};
+  std::vector<std::size_t> sizes = {0,          1,
+                                    2,          3,
+                                    4,          5,
+                                    15,         16,
+                                    17,         511,
+                                    512,        513,
+                                    1023,       1024,
+                                    1025,       4095,
+                                    4096,       4097,
+                                    65535,      65536,
+                                    65537,      max_message - 1,
+                                    max_message};
   std::mt19937 rng(20240611);
   const int extra = scaled(24);
   for (int i = 0; i < extra; ++i) {
@@ -147,7 +157,8 @@ TEST_CASE("echo: pipelined frames split at random points come back in order",
       unread_bytes += 4 + sizes[complete];
       ++complete;
     }
-    while (problem.empty() && unread_bytes > window && got < complete) read_one();
+    while (problem.empty() && unread_bytes > window && got < complete)
+      read_one();
   }
   while (problem.empty() && got < complete) read_one();
   INFO(problem);
@@ -157,8 +168,9 @@ TEST_CASE("echo: pipelined frames split at random points come back in order",
   CHECK(s.snapshot().order_errors.empty());
 }
 
-TEST_CASE("echo: a connection can exchange messages in both directions repeatedly",
-          "[conformance][echo]") {
+TEST_CASE(
+    "echo: a connection can exchange messages in both directions repeatedly",
+    "[conformance][echo]") {
   server s(echo_options());
   REQUIRE(s.start().ok());
   std::vector<ionet::framed_client> clients(3);
@@ -167,10 +179,12 @@ TEST_CASE("echo: a connection can exchange messages in both directions repeatedl
   const int rounds = scaled(50);
   for (int r = 0; r < rounds; ++r) {
     for (std::size_t k = 0; k < clients.size(); ++k) {
-      const auto msg = pattern(static_cast<std::size_t>(r * 37 % 1500), static_cast<std::size_t>(r) * 10 + k);
+      const auto msg = pattern(static_cast<std::size_t>(r * 37 % 1500),
+                               static_cast<std::size_t>(r) * 10 + k);
       INFO("round " << r << " client " << k);
       REQUIRE_FALSE(echo_roundtrip(clients[k], msg));
     }
   }
-  CHECK(s.snapshot().messages == static_cast<std::uint64_t>(rounds) * clients.size());
+  CHECK(s.snapshot().messages ==
+        static_cast<std::uint64_t>(rounds) * clients.size());
 }

@@ -50,13 +50,15 @@ TEST_CASE("half-close: echo of what was sent arrives, then peer_closed (pull)",
   run_half_close(server::delivery::pull);
 }
 
-TEST_CASE("half-close: echo of what was sent arrives, then peer_closed (inline handler)",
-          "[conformance][half_close]") {
+TEST_CASE(
+    "half-close: echo of what was sent arrives, then peer_closed (inline handler)",
+    "[conformance][half_close]") {
   run_half_close(server::delivery::inline_handler);
 }
 
-TEST_CASE("half-close: a client that shuts down without sending is closed with peer_closed",
-          "[conformance][half_close]") {
+TEST_CASE(
+    "half-close: a client that shuts down without sending is closed with peer_closed",
+    "[conformance][half_close]") {
   server s;
   REQUIRE(s.start().ok());
   ionet::framed_client c;

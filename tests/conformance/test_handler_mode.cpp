@@ -25,21 +25,22 @@ TEST_CASE("inline handler: echo inside the handler, poll returns 0",
   o.threads = 2;
   // server::delivery::inline_handler installs options.handler; it calls this
   // callback, then notes the event for the checks below.
-  server s(o,
-           [&](ionet::engine& eng, const ionet::event& ev) {
-             handler_calls.fetch_add(1);
-             {
-               std::lock_guard g(lock);
-               threads_of[ev.conn].insert(std::this_thread::get_id());
-               if (active[ev.conn]++ != 0) ++overlaps;
-             }
-             if (ev.type == ionet::event_type::message) {
-               if (eng.send(ev.conn, ev.data)) send_failures.fetch_add(1);
-             }
-             std::lock_guard g(lock);
-             --active[ev.conn];
-           },
-           server::delivery::inline_handler);
+  server s(
+      o,
+      [&](ionet::engine& eng, const ionet::event& ev) {
+        handler_calls.fetch_add(1);
+        {
+          std::lock_guard g(lock);
+          threads_of[ev.conn].insert(std::this_thread::get_id());
+          if (active[ev.conn]++ != 0) ++overlaps;
+        }
+        if (ev.type == ionet::event_type::message) {
+          if (eng.send(ev.conn, ev.data)) send_failures.fetch_add(1);
+        }
+        std::lock_guard g(lock);
+        --active[ev.conn];
+      },
+      server::delivery::inline_handler);
   REQUIRE(s.start().ok());
 
   // poll() in handler mode: 0, at once.
@@ -107,15 +108,16 @@ TEST_CASE("inline handler: send and close from inside the handler",
           "[conformance][handler]") {
   // The handler answers a message with two messages and closes: close()
   // flushes the replies first.
-  server s(local_options(),
-           [](ionet::engine& eng, const ionet::event& ev) {
-             if (ev.type == ionet::event_type::message) {
-               (void)eng.send(ev.conn, ev.data);
-               (void)eng.send(ev.conn, ev.data);
-               (void)eng.close(ev.conn);
-             }
-           },
-           server::delivery::inline_handler);
+  server s(
+      local_options(),
+      [](ionet::engine& eng, const ionet::event& ev) {
+        if (ev.type == ionet::event_type::message) {
+          (void)eng.send(ev.conn, ev.data);
+          (void)eng.send(ev.conn, ev.data);
+          (void)eng.close(ev.conn);
+        }
+      },
+      server::delivery::inline_handler);
   REQUIRE(s.start().ok());
   ionet::framed_client c;
   std::string why;

@@ -6,7 +6,8 @@
 
 using namespace ionet_test;
 
-TEST_CASE("ids: concurrent connections have distinct ids", "[conformance][ids]") {
+TEST_CASE("ids: concurrent connections have distinct ids",
+          "[conformance][ids]") {
   server s;
   REQUIRE(s.start().ok());
   const int n = 32;
@@ -14,8 +15,8 @@ TEST_CASE("ids: concurrent connections have distinct ids", "[conformance][ids]")
   for (auto& c : clients) REQUIRE(connect_client(c, s.port()).ok());
   REQUIRE(s.wait_connected(n));
   const record r = s.snapshot();
-  CHECK(std::set<ionet::connection_id>(r.connected.begin(), r.connected.end()).size() ==
-        static_cast<std::size_t>(n));
+  CHECK(std::set<ionet::connection_id>(r.connected.begin(), r.connected.end())
+            .size() == static_cast<std::size_t>(n));
   // Each id reaches its own connection: a message sent to one id arrives on
   // exactly one client.
   for (std::size_t i = 0; i < r.connected.size(); ++i) {
@@ -54,7 +55,8 @@ TEST_CASE("ids: a new connection never gets the id of a closed one",
     const auto id = s.snapshot().connected.at(before);
     INFO("round " << served << " id " << id);
     CHECK(seen.insert(id).second);  // never seen before
-    CHECK_FALSE(echo_roundtrip(c, pattern(32, static_cast<std::uint64_t>(served))));
+    CHECK_FALSE(
+        echo_roundtrip(c, pattern(32, static_cast<std::uint64_t>(served))));
     if (served % 2) {
       c.close();
     } else {

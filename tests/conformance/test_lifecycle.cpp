@@ -38,7 +38,8 @@ TEST_CASE("lifecycle: start and stop 100 times", "[conformance][lifecycle]") {
   }
 }
 
-TEST_CASE("lifecycle: port 0 gives a real port that serves", "[conformance][lifecycle]") {
+TEST_CASE("lifecycle: port 0 gives a real port that serves",
+          "[conformance][lifecycle]") {
   server a;
   server b;
   REQUIRE(a.start().ok());
@@ -58,7 +59,8 @@ TEST_CASE("lifecycle: port 0 gives a real port that serves", "[conformance][life
   }
 }
 
-TEST_CASE("lifecycle: start twice is refused with already_running", "[conformance][lifecycle]") {
+TEST_CASE("lifecycle: start twice is refused with already_running",
+          "[conformance][lifecycle]") {
   server s;
   REQUIRE(s.start().ok());
   const std::uint16_t port = s.port();
@@ -71,8 +73,9 @@ TEST_CASE("lifecycle: start twice is refused with already_running", "[conformanc
   CHECK_FALSE(echo_roundtrip(c, pattern(64, 2)));
 }
 
-TEST_CASE("lifecycle: stop is safe twice, before start, and from the destructor",
-          "[conformance][lifecycle]") {
+TEST_CASE(
+    "lifecycle: stop is safe twice, before start, and from the destructor",
+    "[conformance][lifecycle]") {
   {
     auto eng = ionet::make_engine(local_options());
     REQUIRE(eng);

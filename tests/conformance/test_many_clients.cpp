@@ -42,8 +42,11 @@ std::vector<ionet::framed_client> connect_each(
     const std::function<void(std::string)>& problem) {
   std::vector<ionet::framed_client> clients(static_cast<std::size_t>(n));
   for (int k = 0; k < n; ++k) {
-    if (ionet::status st = connect_client(clients[static_cast<std::size_t>(k)], port); !st) {
-      problem("connect " + std::to_string(first_id + k) + ": " + st.to_string());
+    if (ionet::status st =
+            connect_client(clients[static_cast<std::size_t>(k)], port);
+        !st) {
+      problem("connect " + std::to_string(first_id + k) + ": " +
+              st.to_string());
     }
   }
   return clients;
@@ -59,8 +62,9 @@ struct echoed_counts {
   std::uint64_t bytes = 0;
 };
 template <class MessageOf, class ReadTimeout>
-echoed_counts echo_each(std::vector<ionet::framed_client>& clients, int first_id,
-                        MessageOf&& message_of, ReadTimeout&& read_timeout,
+echoed_counts echo_each(std::vector<ionet::framed_client>& clients,
+                        int first_id, MessageOf&& message_of,
+                        ReadTimeout&& read_timeout,
                         const std::function<void(std::string)>& problem,
                         const std::string& label) {
   for (std::size_t k = 0; k < clients.size(); ++k) {
@@ -85,7 +89,8 @@ echoed_counts echo_each(std::vector<ionet::framed_client>& clients, int first_id
     }
     const auto want = message_of(id);
     if (!same_bytes(back, want)) {
-      problem("client " + std::to_string(id) + label + ": echo differs at byte " +
+      problem("client " + std::to_string(id) + label +
+              ": echo differs at byte " +
               std::to_string(first_difference(back, want)));
     } else {
       ++n.intact;
@@ -134,7 +139,8 @@ TEST_CASE("many clients: 1000 concurrent connections echo, every byte checked",
       for (const auto& c : mine) connected.fetch_add(c.is_open() ? 1 : 0);
       // Hold every connection open until all of them are.
       const auto deadline = steady::now() + wait_budget;
-      while (!go.load() && steady::now() < deadline) std::this_thread::sleep_for(1ms);
+      while (!go.load() && steady::now() < deadline)
+        std::this_thread::sleep_for(1ms);
 
       for (int r = 0; r < rounds; ++r) {
         const auto n = echo_each(
@@ -168,10 +174,11 @@ TEST_CASE("many clients: 1000 concurrent connections echo, every byte checked",
   REQUIRE(s.wait_closed(clients_total));
   const record r = s.snapshot();
   CHECK(r.connected.size() == static_cast<std::size_t>(clients_total));
-  CHECK(std::set<ionet::connection_id>(r.connected.begin(), r.connected.end()).size() ==
-        static_cast<std::size_t>(clients_total));
+  CHECK(std::set<ionet::connection_id>(r.connected.begin(), r.connected.end())
+            .size() == static_cast<std::size_t>(clients_total));
   std::size_t peer_closed = 0;
-  for (const auto& c : r.closed) peer_closed += c.reason == ionet::errc::peer_closed;
+  for (const auto& c : r.closed)
+    peer_closed += c.reason == ionet::errc::peer_closed;
   CHECK(peer_closed == static_cast<std::size_t>(clients_total));
   CHECK(r.messages == static_cast<std::uint64_t>(clients_total) * rounds);
   CHECK(r.echo_failures == 0);
@@ -184,8 +191,9 @@ TEST_CASE("many clients: 1000 concurrent connections echo, every byte checked",
 // pin the default pool (8 slices per max_connections = 80,000) until sends
 // fail with out_of_memory. Every backend: libuv and io_uring read into
 // per-loop buffers and must hold nothing either.
-TEST_CASE("full reads: 1000 clients echo a 65,536-byte frame each, then idle hold no slices",
-          "[conformance][many]") {
+TEST_CASE(
+    "full reads: 1000 clients echo a 65,536-byte frame each, then idle hold no slices",
+    "[conformance][many]") {
   // Not scaled down under Wine: fewer than 625 clients would not reach the
   // default pool's size. Sanitizer builds run about a quarter, for their
   // checks of memory and threads; the pool's bound is shown at full load
@@ -213,10 +221,13 @@ TEST_CASE("full reads: 1000 clients echo a 65,536-byte frame each, then idle hol
     workers.emplace_back([&, t] {
       auto mine = connect_each(port, per_thread, t * per_thread, problem);
       const auto deadline = steady::now() + wait_budget;
-      while (!go.load() && steady::now() < deadline) std::this_thread::sleep_for(1ms);
+      while (!go.load() && steady::now() < deadline)
+        std::this_thread::sleep_for(1ms);
       const auto n = echo_each(
           mine, t * per_thread,
-          [&](int id) { return pattern(payload, static_cast<std::uint64_t>(id)); },
+          [&](int id) {
+            return pattern(payload, static_cast<std::uint64_t>(id));
+          },
           [] { return wait_budget; }, problem, "");
       echoed.fetch_add(n.intact);
       // Idle, connected, until the main thread has looked at the pool.
@@ -227,8 +238,8 @@ TEST_CASE("full reads: 1000 clients echo a 65,536-byte frame each, then idle hol
 
   REQUIRE(s.wait_connected(clients_total));
   go.store(true);
-  const bool all_echoed = eventually([&] { return echoed.load() == clients_total; },
-                                     3 * wait_budget);
+  const bool all_echoed = eventually(
+      [&] { return echoed.load() == clients_total; }, 3 * wait_budget);
   // Every echo is out and every connection is idle: nothing should hold a
   // slice now.
   std::uint64_t in_use = 0;
@@ -241,8 +252,9 @@ TEST_CASE("full reads: 1000 clients echo a 65,536-byte frame each, then idle hol
   for (auto& w : workers) w.join();
 
   INFO("first problems: " << problems.text());
-  INFO("pool: " << in_use << " of " << pool_total << " slices in use while idle; "
-                << st.send_pool_exhausted << " sends found it exhausted");
+  INFO("pool: " << in_use << " of " << pool_total
+                << " slices in use while idle; " << st.send_pool_exhausted
+                << " sends found it exhausted");
   CHECK(problems.empty());
   CHECK(all_echoed);
   CHECK(echoed.load() == clients_total);

@@ -4,8 +4,9 @@
 
 using namespace ionet_test;
 
-TEST_CASE("max_connections: a client beyond the limit is closed at once and counted",
-          "[conformance][max_connections]") {
+TEST_CASE(
+    "max_connections: a client beyond the limit is closed at once and counted",
+    "[conformance][max_connections]") {
   ionet::options o = local_options();
   o.max_connections = 4;
   server s(o);

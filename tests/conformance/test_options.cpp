@@ -35,10 +35,12 @@ const bad_case bad_cases[] = {
        o.max_queued_bytes = 1000;
      },
      ionet::errc::bad_option, "max_queued_bytes"},
-    {"host not-an-address", [](ionet::options& o) { o.host = "not-an-address"; },
+    {"host not-an-address",
+     [](ionet::options& o) { o.host = "not-an-address"; },
      ionet::errc::bad_address, "host"},
-    {"host localhost (a name, not a literal)", [](ionet::options& o) { o.host = "localhost"; },
-     ionet::errc::bad_address, "host"},
+    {"host localhost (a name, not a literal)",
+     [](ionet::options& o) { o.host = "localhost"; }, ionet::errc::bad_address,
+     "host"},
     {"host 256.0.0.1", [](ionet::options& o) { o.host = "256.0.0.1"; },
      ionet::errc::bad_address, "host"},
     {"host empty", [](ionet::options& o) { o.host = ""; },
@@ -47,7 +49,8 @@ const bad_case bad_cases[] = {
 
 }  // namespace
 
-TEST_CASE("options: bad options are refused and named", "[conformance][options]") {
+TEST_CASE("options: bad options are refused and named",
+          "[conformance][options]") {
   for (const bad_case& bc : bad_cases) {
     INFO("case: " << bc.what);
     ionet::options o = local_options();

@@ -4,8 +4,9 @@
 
 using namespace ionet_test;
 
-TEST_CASE("oversized: a length header above the limit closes only that connection",
-          "[conformance][oversized]") {
+TEST_CASE(
+    "oversized: a length header above the limit closes only that connection",
+    "[conformance][oversized]") {
   constexpr std::uint32_t limit = 4096;
   ionet::options o = local_options();
   o.max_message_bytes = limit;
@@ -22,7 +23,8 @@ TEST_CASE("oversized: a length header above the limit closes only that connectio
   REQUIRE(id_by_one);
   REQUIRE(id_huge);
 
-  CHECK_FALSE(echo_roundtrip(good1, pattern(limit, 1)));  // the limit itself is fine
+  CHECK_FALSE(
+      echo_roundtrip(good1, pattern(limit, 1)));  // the limit itself is fine
   CHECK_FALSE(echo_roundtrip(good2, pattern(10, 2)));
 
   // One byte too many, with some payload behind the header.

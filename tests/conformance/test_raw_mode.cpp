@@ -30,17 +30,20 @@ std::string raw_echo(ionet::framed_client& c, std::span<const std::byte> stream,
   auto read_some = [&]() -> std::string {
     std::size_t got = 0;
     if (auto ec = c.read_some(buf, got, wait_budget)) {
-      return "read_some after " + std::to_string(back.size()) + " bytes: " + ec.message();
+      return "read_some after " + std::to_string(back.size()) +
+             " bytes: " + ec.message();
     }
-    back.insert(back.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(got));
+    back.insert(back.end(), buf.begin(),
+                buf.begin() + static_cast<std::ptrdiff_t>(got));
     if (back.size() > written) return "more bytes came back than were sent";
     return {};
   };
   static constexpr std::size_t caps[] = {1, 5, 100, 1500, 20000, 100000};
   while (written < stream.size()) {
-    const std::size_t n = std::min<std::size_t>(stream.size() - written,
-                                                1 + rng() % caps[rng() % std::size(caps)]);
-    if (auto ec = c.write_raw(stream.subspan(written, n))) return "write_raw: " + ec.message();
+    const std::size_t n = std::min<std::size_t>(
+        stream.size() - written, 1 + rng() % caps[rng() % std::size(caps)]);
+    if (auto ec = c.write_raw(stream.subspan(written, n)))
+      return "write_raw: " + ec.message();
     written += n;
     // Keep the unread echo small so neither side stalls.
     while (written - back.size() > 128 * 1024) {
@@ -57,8 +60,9 @@ std::string raw_echo(ionet::framed_client& c, std::span<const std::byte> stream,
 
 }  // namespace
 
-TEST_CASE("raw mode: a stream echoes as it arrives and reassembles on the client",
-          "[conformance][raw]") {
+TEST_CASE(
+    "raw mode: a stream echoes as it arrives and reassembles on the client",
+    "[conformance][raw]") {
   server s(raw_options());
   REQUIRE(s.start().ok());
   ionet::framed_client c;
@@ -72,7 +76,8 @@ TEST_CASE("raw mode: a stream echoes as it arrives and reassembles on the client
 
   // The server saw exactly the stream's bytes, in reads of at least a byte
   // and at most what the client wrote in total.
-  REQUIRE(s.wait_until([&](const record& r) { return r.message_bytes >= total; }));
+  REQUIRE(
+      s.wait_until([&](const record& r) { return r.message_bytes >= total; }));
   const record r = s.snapshot();
   CHECK(r.message_bytes == total);
   CHECK(r.empty_messages == 0);

@@ -43,8 +43,9 @@ void run_resets(bool wait_for_read) {
     const std::uint64_t received_before = s.engine().stats().bytes_received;
     REQUIRE_FALSE(c.write_raw(std::span(f).first(cut)));
     if (wait_for_read) {
-      REQUIRE(eventually(
-          [&] { return s.engine().stats().bytes_received >= received_before + cut; }));
+      REQUIRE(eventually([&] {
+        return s.engine().stats().bytes_received >= received_before + cut;
+      }));
     }
     c.reset();
 
@@ -68,13 +69,15 @@ void run_resets(bool wait_for_read) {
 
 }  // namespace
 
-TEST_CASE("reset: a client reset mid-frame, after the server read the partial frame",
-          "[conformance][reset]") {
+TEST_CASE(
+    "reset: a client reset mid-frame, after the server read the partial frame",
+    "[conformance][reset]") {
   run_resets(true);
 }
 
-TEST_CASE("reset: a client reset mid-frame that arrives together with the partial frame",
-          "[conformance][reset]") {
+TEST_CASE(
+    "reset: a client reset mid-frame that arrives together with the partial frame",
+    "[conformance][reset]") {
   run_resets(false);
 }
 
@@ -98,7 +101,8 @@ TEST_CASE("reset: a client reset with unread replies queued on the server",
 
   int accepted = 0;
   for (int i = 0; i < 200; ++i) {
-    if (s.engine().send(*id, pattern(64 * 1024, static_cast<std::uint64_t>(i)))) break;
+    if (s.engine().send(*id, pattern(64 * 1024, static_cast<std::uint64_t>(i))))
+      break;
     ++accepted;
   }
   CHECK(accepted > 0);
@@ -116,5 +120,6 @@ TEST_CASE("reset: a client reset with unread replies queued on the server",
   std::vector<std::byte> got;
   REQUIRE_FALSE(other.read(got));
   CHECK(same_bytes(got, msg));
-  CHECK(eventually([&] { return s.engine().stats().pool_slices_in_use == 0; }, 5000ms));
+  CHECK(eventually([&] { return s.engine().stats().pool_slices_in_use == 0; },
+                   5000ms));
 }

@@ -34,8 +34,9 @@ TEST_CASE("send errors: a closed connection's id gives stale_connection",
         ionet::errc::stale_connection);
 }
 
-TEST_CASE("send errors: a stale id never reaches the connection that reuses its slot",
-          "[conformance][send_errors]") {
+TEST_CASE(
+    "send errors: a stale id never reaches the connection that reuses its slot",
+    "[conformance][send_errors]") {
   ionet::options o = local_options();
   o.max_connections = 1;  // the second connection must take the first's slot
   server s(o, [](ionet::engine&, const ionet::event&) {});
@@ -81,8 +82,9 @@ TEST_CASE("send errors: a stale id never reaches the connection that reuses its 
   CHECK(is_timeout(second.read(got, 100ms)));  // nothing else came
 }
 
-TEST_CASE("send errors: a message above max_message_bytes gives message_too_large",
-          "[conformance][send_errors]") {
+TEST_CASE(
+    "send errors: a message above max_message_bytes gives message_too_large",
+    "[conformance][send_errors]") {
   ionet::options o = local_options();
   o.max_message_bytes = 1024;
   server s(o, [](ionet::engine&, const ionet::event&) {});
@@ -93,8 +95,10 @@ TEST_CASE("send errors: a message above max_message_bytes gives message_too_larg
   INFO(why);
   REQUIRE(id);
 
-  CHECK(s.engine().send(*id, pattern(1025, 1)) == ionet::errc::message_too_large);
-  CHECK(s.engine().send(*id, pattern(1u << 20, 1)) == ionet::errc::message_too_large);
+  CHECK(s.engine().send(*id, pattern(1025, 1)) ==
+        ionet::errc::message_too_large);
+  CHECK(s.engine().send(*id, pattern(1u << 20, 1)) ==
+        ionet::errc::message_too_large);
   // The connection is unharmed, and the limit itself is fine.
   const auto ok_msg = pattern(1024, 2);
   CHECK_FALSE(s.engine().send(*id, ok_msg));
@@ -104,8 +108,9 @@ TEST_CASE("send errors: a message above max_message_bytes gives message_too_larg
   CHECK(is_timeout(c.read(got, 100ms)));
 }
 
-TEST_CASE("send errors: queue_full while the peer does not read, nothing dropped",
-          "[conformance][send_errors]") {
+TEST_CASE(
+    "send errors: queue_full while the peer does not read, nothing dropped",
+    "[conformance][send_errors]") {
   constexpr std::uint32_t msg_size = 16 * 1024;
   ionet::options o = local_options();
   o.max_message_bytes = msg_size;
@@ -130,7 +135,8 @@ TEST_CASE("send errors: queue_full while the peer does not read, nothing dropped
   std::optional<steady::time_point> full_since;
   const auto deadline = steady::now() + wait_budget;
   while (steady::now() < deadline) {
-    const std::error_code ec = s.engine().send(*lazy_id, pattern(msg_size, accepted));
+    const std::error_code ec =
+        s.engine().send(*lazy_id, pattern(msg_size, accepted));
     if (!ec) {
       ++accepted;
       full_since.reset();

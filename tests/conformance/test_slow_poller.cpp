@@ -6,9 +6,10 @@
 
 using namespace ionet_test;
 
-TEST_CASE("slow poller: a full event queue pauses the busy connections, "
-          "a new client is still connected within 1 s",
-          "[conformance][backpressure]") {
+TEST_CASE(
+    "slow poller: a full event queue pauses the busy connections, "
+    "a new client is still connected within 1 s",
+    "[conformance][backpressure]") {
   constexpr int flooders = 6;
   constexpr std::uint32_t per_flooder = 1000;
   constexpr std::size_t message_bytes = 64;
@@ -49,7 +50,8 @@ TEST_CASE("slow poller: a full event queue pauses the busy connections, "
                 e.data.size() >= 4 ? get_u32be(e.data.data()) : ~0u;
             if (it == next_seq.end() || seq != it->second) {
               if (problems.size() < 10) {
-                problems.push_back("message " + std::to_string(seq) + " out of order on " +
+                problems.push_back("message " + std::to_string(seq) +
+                                   " out of order on " +
                                    std::to_string(e.conn));
               }
             } else {
@@ -79,7 +81,8 @@ TEST_CASE("slow poller: a full event queue pauses the busy connections, "
   std::vector<std::thread> writers;
   for (int f = 0; f < flooders; ++f) {
     writers.emplace_back([&, f] {
-      std::vector<std::byte> m = pattern(message_bytes, static_cast<std::uint64_t>(f));
+      std::vector<std::byte> m =
+          pattern(message_bytes, static_cast<std::uint64_t>(f));
       for (std::uint32_t seq = 0; seq < per_flooder; ++seq) {
         put_u32be(m.data(), seq);
         if (busy[static_cast<std::size_t>(f)].write(m)) {
@@ -90,18 +93,20 @@ TEST_CASE("slow poller: a full event queue pauses the busy connections, "
     });
   }
   // The poller is behind now.
-  REQUIRE(eventually([&] { return eng->stats().events_pending >= o.event_queue_capacity; }));
+  REQUIRE(eventually(
+      [&] { return eng->stats().events_pending >= o.event_queue_capacity; }));
   std::this_thread::sleep_for(200ms);
 
   ionet::framed_client late;
   REQUIRE(connect_client(late, eng->port()).ok());
   const auto connected_by = steady::now();
-  const bool seen = eventually([&] { return seen_connected() == flooders + 1; });
+  const bool seen =
+      eventually([&] { return seen_connected() == flooders + 1; });
   std::chrono::milliseconds latency{-1};
   if (seen) {
     std::lock_guard g(lock);
-    latency = std::chrono::duration_cast<std::chrono::milliseconds>(connected_at.back() -
-                                                                   connected_by);
+    latency = std::chrono::duration_cast<std::chrono::milliseconds>(
+        connected_at.back() - connected_by);
   }
 
   // Catch up: everything sent must come, in order.
@@ -124,8 +129,8 @@ TEST_CASE("slow poller: a full event queue pauses the busy connections, "
   quit.store(true);
   poller.join();
 
-  INFO("the late client's connected event came " << latency.count()
-                                                << " ms after its connect returned");
+  INFO("the late client's connected event came "
+       << latency.count() << " ms after its connect returned");
   CHECK(seen);
   CHECK(latency.count() >= 0);
   CHECK(latency < 1000ms);

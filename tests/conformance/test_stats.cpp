@@ -4,7 +4,8 @@
 
 using namespace ionet_test;
 
-TEST_CASE("stats: counters add up after clients disconnect", "[conformance][stats]") {
+TEST_CASE("stats: counters add up after clients disconnect",
+          "[conformance][stats]") {
   server s;
   REQUIRE(s.start().ok());
   {
@@ -30,7 +31,8 @@ TEST_CASE("stats: counters add up after clients disconnect", "[conformance][stat
   std::uint64_t payload = 0;
   for (int k = 0; k < nclients; ++k) {
     for (int i = 0; i < per_client; ++i) {
-      const auto msg = pattern(static_cast<std::size_t>(k * 100 + i * 7), static_cast<std::uint64_t>(k * 10 + i));
+      const auto msg = pattern(static_cast<std::size_t>(k * 100 + i * 7),
+                               static_cast<std::uint64_t>(k * 10 + i));
       REQUIRE_FALSE(echo_roundtrip(clients[static_cast<std::size_t>(k)], msg));
       payload += msg.size();
     }
@@ -38,13 +40,14 @@ TEST_CASE("stats: counters add up after clients disconnect", "[conformance][stat
   for (auto& c : clients) c.close();
   REQUIRE(s.wait_closed(nclients));
 
-  const std::uint64_t n_msgs = static_cast<std::uint64_t>(nclients) * per_client;
+  const std::uint64_t n_msgs =
+      static_cast<std::uint64_t>(nclients) * per_client;
   const std::uint64_t wire = payload + 4 * n_msgs;
   // Counted on engine threads; give them a moment to settle.
   const bool settled = eventually([&] {
     const auto st = s.engine().stats();
-    return st.connections_open == 0 && st.bytes_sent == wire && st.pool_slices_in_use == 0 &&
-           st.events_pending == 0;
+    return st.connections_open == 0 && st.bytes_sent == wire &&
+           st.pool_slices_in_use == 0 && st.events_pending == 0;
   });
   const ionet::engine_stats st = s.engine().stats();
   CHECK(settled);
@@ -67,8 +70,9 @@ TEST_CASE("stats: counters add up after clients disconnect", "[conformance][stat
   CHECK(st.events_pending == 0);
 }
 
-TEST_CASE("stats: accepted == closed + connections_open while clients come and go",
-          "[conformance][stats]") {
+TEST_CASE(
+    "stats: accepted == closed + connections_open while clients come and go",
+    "[conformance][stats]") {
   server s;
   REQUIRE(s.start().ok());
   std::vector<ionet::framed_client> clients(6);

@@ -33,8 +33,10 @@ TEST_CASE("stop: with live connections while another thread still sends",
         std::lock_guard g(lock);
         for (std::size_t i = 0; i < n; ++i) {
           const ionet::event& e = batch[i];
-          if (e.type == ionet::event_type::connected) connected.push_back(e.conn);
-          if (e.type == ionet::event_type::closed) closed.push_back({e.conn, e.reason, e.context()});
+          if (e.type == ionet::event_type::connected)
+            connected.push_back(e.conn);
+          if (e.type == ionet::event_type::closed)
+            closed.push_back({e.conn, e.reason, e.context()});
         }
       }
       eng->release(std::span(batch.data(), n));
@@ -65,7 +67,8 @@ TEST_CASE("stop: with live connections while another thread still sends",
 
   // The sender keeps calling send() through stop() and after it.
   std::atomic<bool> stop_sending{false};
-  std::atomic<std::uint64_t> sent_ok{0}, accepted_after_stop{0}, failed_after_stop{0};
+  std::atomic<std::uint64_t> sent_ok{0}, accepted_after_stop{0},
+      failed_after_stop{0};
   std::thread sender([&] {
     const auto msg = pattern(16 * 1024, 2);
     std::size_t k = 0;
@@ -131,14 +134,16 @@ TEST_CASE("stop: with live connections while another thread still sends",
   }
 }
 
-TEST_CASE("stop: destroying a running engine with live connections and pending events",
-          "[conformance][stop]") {
+TEST_CASE(
+    "stop: destroying a running engine with live connections and pending events",
+    "[conformance][stop]") {
   auto eng = ionet::make_engine(local_options());
   REQUIRE(eng->start().ok());
   std::vector<ionet::framed_client> clients(4);
   for (auto& c : clients) REQUIRE(connect_client(c, eng->port()).ok());
   for (auto& c : clients) {
-    for (int i = 0; i < 10; ++i) REQUIRE_FALSE(c.write(pattern(2000, static_cast<std::uint64_t>(i))));
+    for (int i = 0; i < 10; ++i)
+      REQUIRE_FALSE(c.write(pattern(2000, static_cast<std::uint64_t>(i))));
   }
   // Take a few events and reply, leave the rest queued in the engine.
   std::vector<ionet::event> batch(4);
@@ -191,8 +196,9 @@ TEST_CASE("stop: wakes a thread blocked in poll()", "[conformance][stop]") {
   CHECK(when - stop_at < 2000ms);
 }
 
-TEST_CASE("stop: a connection that is closing when stop() comes is still reported once",
-          "[conformance][stop]") {
+TEST_CASE(
+    "stop: a connection that is closing when stop() comes is still reported once",
+    "[conformance][stop]") {
   // close() was requested, its queued bytes are not flushed yet (the
   // client does not read), and then stop() comes: one closed event.
   ionet::options o = local_options();

@@ -44,8 +44,9 @@ TEST_CASE("timeouts: an idle connection is closed with idle_timeout",
   CHECK(read_until_closed(c) == ionet::errc::peer_closed);
 }
 
-TEST_CASE("timeouts: a message left partial is cut off with read_timeout (slowloris)",
-          "[conformance][timeouts]") {
+TEST_CASE(
+    "timeouts: a message left partial is cut off with read_timeout (slowloris)",
+    "[conformance][timeouts]") {
   const ionet::options o = read_timeout_only();
   server s(o);
   REQUIRE(s.start().ok());
@@ -85,7 +86,8 @@ TEST_CASE("timeouts: a peer that does not read is reset with write_timeout",
   // Far more than the socket buffers hold; the client never reads.
   int queued = 0;
   for (int i = 0; i < 100; ++i) {
-    if (!s.engine().send(*id, pattern(60000, static_cast<std::uint64_t>(i)))) ++queued;
+    if (!s.engine().send(*id, pattern(60000, static_cast<std::uint64_t>(i))))
+      ++queued;
   }
   CHECK(queued > 10);
   REQUIRE(s.wait_closed_id(*id));
@@ -110,14 +112,16 @@ TEST_CASE("timeouts: a connection that keeps talking is never timed out",
   const auto until = steady::now() + s.opts().idle_timeout * 3;
   int n = 0;
   while (steady::now() < until) {
-    REQUIRE_FALSE(echo_roundtrip(c, pattern(100, static_cast<std::uint64_t>(n++))));
+    REQUIRE_FALSE(
+        echo_roundtrip(c, pattern(100, static_cast<std::uint64_t>(n++))));
     std::this_thread::sleep_for(s.opts().idle_timeout / 10);
   }
   CHECK(s.snapshot().closed.empty());
 }
 
-TEST_CASE("timeouts: a stream never read on a message boundary is not cut off by read_timeout",
-          "[conformance][timeouts]") {
+TEST_CASE(
+    "timeouts: a stream never read on a message boundary is not cut off by read_timeout",
+    "[conformance][timeouts]") {
   const ionet::options o = read_timeout_only();
   server s(o);
   REQUIRE(s.start().ok());

@@ -22,7 +22,8 @@ struct reference_result {
   bool too_large = false;
 };
 
-reference_result reference(const std::byte* p, std::size_t n, std::uint32_t max) {
+reference_result reference(const std::byte* p, std::size_t n,
+                           std::uint32_t max) {
   reference_result r;
   std::size_t i = 0;
   while (n - i >= header_bytes) {
@@ -42,7 +43,8 @@ reference_result reference(const std::byte* p, std::size_t n, std::uint32_t max)
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
+                                      std::size_t size) {
   if (size < 2) return 0;
   const bool raw = data[0] & 0x80;
   const std::uint32_t max = 1u + (data[0] & 0x7f) * 37u;  // 1 .. 4700
@@ -51,7 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t n = size - 2;
 
   message_pool pool(1 << 20);
-  frame_decoder dec(raw ? ionet::framing::raw : ionet::framing::length_prefix, max);
+  frame_decoder dec(raw ? ionet::framing::raw : ionet::framing::length_prefix,
+                    max);
   std::vector<std::vector<std::byte>> got;
   std::vector<std::byte> raw_bytes;
   bool too_large = false;
@@ -61,15 +64,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     seed = seed * 1103515245u + 12345u;
     std::size_t chunk = 1 + (seed >> 16) % (seed & 0x100 ? 7 : 700);
     if (chunk > n - pos) chunk = n - pos;
-    const std::error_code ec = dec.feed({stream + pos, chunk}, pool, [&](decoded_message&& m) {
-      if (raw) {
-        raw_bytes.insert(raw_bytes.end(), m.bytes.begin(), m.bytes.end());
-      } else {
-        if (m.bytes.size() > max) fail();
-        got.emplace_back(m.bytes.begin(), m.bytes.end());
-      }
-      pool.give(m.owned);
-    });
+    const std::error_code ec =
+        dec.feed({stream + pos, chunk}, pool, [&](decoded_message&& m) {
+          if (raw) {
+            raw_bytes.insert(raw_bytes.end(), m.bytes.begin(), m.bytes.end());
+          } else {
+            if (m.bytes.size() > max) fail();
+            got.emplace_back(m.bytes.begin(), m.bytes.end());
+          }
+          pool.give(m.owned);
+        });
     pos += chunk;
     if (ec) {
       if (ec != ionet::errc::message_too_large || raw) fail();
@@ -78,7 +82,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
   if (raw) {
-    if (raw_bytes.size() != n || (n && std::memcmp(raw_bytes.data(), stream, n) != 0)) fail();
+    if (raw_bytes.size() != n ||
+        (n && std::memcmp(raw_bytes.data(), stream, n) != 0))
+      fail();
   } else {
     const reference_result ref = reference(stream, n, max);
     if (ref.too_large != too_large) fail();

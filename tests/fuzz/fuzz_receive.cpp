@@ -25,11 +25,19 @@ class null_engine final : public ionet::engine {
  public:
   ionet::status start() override { return {}; }
   std::uint16_t port() const noexcept override { return 0; }
-  std::size_t poll(std::span<ionet::event>, std::chrono::milliseconds) override { return 0; }
+  std::size_t poll(std::span<ionet::event>,
+                   std::chrono::milliseconds) override {
+    return 0;
+  }
   void release(std::span<const ionet::event>) noexcept override {}
-  std::error_code send(ionet::connection_id, std::span<const std::byte>) override { return {}; }
+  std::error_code send(ionet::connection_id,
+                       std::span<const std::byte>) override {
+    return {};
+  }
   std::error_code close(ionet::connection_id) override { return {}; }
-  std::error_code set_context(ionet::connection_id, void*) override { return {}; }
+  std::error_code set_context(ionet::connection_id, void*) override {
+    return {};
+  }
   ionet::engine_stats stats() const override { return {}; }
   void stop() noexcept override {}
   const char* backend_name() const noexcept override { return "fuzz"; }
@@ -37,7 +45,8 @@ class null_engine final : public ionet::engine {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
+                                      std::size_t size) {
   if (size < 2) return 0;
   null_engine self;
   ionet::options o;
@@ -105,12 +114,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     seed = seed * 1103515245u + 12345u;
     std::size_t chunk = 1 + (seed >> 16) % 300;
     if (chunk > size - pos) chunk = size - pos;
-    const std::error_code ec =
-        core.on_read(slot, {reinterpret_cast<const std::byte*>(data + pos), chunk}, batch);
+    const std::error_code ec = core.on_read(
+        slot, {reinterpret_cast<const std::byte*>(data + pos), chunk}, batch);
     pos += chunk;
     core.deliver(batch);
     if (ec) {
-      if (ec != ionet::errc::message_too_large && ec != ionet::errc::out_of_memory) fail();
+      if (ec != ionet::errc::message_too_large &&
+          ec != ionet::errc::out_of_memory)
+        fail();
       core.close_slot(slot, ec, batch);
       core.deliver(batch);
       closed = true;
@@ -119,7 +130,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     write_all((seed & 0x30000) != 0);  // now and then a write fails
   }
   if (!closed) {
-    core.close_slot(slot, ionet::make_error_code(ionet::errc::closed_by_user), batch);
+    core.close_slot(slot, ionet::make_error_code(ionet::errc::closed_by_user),
+                    batch);
     core.deliver(batch);
   }
   drain_events();

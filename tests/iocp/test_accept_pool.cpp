@@ -47,10 +47,11 @@ TEST_CASE("iocp: a burst of 5,000 connects with accept_depth 64 loses none",
   REQUIRE(s.wait_connected(total, 60s));
   const auto st = s.engine().stats();
   WARN("5,000 connects in "
-       << std::chrono::duration_cast<std::chrono::milliseconds>(connect_time).count()
-       << " ms; accept pool growths " << st.accept_pool_growths << ", accepts pending "
-       << st.accepts_pending << ", accept failures " << st.accept_failures
-       << ", sockets created " << st.sockets_created);
+       << std::chrono::duration_cast<std::chrono::milliseconds>(connect_time)
+              .count()
+       << " ms; accept pool growths " << st.accept_pool_growths
+       << ", accepts pending " << st.accepts_pending << ", accept failures "
+       << st.accept_failures << ", sockets created " << st.sockets_created);
   CHECK(st.accepted == static_cast<std::uint64_t>(total));
   CHECK(st.rejected == 0);
   // Every accepted connection had its socket made ahead by the pool.
@@ -64,15 +65,19 @@ TEST_CASE("iocp: a burst of 5,000 connects with accept_depth 64 loses none",
   int bad = 0;
   for (int t = 0; t < threads; ++t) {
     for (int i = 0; i < per_thread; ++i) {
-      auto& c = clients[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
-      if (echo_roundtrip(c, pattern(32, static_cast<std::uint64_t>(t * per_thread + i)))) ++bad;
+      auto& c =
+          clients[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
+      if (echo_roundtrip(
+              c, pattern(32, static_cast<std::uint64_t>(t * per_thread + i))))
+        ++bad;
     }
   }
   CHECK(bad == 0);
 }
 
-TEST_CASE("iocp: graceful churn recycles sockets and allocates nothing in steady state",
-          "[iocp][accept]") {
+TEST_CASE(
+    "iocp: graceful churn recycles sockets and allocates nothing in steady state",
+    "[iocp][accept]") {
   ionet::options o = local_options();
   o.accept_depth = 8;
   server s(o);
@@ -90,9 +95,13 @@ TEST_CASE("iocp: graceful churn recycles sockets and allocates nothing in steady
         continue;
       }
       for (std::size_t size : {0u, 100u, 511u, 512u, 3000u}) {
-        if (echo_roundtrip(c, pattern(size, seed + static_cast<std::uint64_t>(i)))) ++bad;
+        if (echo_roundtrip(c,
+                           pattern(size, seed + static_cast<std::uint64_t>(i))))
+          ++bad;
         ++messages;
-        if (!s.wait_until([&](const record& r) { return r.messages_released >= messages; })) {
+        if (!s.wait_until([&](const record& r) {
+              return r.messages_released >= messages;
+            })) {
           ++bad;
         }
       }
@@ -105,18 +114,21 @@ TEST_CASE("iocp: graceful churn recycles sockets and allocates nothing in steady
   const auto warm = s.engine().stats();
   REQUIRE(churn(200, 1000) == 0);
   REQUIRE(s.wait_closed(220));
-  REQUIRE(eventually([&] { return s.engine().stats().pool_slices_in_use == 0; }));
+  REQUIRE(
+      eventually([&] { return s.engine().stats().pool_slices_in_use == 0; }));
   const auto st = s.engine().stats();
   CHECK(st.allocations_after_start == warm.allocations_after_start);
   CHECK(st.accepted == 220);
   CHECK(st.closed == 220);
-  for (const auto& c : s.snapshot().closed) CHECK(c.reason == ionet::errc::peer_closed);
+  for (const auto& c : s.snapshot().closed)
+    CHECK(c.reason == ionet::errc::peer_closed);
   if (ionet::iocp::running_under_wine()) {
     // Wine's DisconnectEx only shuts down the send side (TF_REUSE_SOCKET
     // is ignored), so a "recycled" socket is still the old connection; an
     // AcceptEx into it completes but its reads never do (measured). The
     // backend closes such sockets there and makes new ones.
-    WARN("under Wine: sockets are not reused (created " << st.sockets_created << ")");
+    WARN("under Wine: sockets are not reused (created " << st.sockets_created
+                                                        << ")");
     CHECK(st.sockets_reused == 0);
   } else {
     CHECK(st.sockets_reused > 0);
@@ -157,8 +169,9 @@ TEST_CASE("iocp: an engine started again has fresh accept-pool counters",
 // client is still served, not how fast: each shortage pauses the pool for
 // a backoff by design, so accepting under a steady 30% of failures is
 // slower by far than without (1,000 clients took ~7 s more here).
-TEST_CASE("iocp: AcceptEx shortages (WSAENOBUFS) are retried and lose no client",
-          "[.][iocp][accept][winsim]") {
+TEST_CASE(
+    "iocp: AcceptEx shortages (WSAENOBUFS) are retried and lose no client",
+    "[.][iocp][accept][winsim]") {
   const char* faults = std::getenv("IONET_WINSIM_FAULTS");
   REQUIRE(faults != nullptr);
   REQUIRE(std::string(faults).find("enobufs_accept") != std::string::npos);
@@ -258,14 +271,19 @@ TEST_CASE("iocp: a failed SO_UPDATE_ACCEPT_CONTEXT fails the accept",
   int bad = 0;
   for (int i = 0; i < total; ++i) {
     auto& c = clients[static_cast<std::size_t>(i)];
-    const std::error_code ec = echo_roundtrip(c, pattern(32, static_cast<std::uint64_t>(i)));
+    const std::error_code ec =
+        echo_roundtrip(c, pattern(32, static_cast<std::uint64_t>(i)));
     if (!ec) {
       ++served;
-    } else if (ec == ionet::errc::peer_closed || ec == ionet::errc::connection_reset ||
-               ec == std::errc::connection_reset || ec == std::errc::broken_pipe) {
+    } else if (ec == ionet::errc::peer_closed ||
+               ec == ionet::errc::connection_reset ||
+               ec == std::errc::connection_reset ||
+               ec == std::errc::broken_pipe) {
       ++ended;
     } else {
-      UNSCOPED_INFO("client " << i << ": " << Catch::StringMaker<std::error_code>::convert(ec));
+      UNSCOPED_INFO("client "
+                    << i << ": "
+                    << Catch::StringMaker<std::error_code>::convert(ec));
       ++bad;
     }
   }

@@ -42,14 +42,20 @@ void* operator new[](std::size_t n) {
   if (void* p = counted_alloc(n)) return p;
   throw std::bad_alloc();
 }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_alloc(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_alloc(n);
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
 
 using namespace ionet_test;
 
@@ -83,7 +89,8 @@ int workload(std::uint16_t port, int connects, int bursts, std::uint64_t seed) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       test_thread = true;
-      std::vector<ionet::framed_client> mine(static_cast<std::size_t>(connects / 4));
+      std::vector<ionet::framed_client> mine(
+          static_cast<std::size_t>(connects / 4));
       for (auto& c : mine) {
         if (!connect_client(c, port)) bad_in_threads.fetch_add(1);
       }
@@ -94,7 +101,8 @@ int workload(std::uint16_t port, int connects, int bursts, std::uint64_t seed) {
         for (int i = 0; i < 300; ++i) {
           std::vector<std::byte> back;
           if (c.read(back, wait_budget) ||
-              !same_bytes(back, pattern(400, s + static_cast<std::uint64_t>(i)))) {
+              !same_bytes(back,
+                          pattern(400, s + static_cast<std::uint64_t>(i)))) {
             bad_in_threads.fetch_add(1);
             break;
           }
@@ -129,9 +137,10 @@ int workload(std::uint16_t port, int connects, int bursts, std::uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("iocp: warm engine threads allocate nothing through resets, garbage, "
-          "large gathers and accept-pool growth",
-          "[iocp][allocations]") {
+TEST_CASE(
+    "iocp: warm engine threads allocate nothing through resets, garbage, "
+    "large gathers and accept-pool growth",
+    "[iocp][allocations]") {
   test_thread = true;
   counters k;
   ionet::options o = local_options();
@@ -142,7 +151,8 @@ TEST_CASE("iocp: warm engine threads allocate nothing through resets, garbage, "
         k.connected.fetch_add(1, std::memory_order_relaxed);
         break;
       case ionet::event_type::message:
-        if (eng.send(e.conn, e.data)) k.send_failures.fetch_add(1, std::memory_order_relaxed);
+        if (eng.send(e.conn, e.data))
+          k.send_failures.fetch_add(1, std::memory_order_relaxed);
         break;
       case ionet::event_type::closed:
         k.closed.fetch_add(1, std::memory_order_relaxed);
@@ -157,7 +167,8 @@ TEST_CASE("iocp: warm engine threads allocate nothing through resets, garbage, "
   {
     ionet::framed_client c;
     REQUIRE(connect_client(c, eng->port()).ok());
-    for (int i = 0; i < 50; ++i) REQUIRE_FALSE(echo_roundtrip(c, pattern(400, i)));
+    for (int i = 0; i < 50; ++i)
+      REQUIRE_FALSE(echo_roundtrip(c, pattern(400, i)));
   }
   REQUIRE(workload(eng->port(), 8, 0, 1) == 0);
   {
@@ -168,7 +179,8 @@ TEST_CASE("iocp: warm engine threads allocate nothing through resets, garbage, "
       REQUIRE(connect_client(c, eng->port()).ok());
       REQUIRE_FALSE(c.write_raw(std::span(f).first(200)));
     }
-    REQUIRE(eventually([&] { return eng->stats().bytes_received >= base + 16 * 200; }));
+    REQUIRE(eventually(
+        [&] { return eng->stats().bytes_received >= base + 16 * 200; }));
     for (auto& c : partial) c.reset();
   }
   REQUIRE(eventually([&] { return k.closed.load() == k.connected.load(); }));
@@ -182,11 +194,11 @@ TEST_CASE("iocp: warm engine threads allocate nothing through resets, garbage, "
   const auto st = eng->stats();
   eng->stop();
 
-  INFO("engine-thread allocations " << engine_allocations.load() << "; accept pool growths "
-       << warm.accept_pool_growths << " -> "
-                              << st.accept_pool_growths << "; allocations_after_start "
-                              << warm.allocations_after_start << " -> "
-                              << st.allocations_after_start);
+  INFO("engine-thread allocations "
+       << engine_allocations.load() << "; accept pool growths "
+       << warm.accept_pool_growths << " -> " << st.accept_pool_growths
+       << "; allocations_after_start " << warm.allocations_after_start << " -> "
+       << st.allocations_after_start);
   CHECK(bad == 0);
   CHECK(k.send_failures.load() == 0);
   CHECK(st.accept_pool_growths > warm.accept_pool_growths);

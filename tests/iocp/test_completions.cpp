@@ -8,8 +8,9 @@
 
 using namespace ionet_test;
 
-TEST_CASE("iocp: a hand-off that arrives after its connection closed is dropped",
-          "[iocp][completions]") {
+TEST_CASE(
+    "iocp: a hand-off that arrives after its connection closed is dropped",
+    "[iocp][completions]") {
   // The inline handler answers the first message, which posts a hand-off to
   // the port; the same read also holds a header announcing 4 GiB, so the
   // connection closes (message_too_large) before any worker takes the
@@ -18,13 +19,15 @@ TEST_CASE("iocp: a hand-off that arrives after its connection closed is dropped"
   o.max_message_bytes = 1024;
   o.max_queued_bytes = 4096;
   std::atomic<int> sent{0};
-  server s(o,
-           [&](ionet::engine& eng, const ionet::event& ev) {
-             if (ev.type == ionet::event_type::message && !eng.send(ev.conn, ev.data)) {
-               sent.fetch_add(1);
-             }
-           },
-           server::delivery::inline_handler);
+  server s(
+      o,
+      [&](ionet::engine& eng, const ionet::event& ev) {
+        if (ev.type == ionet::event_type::message &&
+            !eng.send(ev.conn, ev.data)) {
+          sent.fetch_add(1);
+        }
+      },
+      server::delivery::inline_handler);
   REQUIRE(s.start().ok());
   ionet::framed_client other;
   std::string why;
@@ -38,15 +41,17 @@ TEST_CASE("iocp: a hand-off that arrives after its connection closed is dropped"
     INFO(why);
     REQUIRE(id);
     auto bytes = frame(pattern(10, static_cast<std::uint64_t>(i)));
-    const std::byte huge[4] = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff},
-                               std::byte{0xff}};
+    const std::byte huge[4] = {std::byte{0xff}, std::byte{0xff},
+                               std::byte{0xff}, std::byte{0xff}};
     bytes.insert(bytes.end(), std::begin(huge), std::end(huge));
     REQUIRE_FALSE(c.write_raw(bytes));  // one segment: one read on the server
     REQUIRE(s.wait_closed_id(*id));
-    CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::message_too_large);
+    CHECK(s.snapshot().closed_of(*id)->reason ==
+          ionet::errc::message_too_large);
   }
   CHECK(sent.load() == rounds);
-  REQUIRE(eventually([&] { return s.engine().stats().stale_completions >= rounds; }));
+  REQUIRE(eventually(
+      [&] { return s.engine().stats().stale_completions >= rounds; }));
   const auto st = s.engine().stats();
   CHECK(st.frames_too_large == static_cast<std::uint64_t>(rounds));
   // The echoes were queued, never sent: dropped and counted, slices back.

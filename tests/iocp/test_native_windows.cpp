@@ -94,8 +94,9 @@ TEST_CASE("iocp native: a 30,000-connect burst with every accept posted ahead",
   CHECK(r.stats.accept_pool_growths == 0);
 }
 
-TEST_CASE("iocp native: sockets are recycled, and counted, after passive closes",
-          "[.][windows-native][reuse]") {
+TEST_CASE(
+    "iocp native: sockets are recycled, and counted, after passive closes",
+    "[.][windows-native][reuse]") {
   // The client closes first, so DisconnectEx(TF_REUSE_SOCKET) returns the
   // socket promptly; 2,000 connections through a pool of 40 sockets.
   ionet::options o = local_options();
@@ -106,12 +107,14 @@ TEST_CASE("iocp native: sockets are recycled, and counted, after passive closes"
   int bad = 0;
   for (int i = 0; i < 2000; ++i) {
     ionet::framed_client c;
-    if (!connect_client(c, s.port()) || echo_roundtrip(c, pattern(16, 9))) ++bad;
+    if (!connect_client(c, s.port()) || echo_roundtrip(c, pattern(16, 9)))
+      ++bad;
     c.close();
   }
   REQUIRE(s.wait_closed(2000, 60s));
   const auto st = s.engine().stats();
-  WARN("sockets created " << st.sockets_created << ", reused " << st.sockets_reused);
+  WARN("sockets created " << st.sockets_created << ", reused "
+                          << st.sockets_reused);
   CHECK(bad == 0);
   CHECK(st.sockets_reused > 1000);
   CHECK(st.sockets_created < 1000);

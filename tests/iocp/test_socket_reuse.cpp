@@ -26,23 +26,26 @@ int churn_count() { return (sanitized || slow_platform) ? 300 : 1000; }
 
 }  // namespace
 
-TEST_CASE("iocp: server-initiated closes do not pin the accept pool in TIME_WAIT",
-          "[iocp][reuse]") {
+TEST_CASE(
+    "iocp: server-initiated closes do not pin the accept pool in TIME_WAIT",
+    "[iocp][reuse]") {
   ionet::options o = local_options();
   o.max_connections = churn_max_connections;
   o.accept_depth = churn_accept_depth;
   // Answer, then close from our side: our FIN goes first.
-  server s(o,
-           [](ionet::engine& eng, const ionet::event& ev) {
-             if (ev.type != ionet::event_type::message) return;
-             (void)eng.send(ev.conn, ev.data);
-             (void)eng.close(ev.conn);
-           },
-           server::delivery::inline_handler);
+  server s(
+      o,
+      [](ionet::engine& eng, const ionet::event& ev) {
+        if (ev.type != ionet::event_type::message) return;
+        (void)eng.send(ev.conn, ev.data);
+        (void)eng.close(ev.conn);
+      },
+      server::delivery::inline_handler);
   REQUIRE(s.start().ok());
 
   const int n = churn_count();
-  REQUIRE(static_cast<std::uint32_t>(n) > 2 * (o.max_connections + o.accept_depth));
+  REQUIRE(static_cast<std::uint32_t>(n) >
+          2 * (o.max_connections + o.accept_depth));
   const auto msg = pattern(64, 7);
   int served = 0;
   std::string first_failure;
@@ -55,12 +58,14 @@ TEST_CASE("iocp: server-initiated closes do not pin the accept pool in TIME_WAIT
     // A starved pool shows here: the connection waits in the backlog with
     // no AcceptEx to take it, and its message is never read.
     if (auto ec = echo_roundtrip(c, msg)) {
-      first_failure = "connection " + std::to_string(i) + " echo: " + ec.message();
+      first_failure =
+          "connection " + std::to_string(i) + " echo: " + ec.message();
       break;
     }
     const std::error_code end = read_until_closed(c);
     if (end != ionet::errc::peer_closed) {
-      first_failure = "connection " + std::to_string(i) + " end: " + end.message();
+      first_failure =
+          "connection " + std::to_string(i) + " end: " + end.message();
       break;
     }
     ++served;
@@ -94,7 +99,8 @@ TEST_CASE("iocp: clients beyond max_connections are reset and accepts go on",
   for (int i = 0; i < n; ++i) {
     const std::error_code end = refusal_of_new_client(s.port());
     if (!is_refusal(end)) {
-      first_failure = "client " + std::to_string(i) + " ended with " + end.message();
+      first_failure =
+          "client " + std::to_string(i) + " ended with " + end.message();
       break;
     }
     ++refused;

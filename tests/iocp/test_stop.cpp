@@ -3,9 +3,8 @@
 // The test's own OS calls (stderr redirection, process CPU time) differ
 // between Windows and the simulator build on Linux; the engine's do not.
 #if defined(_WIN32)
-#include <windows.h>
-
 #include <io.h>
+#include <windows.h>
 #define ionet_dup _dup
 #define ionet_dup2 _dup2
 #define ionet_close _close
@@ -46,7 +45,8 @@ class stderr_capture {
     if (!file_) return "(no temporary file for stderr)";
     std::rewind(file_);
     char buf[512];
-    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;) out.append(buf, n);
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;)
+      out.append(buf, n);
     return out;
   }
 
@@ -87,7 +87,8 @@ std::chrono::milliseconds process_cpu() {
   FILETIME created, exited, kernel, user;
   GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user);
   auto ticks = [](const FILETIME& f) {
-    return (static_cast<std::uint64_t>(f.dwHighDateTime) << 32) | f.dwLowDateTime;
+    return (static_cast<std::uint64_t>(f.dwHighDateTime) << 32) |
+           f.dwLowDateTime;
   };
   return std::chrono::milliseconds((ticks(kernel) + ticks(user)) / 10000);
 #endif
@@ -95,8 +96,9 @@ std::chrono::milliseconds process_cpu() {
 
 }  // namespace
 
-TEST_CASE("iocp: stop() right after a burst of connects takes under 1 s and says nothing",
-          "[iocp][stop]") {
+TEST_CASE(
+    "iocp: stop() right after a burst of connects takes under 1 s and says nothing",
+    "[iocp][stop]") {
   // The accepts of the last connects may still be completing (and posting
   // replacements) when stop() begins: nothing may be posted after the
   // listener's cancel, and no connection may open in a slot already swept.
@@ -141,17 +143,19 @@ TEST_CASE("iocp: stop() right after a burst of connects takes under 1 s and says
     }
     said = engine_lines(capture.text());
   }
-  INFO("rounds " << done << ", longest stop() "
-                 << std::chrono::duration_cast<std::chrono::milliseconds>(longest).count()
-                 << " ms; the engine wrote to stderr: \"" << said << "\"");
+  INFO("rounds "
+       << done << ", longest stop() "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(longest).count()
+       << " ms; the engine wrote to stderr: \"" << said << "\"");
   CHECK(connect_failures == 0);
   CHECK(slow == 0);
   CHECK(longest < 1s);
   CHECK(said.empty());
 }
 
-TEST_CASE("iocp: a connect while the engine stops does not make the housekeeper spin",
-          "[iocp][stop]") {
+TEST_CASE(
+    "iocp: a connect while the engine stops does not make the housekeeper spin",
+    "[iocp][stop]") {
   // An inline handler calls stop(): the stop begins, every connection is
   // closed, and the engine waits for the user's stop() to join it. A client
   // that connects meanwhile finds no accept posted: the listener signals
@@ -175,7 +179,8 @@ TEST_CASE("iocp: a connect while the engine stops does not make the housekeeper 
   const auto t0 = steady::now();
   std::this_thread::sleep_for(1500ms);
   const auto cpu = process_cpu() - cpu0;
-  const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
+  const auto wall =
+      std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
   INFO("process CPU " << cpu.count() << " ms in " << wall.count() << " ms");
   // Idle, the engine's threads wait (measured: ~10 ms in 1.5 s under Wine).
   // A spinning housekeeper costs this process ~25% of a CPU under Wine (the

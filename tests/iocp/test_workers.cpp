@@ -10,26 +10,30 @@
 
 using namespace ionet_test;
 
-TEST_CASE("iocp: default options start two workers per CPU", "[iocp][workers]") {
+TEST_CASE("iocp: default options start two workers per CPU",
+          "[iocp][workers]") {
   auto eng = ionet::make_engine(local_options());
   REQUIRE(eng->start().ok());
   const std::uint64_t cpus = std::max(1u, std::thread::hardware_concurrency());
   CHECK(eng->stats().threads == 2 * cpus);
 }
 
-TEST_CASE("iocp: inline handlers run on several workers under 32 concurrent clients",
-          "[iocp][workers]") {
+TEST_CASE(
+    "iocp: inline handlers run on several workers under 32 concurrent clients",
+    "[iocp][workers]") {
   std::mutex lock;
   std::set<std::thread::id> seen;
-  server s(local_options(),
-           [&](ionet::engine& eng, const ionet::event& ev) {
-             {
-               std::lock_guard g(lock);
-               seen.insert(std::this_thread::get_id());
-             }
-             if (ev.type == ionet::event_type::message) (void)eng.send(ev.conn, ev.data);
-           },
-           server::delivery::inline_handler);
+  server s(
+      local_options(),
+      [&](ionet::engine& eng, const ionet::event& ev) {
+        {
+          std::lock_guard g(lock);
+          seen.insert(std::this_thread::get_id());
+        }
+        if (ev.type == ionet::event_type::message)
+          (void)eng.send(ev.conn, ev.data);
+      },
+      server::delivery::inline_handler);
   REQUIRE(s.start().ok());
 
   constexpr int nclients = 32;
@@ -44,7 +48,8 @@ TEST_CASE("iocp: inline handlers run on several workers under 32 concurrent clie
         return;
       }
       for (int i = 0; i < per_client; ++i) {
-        if (echo_roundtrip(c, pattern(64, static_cast<std::uint64_t>(k * 1000 + i)))) {
+        if (echo_roundtrip(
+                c, pattern(64, static_cast<std::uint64_t>(k * 1000 + i)))) {
           bad.fetch_add(1);
           return;
         }

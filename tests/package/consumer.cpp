@@ -1,8 +1,7 @@
 // Starts an engine from the installed package, echoes one message through a
 // framed_client and checks it: the package is usable, not just findable.
-#include <ionet/ionet.hpp>
-
 #include <cstdio>
+#include <ionet/ionet.hpp>
 #include <thread>
 #include <vector>
 
@@ -17,7 +16,8 @@ int main() {
     for (int i = 0; i < 100; ++i) {
       const std::size_t n = engine->poll(ev, std::chrono::milliseconds(50));
       for (std::size_t k = 0; k < n; ++k) {
-        if (ev[k].type == ionet::event_type::message) (void)engine->send(ev[k].conn, ev[k].data);
+        if (ev[k].type == ionet::event_type::message)
+          (void)engine->send(ev[k].conn, ev[k].data);
       }
       engine->release({ev, n});
     }
@@ -29,6 +29,7 @@ int main() {
   ok = ok && !client.write(hello) && !client.read(back) && back == hello;
   server.join();
   engine->stop();
-  std::printf("consumer (%s backend): %s\n", engine->backend_name(), ok ? "ok" : "FAILED");
+  std::printf("consumer (%s backend): %s\n", engine->backend_name(),
+              ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

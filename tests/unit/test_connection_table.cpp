@@ -3,7 +3,6 @@
 // exhaustion is reported, and retire kills an id before free reuses the slot.
 #include <algorithm>
 #include <atomic>
-#include "catch.hpp"
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -11,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "catch.hpp"
 #include "common/connection_table.hpp"
 #include "ionet/events.hpp"
 

@@ -6,7 +6,6 @@
 // Every wait here is bounded, so a bug fails instead of hanging.
 #include <algorithm>
 #include <atomic>
-#include "catch.hpp"
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "catch.hpp"
 #include "common/event_queue.hpp"
 #include "ionet/events.hpp"
 
@@ -24,8 +24,8 @@ using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using ionet::event;
 using ionet::event_type;
-using ionet::detail::event_queue;
 using ionet::make_connection_id;
+using ionet::detail::event_queue;
 
 // Connection slots of every queue here: the ids used are below it.
 constexpr std::uint32_t slots = 8192;
@@ -204,12 +204,15 @@ TEST_CASE("event_queue: a waiting pop wakes when events arrive",
         std::vector<ionet::connection_id>{1, 2});
 }
 
-TEST_CASE("event_queue: past the bound a connection's events are held back, "
-          "in order, and come in as pop makes room",
-          "[unit][event_queue]") {
+TEST_CASE(
+    "event_queue: past the bound a connection's events are held back, "
+    "in order, and come in as pop makes room",
+    "[unit][event_queue]") {
   event_queue q(2, slots);
   drop_log drops;
-  const auto a = [](std::uint32_t seq) { return message(make_connection_id(1, seq)); };
+  const auto a = [](std::uint32_t seq) {
+    return message(make_connection_id(1, seq));
+  };
   // Connection 1's first two messages fill the queue; the rest of its
   // events, its closed event too, wait behind them. A push never waits.
   std::vector<event> batch = {a(0), a(1), a(2), a(3)};
@@ -219,7 +222,8 @@ TEST_CASE("event_queue: past the bound a connection's events are held back, "
   CHECK(q.backed_up(1));
   CHECK(q.backed_up(2));  // full: connection 2's next message would wait too
   // Another connection's connected event is not held: it has nothing held.
-  REQUIRE(push_without_waiting(q, {connected(make_connection_id(2, 0))}, drops));
+  REQUIRE(
+      push_without_waiting(q, {connected(make_connection_id(2, 0))}, drops));
 
   std::vector<event> out(1);
   std::vector<ionet::connection_id> got;
@@ -254,8 +258,9 @@ TEST_CASE("event_queue: held connections come in oldest first, each in order",
     const std::size_t n = q.pop(out, 0ms);
     for (std::size_t j = 0; j < n; ++j) got.push_back(out[j].conn);
   }
-  CHECK(got == std::vector<ionet::connection_id>{m(5, 0).conn, m(7, 0).conn, m(7, 1).conn,
-                                                 m(7, 2).conn, m(6, 0).conn});
+  CHECK(got == std::vector<ionet::connection_id>{m(5, 0).conn, m(7, 0).conn,
+                                                 m(7, 1).conn, m(7, 2).conn,
+                                                 m(6, 0).conn});
   // One pop takes them all: each message taken makes room for the next.
   CHECK(q.size() == 0);
 }
@@ -290,7 +295,8 @@ TEST_CASE(
   REQUIRE(push_without_waiting(q, first, drops));  // messages at capacity
   // 4 and 6 find the queue full and are held; 5 and 7 are other
   // connections' control events and go in at once.
-  REQUIRE(push_without_waiting(q, {message(4), closed(5), message(6), connected(7)}, drops));
+  REQUIRE(push_without_waiting(
+      q, {message(4), closed(5), message(6), connected(7)}, drops));
   CHECK(q.size() == 7);
   q.close();
   CHECK(drops.get().empty());

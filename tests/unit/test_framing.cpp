@@ -1,7 +1,6 @@
 // Unit tests of common/framing: the length-prefix decoder (input split
 // anywhere, oversized lengths refused before allocating, empty messages,
 // raw pass-through) and the encoder that cuts a message into pool slices.
-#include "catch.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <random>
@@ -9,6 +8,7 @@
 #include <system_error>
 #include <vector>
 
+#include "catch.hpp"
 #include "common/framing.hpp"
 #include "common/message_pool.hpp"
 #include "common/slab_pool.hpp"

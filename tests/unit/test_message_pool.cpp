@@ -2,13 +2,13 @@
 // reuse through per-class free lists (a steady load stops allocating), the
 // cache byte budget, and use from several threads.
 #include <atomic>
-#include "catch.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <thread>
 #include <vector>
 
+#include "catch.hpp"
 #include "common/message_pool.hpp"
 
 namespace {

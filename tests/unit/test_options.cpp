@@ -2,13 +2,13 @@
 // parsing, endpoint printing (RFC 5952 for IPv6), option validation that
 // names the bad option, and the ionet error category.
 #include <array>
-#include "catch.hpp"
 #include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <system_error>
 #include <vector>
 
+#include "catch.hpp"
 #include "common/engine_core.hpp"
 #include "ionet/error.hpp"
 #include "ionet/events.hpp"
@@ -365,8 +365,8 @@ TEST_CASE("options: validate refuses a bad host with bad_address",
     INFO("host '" << host << "': " << s.to_string());
     CHECK(s.code == ionet::errc::bad_address);
     CHECK_THAT(s.message, Catch::Matchers::ContainsSubstring("host"));
-    CHECK_THAT(s.message,
-               Catch::Matchers::ContainsSubstring("'" + std::string(host) + "'"));
+    CHECK_THAT(s.message, Catch::Matchers::ContainsSubstring(
+                              "'" + std::string(host) + "'"));
   }
 }
 

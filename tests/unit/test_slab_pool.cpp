@@ -2,7 +2,6 @@
 // all-or-nothing chains, counters, and a multi-threaded stress that checks
 // no slice is ever held by two owners at once.
 #include <atomic>
-#include "catch.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -10,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "catch.hpp"
 #include "common/slab_pool.hpp"
 
 namespace {

@@ -5,11 +5,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "catch.hpp"
 #include <chrono>
 #include <cstring>
 #include <vector>
 
+#include "catch.hpp"
 #include "mstcpip.h"
 #include "mswsock.h"
 #include "winsock2.h"
@@ -44,10 +44,12 @@ struct rig {
     GUID g1 = WSAID_ACCEPTEX;
     GUID g2 = WSAID_DISCONNECTEX;
     DWORD n = 0;
-    REQUIRE(WSAIoctl(listener, SIO_GET_EXTENSION_FUNCTION_POINTER, &g1, sizeof g1,
-                     &accept_ex, sizeof accept_ex, &n, nullptr, nullptr) == 0);
-    REQUIRE(WSAIoctl(listener, SIO_GET_EXTENSION_FUNCTION_POINTER, &g2, sizeof g2,
-                     &disconnect_ex, sizeof disconnect_ex, &n, nullptr, nullptr) == 0);
+    REQUIRE(WSAIoctl(listener, SIO_GET_EXTENSION_FUNCTION_POINTER, &g1,
+                     sizeof g1, &accept_ex, sizeof accept_ex, &n, nullptr,
+                     nullptr) == 0);
+    REQUIRE(WSAIoctl(listener, SIO_GET_EXTENSION_FUNCTION_POINTER, &g2,
+                     sizeof g2, &disconnect_ex, sizeof disconnect_ex, &n,
+                     nullptr, nullptr) == 0);
   }
   ~rig() {
     closesocket(listener);
@@ -55,9 +57,11 @@ struct rig {
   }
 
   SOCKET open() {
-    SOCKET s = WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+    SOCKET s = WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
+                          WSA_FLAG_OVERLAPPED);
     REQUIRE(s != INVALID_SOCKET);
-    REQUIRE(CreateIoCompletionPort(reinterpret_cast<HANDLE>(s), cport, 0, 0) == cport);
+    REQUIRE(CreateIoCompletionPort(reinterpret_cast<HANDLE>(s), cport, 0, 0) ==
+            cport);
     return s;
   }
 
@@ -65,7 +69,8 @@ struct rig {
   OVERLAPPED* next(DWORD& bytes, DWORD ms = 5000) {
     OVERLAPPED_ENTRY e{};
     ULONG n = 0;
-    if (!GetQueuedCompletionStatusEx(cport, &e, 1, &n, ms, FALSE)) return nullptr;
+    if (!GetQueuedCompletionStatusEx(cport, &e, 1, &n, ms, FALSE))
+      return nullptr;
     bytes = e.dwNumberOfBytesTransferred;
     return e.lpOverlapped;
   }
@@ -105,7 +110,9 @@ struct rig {
 DWORD error_of(SOCKET s, OVERLAPPED& ov) {
   DWORD bytes = 0;
   DWORD flags = 0;
-  return WSAGetOverlappedResult(s, &ov, &bytes, FALSE, &flags) ? 0 : WSAGetLastError();
+  return WSAGetOverlappedResult(s, &ov, &bytes, FALSE, &flags)
+             ? 0
+             : WSAGetLastError();
 }
 
 }  // namespace
@@ -149,7 +156,8 @@ TEST_CASE("winsim: AcceptEx is cancelled through the listener only") {
   CHECK(error_of(r.listener, ov) == WSA_OPERATION_ABORTED);
   // SO_UPDATE_ACCEPT_CONTEXT needs a completed AcceptEx.
   CHECK(setsockopt(s, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
-                   reinterpret_cast<const char*>(&r.listener), sizeof r.listener) != 0);
+                   reinterpret_cast<const char*>(&r.listener),
+                   sizeof r.listener) != 0);
   CHECK(WSAGetLastError() == WSAENOTCONN);
   closesocket(s);
 }
@@ -177,7 +185,8 @@ TEST_CASE("winsim: WSASend completes whole, when the peer has read it all") {
   closesocket(s);
 }
 
-TEST_CASE("winsim: DisconnectEx waits out TIME_WAIT after an active close only") {
+TEST_CASE(
+    "winsim: DisconnectEx waits out TIME_WAIT after an active close only") {
   rig r;
   const auto reuse = [&](bool active) {
     auto [s, fd] = r.connection();

@@ -12,19 +12,33 @@
 
 using LPFN_ACCEPTEX = BOOL (*)(SOCKET listen_socket, SOCKET accept_socket,
                                PVOID output, DWORD receive_bytes,
-                               DWORD local_address_bytes, DWORD remote_address_bytes,
-                               LPDWORD received, LPOVERLAPPED ov);
+                               DWORD local_address_bytes,
+                               DWORD remote_address_bytes, LPDWORD received,
+                               LPOVERLAPPED ov);
 using LPFN_GETACCEPTEXSOCKADDRS = void (*)(PVOID output, DWORD receive_bytes,
                                            DWORD local_address_bytes,
                                            DWORD remote_address_bytes,
                                            sockaddr** local, int* local_length,
-                                           sockaddr** remote, int* remote_length);
+                                           sockaddr** remote,
+                                           int* remote_length);
 using LPFN_DISCONNECTEX = BOOL (*)(SOCKET s, LPOVERLAPPED ov, DWORD flags,
                                    DWORD reserved);
 
-#define WSAID_ACCEPTEX \
-  {0xb5367df1, 0xcbac, 0x11cf, {0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92}}
-#define WSAID_GETACCEPTEXSOCKADDRS \
-  {0xb5367df2, 0xcbac, 0x11cf, {0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92}}
-#define WSAID_DISCONNECTEX \
-  {0x7fda2e11, 0x8630, 0x436f, {0xa0, 0x31, 0xf5, 0x36, 0xa6, 0xee, 0xc1, 0x57}}
+#define WSAID_ACCEPTEX                               \
+  {                                                  \
+    0xb5367df1, 0xcbac, 0x11cf, {                    \
+      0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92 \
+    }                                                \
+  }
+#define WSAID_GETACCEPTEXSOCKADDRS                   \
+  {                                                  \
+    0xb5367df2, 0xcbac, 0x11cf, {                    \
+      0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92 \
+    }                                                \
+  }
+#define WSAID_DISCONNECTEX                           \
+  {                                                  \
+    0x7fda2e11, 0x8630, 0x436f, {                    \
+      0xa0, 0x31, 0xf5, 0x36, 0xa6, 0xee, 0xc1, 0x57 \
+    }                                                \
+  }

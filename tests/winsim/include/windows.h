@@ -53,10 +53,12 @@ using NTSTATUS = LONG;
 #define CALLBACK
 #define PASCAL
 
-#define MAKEWORD(lo, hi) \
-  static_cast<WORD>((static_cast<WORD>(lo) & 0xff) | ((static_cast<WORD>(hi) & 0xff) << 8))
+#define MAKEWORD(lo, hi)                             \
+  static_cast<WORD>((static_cast<WORD>(lo) & 0xff) | \
+                    ((static_cast<WORD>(hi) & 0xff) << 8))
 
-#define INVALID_HANDLE_VALUE (reinterpret_cast<HANDLE>(static_cast<LONG_PTR>(-1)))
+#define INVALID_HANDLE_VALUE \
+  (reinterpret_cast<HANDLE>(static_cast<LONG_PTR>(-1)))
 #define INFINITE 0xFFFFFFFFu
 
 struct GUID {
@@ -116,8 +118,8 @@ using LPOVERLAPPED_ENTRY = OVERLAPPED_ENTRY*;
 
 HANDLE CreateIoCompletionPort(HANDLE file, HANDLE existing_port, ULONG_PTR key,
                               DWORD concurrency) noexcept;
-BOOL GetQueuedCompletionStatusEx(HANDLE port, LPOVERLAPPED_ENTRY entries, ULONG count,
-                                 PULONG removed, DWORD timeout_ms,
+BOOL GetQueuedCompletionStatusEx(HANDLE port, LPOVERLAPPED_ENTRY entries,
+                                 ULONG count, PULONG removed, DWORD timeout_ms,
                                  BOOL alertable) noexcept;
 BOOL PostQueuedCompletionStatus(HANDLE port, DWORD bytes, ULONG_PTR key,
                                 LPOVERLAPPED ov) noexcept;
@@ -148,7 +150,8 @@ struct SRWLOCK {
   pthread_mutex_t m;
 };
 using PSRWLOCK = SRWLOCK*;
-#define SRWLOCK_INIT {PTHREAD_MUTEX_INITIALIZER}
+#define SRWLOCK_INIT \
+  { PTHREAD_MUTEX_INITIALIZER }
 void AcquireSRWLockExclusive(PSRWLOCK lock) noexcept;
 void ReleaseSRWLockExclusive(PSRWLOCK lock) noexcept;
 void AcquireSRWLockShared(PSRWLOCK lock) noexcept;

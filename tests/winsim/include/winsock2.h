@@ -137,8 +137,8 @@ using WSAPROTOCOL_INFO = WSAPROTOCOL_INFOW;
 // --- Sockets ----------------------------------------------------------------
 #define WSA_FLAG_OVERLAPPED 0x01
 #define WSA_FLAG_NO_HANDLE_INHERIT 0x80
-SOCKET WSASocketW(int af, int type, int protocol, LPWSAPROTOCOL_INFOW info, GROUP g,
-                  DWORD flags) noexcept;
+SOCKET WSASocketW(int af, int type, int protocol, LPWSAPROTOCOL_INFOW info,
+                  GROUP g, DWORD flags) noexcept;
 int closesocket(SOCKET s) noexcept;
 int bind(SOCKET s, const sockaddr* name, int namelen) noexcept;
 int listen(SOCKET s, int backlog) noexcept;
@@ -146,7 +146,8 @@ int getsockname(SOCKET s, sockaddr* name, int* namelen) noexcept;
 int getpeername(SOCKET s, sockaddr* name, int* namelen) noexcept;
 int setsockopt(SOCKET s, int level, int optname, const char* optval,
                int optlen) noexcept;
-int getsockopt(SOCKET s, int level, int optname, char* optval, int* optlen) noexcept;
+int getsockopt(SOCKET s, int level, int optname, char* optval,
+               int* optlen) noexcept;
 
 #define SD_RECEIVE 0
 #define SD_SEND 1
@@ -168,13 +169,16 @@ using LPWSABUF = WSABUF*;
 using LPWSAOVERLAPPED = OVERLAPPED*;
 using WSAOVERLAPPED = OVERLAPPED;
 using LPWSAOVERLAPPED_COMPLETION_ROUTINE = void (*)(DWORD error, DWORD bytes,
-                                                     LPWSAOVERLAPPED ov, DWORD flags);
-int WSARecv(SOCKET s, LPWSABUF buffers, DWORD count, LPDWORD received, LPDWORD flags,
-            LPWSAOVERLAPPED ov, LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept;
+                                                    LPWSAOVERLAPPED ov,
+                                                    DWORD flags);
+int WSARecv(SOCKET s, LPWSABUF buffers, DWORD count, LPDWORD received,
+            LPDWORD flags, LPWSAOVERLAPPED ov,
+            LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept;
 int WSASend(SOCKET s, LPWSABUF buffers, DWORD count, LPDWORD sent, DWORD flags,
-            LPWSAOVERLAPPED ov, LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept;
-BOOL WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov, LPDWORD bytes, BOOL wait,
-                            LPDWORD flags) noexcept;
+            LPWSAOVERLAPPED ov,
+            LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept;
+BOOL WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov, LPDWORD bytes,
+                            BOOL wait, LPDWORD flags) noexcept;
 
 // --- Network events -----------------------------------------------------
 using WSAEVENT = HANDLE;

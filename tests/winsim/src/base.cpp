@@ -46,7 +46,8 @@ std::shared_ptr<object> find_handle(std::uintptr_t h, object_type type) {
   handle_table& t = table();
   std::shared_lock g(t.m);
   const std::size_t i = index_of(h);
-  if (i >= t.slots.size() || !t.slots[i] || t.slots[i]->type != type) return nullptr;
+  if (i >= t.slots.size() || !t.slots[i] || t.slots[i]->type != type)
+    return nullptr;
   return t.slots[i];
 }
 
@@ -55,7 +56,8 @@ bool remove_handle(std::uintptr_t h, object_type type) {
   handle_table& t = table();
   std::unique_lock g(t.m);
   const std::size_t i = index_of(h);
-  if (i >= t.slots.size() || !t.slots[i] || t.slots[i]->type != type) return false;
+  if (i >= t.slots.size() || !t.slots[i] || t.slots[i]->type != type)
+    return false;
   t.slots[i].reset();
   t.free.push_back(i);
   return true;
@@ -63,36 +65,70 @@ bool remove_handle(std::uintptr_t h, object_type type) {
 
 int wsa_from_errno(int e) noexcept {
   switch (e) {
-    case 0: return 0;
-    case EAGAIN: return WSAEWOULDBLOCK;
-    case EINTR: return WSAEINTR;
-    case EBADF: case ENOTSOCK: return WSAENOTSOCK;
-    case EACCES: case EPERM: return WSAEACCES;
-    case EFAULT: return WSAEFAULT;
-    case EINVAL: return WSAEINVAL;
-    case EMFILE: case ENFILE: return WSAEMFILE;
-    case EINPROGRESS: return WSAEINPROGRESS;
-    case EALREADY: return WSAEALREADY;
-    case EMSGSIZE: return WSAEMSGSIZE;
-    case ENOPROTOOPT: return WSAENOPROTOOPT;
-    case EPROTONOSUPPORT: return WSAEPROTONOSUPPORT;
-    case EOPNOTSUPP: return WSAEOPNOTSUPP;
-    case EAFNOSUPPORT: return WSAEAFNOSUPPORT;
-    case EADDRINUSE: return WSAEADDRINUSE;
-    case EADDRNOTAVAIL: return WSAEADDRNOTAVAIL;
-    case ENETDOWN: return WSAENETDOWN;
-    case ENETUNREACH: return WSAENETUNREACH;
-    case ENETRESET: return WSAENETRESET;
-    case ECONNABORTED: return WSAECONNABORTED;
-    case ECONNRESET: return WSAECONNRESET;
-    case ENOBUFS: case ENOMEM: return WSAENOBUFS;
-    case EISCONN: return WSAEISCONN;
-    case ENOTCONN: return WSAENOTCONN;
-    case ESHUTDOWN: return WSAESHUTDOWN;
-    case ETIMEDOUT: return WSAETIMEDOUT;
-    case ECONNREFUSED: return WSAECONNREFUSED;
-    case EHOSTUNREACH: return WSAEHOSTUNREACH;
-    default: return WSASYSCALLFAILURE;
+    case 0:
+      return 0;
+    case EAGAIN:
+      return WSAEWOULDBLOCK;
+    case EINTR:
+      return WSAEINTR;
+    case EBADF:
+    case ENOTSOCK:
+      return WSAENOTSOCK;
+    case EACCES:
+    case EPERM:
+      return WSAEACCES;
+    case EFAULT:
+      return WSAEFAULT;
+    case EINVAL:
+      return WSAEINVAL;
+    case EMFILE:
+    case ENFILE:
+      return WSAEMFILE;
+    case EINPROGRESS:
+      return WSAEINPROGRESS;
+    case EALREADY:
+      return WSAEALREADY;
+    case EMSGSIZE:
+      return WSAEMSGSIZE;
+    case ENOPROTOOPT:
+      return WSAENOPROTOOPT;
+    case EPROTONOSUPPORT:
+      return WSAEPROTONOSUPPORT;
+    case EOPNOTSUPP:
+      return WSAEOPNOTSUPP;
+    case EAFNOSUPPORT:
+      return WSAEAFNOSUPPORT;
+    case EADDRINUSE:
+      return WSAEADDRINUSE;
+    case EADDRNOTAVAIL:
+      return WSAEADDRNOTAVAIL;
+    case ENETDOWN:
+      return WSAENETDOWN;
+    case ENETUNREACH:
+      return WSAENETUNREACH;
+    case ENETRESET:
+      return WSAENETRESET;
+    case ECONNABORTED:
+      return WSAECONNABORTED;
+    case ECONNRESET:
+      return WSAECONNRESET;
+    case ENOBUFS:
+    case ENOMEM:
+      return WSAENOBUFS;
+    case EISCONN:
+      return WSAEISCONN;
+    case ENOTCONN:
+      return WSAENOTCONN;
+    case ESHUTDOWN:
+      return WSAESHUTDOWN;
+    case ETIMEDOUT:
+      return WSAETIMEDOUT;
+    case ECONNREFUSED:
+      return WSAECONNREFUSED;
+    case EHOSTUNREACH:
+      return WSAEHOSTUNREACH;
+    default:
+      return WSASYSCALLFAILURE;
   }
 }
 
@@ -137,7 +173,8 @@ DWORD wsa_of(ULONG_PTR status) noexcept {
 std::uint64_t now_ms() noexcept {
   using namespace std::chrono;
   return static_cast<std::uint64_t>(
-      duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+      duration_cast<milliseconds>(steady_clock::now().time_since_epoch())
+          .count());
 }
 
 }  // namespace winsim
@@ -153,7 +190,9 @@ thread_local DWORD last_error = 0;
 DWORD GetLastError() noexcept { return last_error; }
 void SetLastError(DWORD error) noexcept { last_error = error; }
 int WSAGetLastError() noexcept { return static_cast<int>(last_error); }
-void WSASetLastError(int error) noexcept { last_error = static_cast<DWORD>(error); }
+void WSASetLastError(int error) noexcept {
+  last_error = static_cast<DWORD>(error);
+}
 
 ULONGLONG GetTickCount64() noexcept { return now_ms(); }
 DWORD GetTickCount() noexcept { return static_cast<DWORD>(now_ms()); }
@@ -165,15 +204,24 @@ void Sleep(DWORD ms) noexcept {
   }
 }
 DWORD GetCurrentThreadId() noexcept {
-  return static_cast<DWORD>(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  return static_cast<DWORD>(
+      std::hash<std::thread::id>{}(std::this_thread::get_id()));
 }
 
-void AcquireSRWLockExclusive(PSRWLOCK lock) noexcept { pthread_mutex_lock(&lock->m); }
-void ReleaseSRWLockExclusive(PSRWLOCK lock) noexcept { pthread_mutex_unlock(&lock->m); }
+void AcquireSRWLockExclusive(PSRWLOCK lock) noexcept {
+  pthread_mutex_lock(&lock->m);
+}
+void ReleaseSRWLockExclusive(PSRWLOCK lock) noexcept {
+  pthread_mutex_unlock(&lock->m);
+}
 // Shared mode is exclusive here: allowed by the contract (a shared owner
 // may have to wait), and nothing the backend does depends on sharing.
-void AcquireSRWLockShared(PSRWLOCK lock) noexcept { pthread_mutex_lock(&lock->m); }
-void ReleaseSRWLockShared(PSRWLOCK lock) noexcept { pthread_mutex_unlock(&lock->m); }
+void AcquireSRWLockShared(PSRWLOCK lock) noexcept {
+  pthread_mutex_lock(&lock->m);
+}
+void ReleaseSRWLockShared(PSRWLOCK lock) noexcept {
+  pthread_mutex_unlock(&lock->m);
+}
 BOOL TryAcquireSRWLockExclusive(PSRWLOCK lock) noexcept {
   return pthread_mutex_trylock(&lock->m) == 0;
 }

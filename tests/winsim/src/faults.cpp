@@ -25,10 +25,13 @@ namespace {
 
 constexpr int fault_count = static_cast<int>(fault::count);
 constexpr const char* names[fault_count] = {
-    "reorder",      "delay",        "any_worker",  "inline_pend",
-    "enobufs_accept", "enobufs_send", "reset_read", "netname_read",
-    "wouldblock_io", "post_fail",   "non_ifs",     "fd_accept_once",
-    "reset_accept",  "update_context_fail"};
+    "reorder",        "delay",
+    "any_worker",     "inline_pend",
+    "enobufs_accept", "enobufs_send",
+    "reset_read",     "netname_read",
+    "wouldblock_io",  "post_fail",
+    "non_ifs",        "fd_accept_once",
+    "reset_accept",   "update_context_fail"};
 constexpr int benign_count = 4;  // the first four
 
 struct schedule {
@@ -48,12 +51,15 @@ struct schedule {
 schedule load() {
   schedule s;
   const char* seed = std::getenv("IONET_WINSIM_SEED");
-  s.seed = seed && *seed ? std::strtoull(seed, nullptr, 10)
-                         : static_cast<std::uint64_t>(
-                               std::chrono::system_clock::now().time_since_epoch().count()) %
-                               1000000007ull;
+  s.seed =
+      seed && *seed
+          ? std::strtoull(seed, nullptr, 10)
+          : static_cast<std::uint64_t>(
+                std::chrono::system_clock::now().time_since_epoch().count()) %
+                1000000007ull;
   double fallback = 0.1;
-  if (const char* r = std::getenv("IONET_WINSIM_FAULT_RATE"); r && *r) fallback = std::atof(r);
+  if (const char* r = std::getenv("IONET_WINSIM_FAULT_RATE"); r && *r)
+    fallback = std::atof(r);
   const char* list = std::getenv("IONET_WINSIM_FAULTS");
   std::string all = list ? list : "";
   std::size_t at = 0;
@@ -95,27 +101,33 @@ std::uint64_t mix(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-std::uint64_t decide(fault f, std::uint64_t key, std::uint64_t counter, std::uint64_t salt) {
+std::uint64_t decide(fault f, std::uint64_t key, std::uint64_t counter,
+                     std::uint64_t salt) {
   static std::atomic<bool> told{false};
   const schedule& s = config();
   if (!told.exchange(true)) {
-    std::fprintf(stderr, "winsim: seed %llu (IONET_WINSIM_SEED=%llu replays it)\n",
+    std::fprintf(stderr,
+                 "winsim: seed %llu (IONET_WINSIM_SEED=%llu replays it)\n",
                  static_cast<unsigned long long>(s.seed),
                  static_cast<unsigned long long>(s.seed));
   }
-  std::uint64_t h = mix(s.seed ^ mix(static_cast<std::uint64_t>(f) * 0x100 + salt));
+  std::uint64_t h =
+      mix(s.seed ^ mix(static_cast<std::uint64_t>(f) * 0x100 + salt));
   h = mix(h ^ mix(key));
   return mix(h ^ counter);
 }
 
 }  // namespace
 
-bool enabled(fault f) noexcept { return config().rate[static_cast<int>(f)] > 0; }
+bool enabled(fault f) noexcept {
+  return config().rate[static_cast<int>(f)] > 0;
+}
 
 bool roll(fault f, std::uint64_t key, std::uint64_t counter) noexcept {
   const double rate = config().rate[static_cast<int>(f)];
   if (rate <= 0) return false;
-  return static_cast<double>(decide(f, key, counter, 0) >> 11) * 0x1.0p-53 < rate;
+  return static_cast<double>(decide(f, key, counter, 0) >> 11) * 0x1.0p-53 <
+         rate;
 }
 
 std::uint64_t pick(fault f, std::uint64_t key, std::uint64_t counter,

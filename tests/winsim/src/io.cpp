@@ -30,8 +30,6 @@
 //   that sent the first FIN (an active close): there DisconnectEx completes
 //   after TIME_WAIT (2 MSL, Windows' default 120 s;
 //   IONET_WINSIM_TIME_WAIT_MS here); after a passive close, at once.
-#include "sim.hpp"
-
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -39,6 +37,8 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+
+#include "sim.hpp"
 
 namespace winsim {
 namespace {
@@ -131,10 +131,12 @@ outcome try_send(sim_socket& s, op& o, DWORD& err) {
     auto left = static_cast<std::size_t>(n);
     o.done += left;
     std::size_t i = 0;
-    while (i < o.iov.size() && left >= o.iov[i].iov_len) left -= o.iov[i++].iov_len;
+    while (i < o.iov.size() && left >= o.iov[i].iov_len)
+      left -= o.iov[i++].iov_len;
     o.iov.erase(o.iov.begin(), o.iov.begin() + static_cast<std::ptrdiff_t>(i));
     if (left) {
-      o.iov.front().iov_base = static_cast<char*>(o.iov.front().iov_base) + left;
+      o.iov.front().iov_base =
+          static_cast<char*>(o.iov.front().iov_base) + left;
       o.iov.front().iov_len -= left;
     }
   }
@@ -199,10 +201,14 @@ outcome try_accept(sim_socket& l, op& o, DWORD& err) {
 outcome try_op(sim_socket& s, op& o, DWORD& err) {
   switch (o.k) {
     case op::kind::recv:
-    case op::kind::recv_ready: return try_recv(s, o, err);
-    case op::kind::send: return try_send(s, o, err);
-    case op::kind::accept: return try_accept(s, o, err);
-    case op::kind::disconnect: break;
+    case op::kind::recv_ready:
+      return try_recv(s, o, err);
+    case op::kind::send:
+      return try_send(s, o, err);
+    case op::kind::accept:
+      return try_accept(s, o, err);
+    case op::kind::disconnect:
+      break;
   }
   return outcome::pending;
 }
@@ -236,7 +242,8 @@ DWORD issue(const std::shared_ptr<sim_socket>& sp, op o, LPDWORD bytes) {
   o.ov->InternalHigh = 0;
   // inline_pend: an operation that could finish at once is left pending
   // for the kernel thread instead (Windows may do either).
-  const bool pend = roll(fault::inline_pend, s.serial, s.next_decision(fault::inline_pend));
+  const bool pend =
+      roll(fault::inline_pend, s.serial, s.next_decision(fault::inline_pend));
   if (q.empty() && !pend) {
     DWORD err = 0;
     if (try_op(s, o, err) == outcome::done) {
@@ -282,7 +289,8 @@ int blocking(sim_socket& s, op& o, LPDWORD bytes) {
       if (bytes) *bytes = static_cast<DWORD>(o.done);
       return 0;
     }
-    pollfd p{s.fd, static_cast<short>(o.k == op::kind::send ? POLLOUT : POLLIN), 0};
+    pollfd p{s.fd, static_cast<short>(o.k == op::kind::send ? POLLOUT : POLLIN),
+             0};
     ::poll(&p, 1, 100);
   }
 }
@@ -295,7 +303,9 @@ int rw(SOCKET h, LPWSABUF bufs, DWORD count, LPDWORD bytes, LPWSAOVERLAPPED ov,
   if (!bufs && count) return fail(WSAEFAULT, SOCKET_ERROR);
   op o;
   o.iov = iov_of(bufs, count, o.total);
-  o.k = sending ? op::kind::send : o.total ? op::kind::recv : op::kind::recv_ready;
+  o.k = sending   ? op::kind::send
+        : o.total ? op::kind::recv
+                  : op::kind::recv_ready;
   o.ov = ov;
   if (!ov) return blocking(*s, o, bytes);
   std::lock_guard g(s->m);
@@ -303,11 +313,12 @@ int rw(SOCKET h, LPWSABUF bufs, DWORD count, LPDWORD bytes, LPWSAOVERLAPPED ov,
   if (s->state != sock_state::connected) return fail(WSAENOTCONN, SOCKET_ERROR);
   // WSARecv/WSASend: WSAEWOULDBLOCK means too many outstanding overlapped
   // requests; WSASend: WSAENOBUFS, no buffer space.
-  if (roll(fault::wouldblock_io, s->serial, s->next_decision(fault::wouldblock_io))) {
+  if (roll(fault::wouldblock_io, s->serial,
+           s->next_decision(fault::wouldblock_io))) {
     return fail(WSAEWOULDBLOCK, SOCKET_ERROR);
   }
-  if (sending &&
-      roll(fault::enobufs_send, s->serial, s->next_decision(fault::enobufs_send))) {
+  if (sending && roll(fault::enobufs_send, s->serial,
+                      s->next_decision(fault::enobufs_send))) {
     return fail(WSAENOBUFS, SOCKET_ERROR);
   }
   const DWORD err = issue(s, std::move(o), bytes);
@@ -405,7 +416,8 @@ BOOL accept_ex(SOCKET listen_socket, SOCKET accept_socket, PVOID output,
   if (receive_bytes != 0) return fail(WSAEOPNOTSUPP, BOOL{FALSE});
   // AcceptEx remarks: each address area must be at least 16 bytes more
   // than the largest address of the transport.
-  const DWORD need = (l->family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) + 16;
+  const DWORD need =
+      (l->family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) + 16;
   if (local_address_bytes < need || remote_address_bytes < need) {
     return fail(WSAEINVAL, BOOL{FALSE});
   }
@@ -417,7 +429,8 @@ BOOL accept_ex(SOCKET listen_socket, SOCKET accept_socket, PVOID output,
   std::lock_guard g(l->m);
   if (l->closed) return fail(WSAENOTSOCK, BOOL{FALSE});
   if (l->state != sock_state::listening) return fail(WSAEINVAL, BOOL{FALSE});
-  if (roll(fault::enobufs_accept, l->serial, l->next_decision(fault::enobufs_accept))) {
+  if (roll(fault::enobufs_accept, l->serial,
+           l->next_decision(fault::enobufs_accept))) {
     return fail(WSAENOBUFS, BOOL{FALSE});
   }
   // AcceptEx's WSAECONNRESET: "an incoming connection was indicated, but
@@ -426,13 +439,14 @@ BOOL accept_ex(SOCKET listen_socket, SOCKET accept_socket, PVOID output,
   // taken): the call fails at once, and the clients still waiting stay in
   // the backlog for the next AcceptEx. Not a shortage: retrying at once is
   // right.
-  if (roll(fault::reset_accept, l->serial, l->next_decision(fault::reset_accept))) {
+  if (roll(fault::reset_accept, l->serial,
+           l->next_decision(fault::reset_accept))) {
     return fail(WSAECONNRESET, BOOL{FALSE});
   }
   // Re-enables FD_ACCEPT (see check_fd_accept), unless the fault says the
   // provider does not.
-  if (!l->fd_accept_enabled &&
-      !roll(fault::fd_accept_once, l->serial, l->next_decision(fault::fd_accept_once))) {
+  if (!l->fd_accept_enabled && !roll(fault::fd_accept_once, l->serial,
+                                     l->next_decision(fault::fd_accept_once))) {
     l->fd_accept_enabled = true;
   }
   op o;
@@ -447,9 +461,10 @@ BOOL accept_ex(SOCKET listen_socket, SOCKET accept_socket, PVOID output,
   return TRUE;
 }
 
-void get_accept_ex_sockaddrs(PVOID output, DWORD receive_bytes, DWORD local_address_bytes,
-                             DWORD, sockaddr** local, int* local_length,
-                             sockaddr** remote, int* remote_length) {
+void get_accept_ex_sockaddrs(PVOID output, DWORD receive_bytes,
+                             DWORD local_address_bytes, DWORD, sockaddr** local,
+                             int* local_length, sockaddr** remote,
+                             int* remote_length) {
   char* base = static_cast<char*>(output) + receive_bytes;
   sockaddr* l = address_in(base);
   sockaddr* r = address_in(base + local_address_bytes);
@@ -462,7 +477,8 @@ void get_accept_ex_sockaddrs(PVOID output, DWORD receive_bytes, DWORD local_addr
 BOOL disconnect_ex(SOCKET h, LPOVERLAPPED ov, DWORD flags, DWORD) {
   auto sp = find_as<sim_socket>(h);
   if (!sp) return fail(WSAENOTSOCK, BOOL{FALSE});
-  if (!ov) return fail(WSAEOPNOTSUPP, BOOL{FALSE});  // blocking form: not modelled
+  if (!ov)
+    return fail(WSAEOPNOTSUPP, BOOL{FALSE});  // blocking form: not modelled
   sim_socket& s = *sp;
   std::lock_guard g(s.m);
   if (s.closed) return fail(WSAENOTSOCK, BOOL{FALSE});
@@ -481,7 +497,8 @@ BOOL disconnect_ex(SOCKET h, LPOVERLAPPED ov, DWORD flags, DWORD) {
   // own); the socket gets a fresh, unconnected descriptor under the same
   // number.
   kernel_unwatch(s);
-  const int fresh = ::socket(s.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fresh =
+      ::socket(s.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fresh >= 0) {
     ::dup3(fresh, s.fd, O_CLOEXEC);
     ::close(fresh);
@@ -493,7 +510,8 @@ BOOL disconnect_ex(SOCKET h, LPOVERLAPPED ov, DWORD flags, DWORD) {
   const bool reuse = (flags & TF_REUSE_SOCKET) && fresh >= 0;
   ov->Internal = status_pending;
   ov->InternalHigh = 0;
-  if (!active && roll(fault::inline_pend, s.serial, s.next_decision(fault::inline_pend))) {
+  if (!active &&
+      roll(fault::inline_pend, s.serial, s.next_decision(fault::inline_pend))) {
     // Finished at once (the passive side has nothing left to wait for).
     s.state = reuse ? sock_state::fresh : sock_state::unusable;
     ov->Internal = 0;
@@ -517,14 +535,16 @@ BOOL disconnect_ex(SOCKET h, LPOVERLAPPED ov, DWORD flags, DWORD) {
 
 using namespace winsim;
 
-int WSARecv(SOCKET s, LPWSABUF bufs, DWORD count, LPDWORD received, LPDWORD flags,
-            LPWSAOVERLAPPED ov, LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept {
+int WSARecv(SOCKET s, LPWSABUF bufs, DWORD count, LPDWORD received,
+            LPDWORD flags, LPWSAOVERLAPPED ov,
+            LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept {
   if (flags) *flags = 0;
   return rw(s, bufs, count, received, ov, routine, false);
 }
 
 int WSASend(SOCKET s, LPWSABUF bufs, DWORD count, LPDWORD sent, DWORD,
-            LPWSAOVERLAPPED ov, LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept {
+            LPWSAOVERLAPPED ov,
+            LPWSAOVERLAPPED_COMPLETION_ROUTINE routine) noexcept {
   return rw(s, bufs, count, sent, ov, routine, true);
 }
 
@@ -552,7 +572,8 @@ BOOL CancelIoEx(HANDLE h, LPOVERLAPPED ov) noexcept {
   auto s = find_as<sim_socket>(reinterpret_cast<std::uintptr_t>(h));
   if (!s) return fail(ERROR_INVALID_HANDLE, BOOL{FALSE});
   std::lock_guard g(s->m);
-  if (!abort_ops(*s, ov, WSA_OPERATION_ABORTED)) return fail(ERROR_NOT_FOUND, BOOL{FALSE});
+  if (!abort_ops(*s, ov, WSA_OPERATION_ABORTED))
+    return fail(ERROR_NOT_FOUND, BOOL{FALSE});
   return TRUE;
 }
 
@@ -561,7 +582,8 @@ BOOL CancelIoEx(HANDLE h, LPOVERLAPPED ov) noexcept {
 // same with the same option, which setsockopt passed on).
 int closesocket(SOCKET h) noexcept {
   auto s = find_as<sim_socket>(h);
-  if (!s || !remove_handle(h, object_type::socket)) return fail(WSAENOTSOCK, SOCKET_ERROR);
+  if (!s || !remove_handle(h, object_type::socket))
+    return fail(WSAENOTSOCK, SOCKET_ERROR);
   std::lock_guard g(s->m);
   s->closed = true;
   abort_ops(*s, nullptr, WSA_OPERATION_ABORTED);

@@ -56,7 +56,10 @@ void run() {
       } else if (!kn.timers.empty()) {
         const std::uint64_t now = now_ms();
         const std::uint64_t at = kn.timers.begin()->first;
-        timeout = at <= now ? 0 : static_cast<int>(std::min<std::uint64_t>(at - now, 1000));
+        timeout =
+            at <= now
+                ? 0
+                : static_cast<int>(std::min<std::uint64_t>(at - now, 1000));
       }
     }
     const int n = ::epoll_wait(kn.ep, events, 256, timeout);
@@ -76,7 +79,8 @@ void run() {
       kicks.swap(kn.kicks);
       const std::uint64_t now = now_ms();
       while (!kn.timers.empty() && kn.timers.begin()->first <= now) {
-        if (auto s = kn.timers.begin()->second.lock()) due.push_back(std::move(s));
+        if (auto s = kn.timers.begin()->second.lock())
+          due.push_back(std::move(s));
         kn.timers.erase(kn.timers.begin());
       }
     }

@@ -32,7 +32,8 @@ bool port::post(ULONG_PTR k, OVERLAPPED* ov, DWORD bytes) {
   std::uint64_t visible = 0;
   // The delay fault: the packet shows up 1-4 ms late, so completions of
   // different connections come out in another order than they happened.
-  if (roll(fault::delay, serial, n)) visible = now_ms() + 1 + pick(fault::delay, serial, n, 4);
+  if (roll(fault::delay, serial, n))
+    visible = now_ms() + 1 + pick(fault::delay, serial, n, 4);
   queue.push_back(packet{k, ov, bytes, visible});
   cv.notify_one();
   return true;
@@ -82,8 +83,9 @@ HANDLE CreateIoCompletionPort(HANDLE file, HANDLE existing, ULONG_PTR key,
 // the port is closed, waiters fail with ERROR_ABANDONED_WAIT_0. The byte
 // count, key and OVERLAPPED of each packet are in its entry; its status is
 // in the OVERLAPPED.
-BOOL GetQueuedCompletionStatusEx(HANDLE h, LPOVERLAPPED_ENTRY entries, ULONG count,
-                                 PULONG removed, DWORD timeout_ms, BOOL) noexcept {
+BOOL GetQueuedCompletionStatusEx(HANDLE h, LPOVERLAPPED_ENTRY entries,
+                                 ULONG count, PULONG removed, DWORD timeout_ms,
+                                 BOOL) noexcept {
   auto p = find_as<port>(reinterpret_cast<std::uintptr_t>(h));
   if (!p || !entries || !removed || count == 0) {
     return fail(ERROR_INVALID_PARAMETER, BOOL{FALSE});
@@ -156,10 +158,12 @@ BOOL PostQueuedCompletionStatus(HANDLE h, DWORD bytes, ULONG_PTR key,
   return TRUE;
 }
 
-HANDLE CreateEventW(LPSECURITY_ATTRIBUTES, BOOL manual_reset, BOOL initial_state,
-                    LPCWSTR name) noexcept {
-  if (name) return fail(ERROR_INVALID_PARAMETER, HANDLE{nullptr});  // unnamed only
-  auto e = std::make_shared<event>(manual_reset != FALSE, initial_state != FALSE);
+HANDLE CreateEventW(LPSECURITY_ATTRIBUTES, BOOL manual_reset,
+                    BOOL initial_state, LPCWSTR name) noexcept {
+  if (name)
+    return fail(ERROR_INVALID_PARAMETER, HANDLE{nullptr});  // unnamed only
+  auto e =
+      std::make_shared<event>(manual_reset != FALSE, initial_state != FALSE);
   return reinterpret_cast<HANDLE>(add_handle(std::move(e)));
 }
 
@@ -182,15 +186,17 @@ BOOL ResetEvent(HANDLE h) noexcept {
 // Only events can be waited for here.
 DWORD WaitForMultipleObjects(DWORD count, const HANDLE* handles, BOOL wait_all,
                              DWORD timeout_ms) noexcept {
-  if (wait_all || count == 0 || !handles) return fail(ERROR_INVALID_PARAMETER, WAIT_FAILED);
+  if (wait_all || count == 0 || !handles)
+    return fail(ERROR_INVALID_PARAMETER, WAIT_FAILED);
   std::vector<std::shared_ptr<event>> events;
   for (DWORD i = 0; i < count; ++i) {
     auto e = find_as<event>(reinterpret_cast<std::uintptr_t>(handles[i]));
     if (!e) return fail(ERROR_INVALID_HANDLE, WAIT_FAILED);
     events.push_back(std::move(e));
   }
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(timeout_ms == INFINITE ? 0 : timeout_ms);
+  const auto deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(timeout_ms == INFINITE ? 0 : timeout_ms);
   std::unique_lock g(events_m());
   for (;;) {
     for (DWORD i = 0; i < count; ++i) {

@@ -80,15 +80,15 @@ enum class fault : int {
   any_worker,   // a worker takes one packet, so the next goes to another
   inline_pend,  // an operation that could finish at once pends, and vice versa
   // Destructive: opt-in, for targeted tests.
-  enobufs_accept,  // AcceptEx fails with WSAENOBUFS
-  enobufs_send,    // WSASend fails with WSAENOBUFS
-  reset_read,      // a read completes with WSAECONNRESET
-  netname_read,    // a read completes with ERROR_NETNAME_DELETED
-  wouldblock_io,   // WSASend/WSARecv: WSAEWOULDBLOCK, too many outstanding
-  post_fail,       // PostQueuedCompletionStatus fails
-  non_ifs,         // a non-IFS LSP: no skip-on-success, no XP1_IFS_HANDLES
-  fd_accept_once,  // FD_ACCEPT is not recorded again after the first time
-  reset_accept,    // AcceptEx fails with WSAECONNRESET
+  enobufs_accept,       // AcceptEx fails with WSAENOBUFS
+  enobufs_send,         // WSASend fails with WSAENOBUFS
+  reset_read,           // a read completes with WSAECONNRESET
+  netname_read,         // a read completes with ERROR_NETNAME_DELETED
+  wouldblock_io,        // WSASend/WSARecv: WSAEWOULDBLOCK, too many outstanding
+  post_fail,            // PostQueuedCompletionStatus fails
+  non_ifs,              // a non-IFS LSP: no skip-on-success, no XP1_IFS_HANDLES
+  fd_accept_once,       // FD_ACCEPT is not recorded again after the first time
+  reset_accept,         // AcceptEx fails with WSAECONNRESET
   update_context_fail,  // setsockopt(SO_UPDATE_ACCEPT_CONTEXT) fails
   count
 };
@@ -152,7 +152,7 @@ struct op {
 };
 
 enum class sock_state {
-  fresh,          // made by WSASocketW, or reusable after DisconnectEx
+  fresh,  // made by WSASocketW, or reusable after DisconnectEx
   listening,
   connected,      // taken by AcceptEx
   disconnecting,  // DisconnectEx pending
@@ -191,7 +191,9 @@ struct sim_socket final : object {
   std::uint64_t fd_accepts = 0;
   std::uint64_t decisions[static_cast<int>(fault::count)] = {};
 
-  std::uint64_t next_decision(fault f) { return decisions[static_cast<int>(f)]++; }
+  std::uint64_t next_decision(fault f) {
+    return decisions[static_cast<int>(f)]++;
+  }
 };
 
 // Finishes `o`: writes the status and byte count into its OVERLAPPED and
@@ -214,8 +216,9 @@ BOOL accept_ex(SOCKET listen_socket, SOCKET accept_socket, PVOID output,
                DWORD receive_bytes, DWORD local_address_bytes,
                DWORD remote_address_bytes, LPDWORD received, LPOVERLAPPED ov);
 void get_accept_ex_sockaddrs(PVOID output, DWORD receive_bytes,
-                             DWORD local_address_bytes, DWORD remote_address_bytes,
-                             sockaddr** local, int* local_length, sockaddr** remote,
+                             DWORD local_address_bytes,
+                             DWORD remote_address_bytes, sockaddr** local,
+                             int* local_length, sockaddr** remote,
                              int* remote_length);
 BOOL disconnect_ex(SOCKET s, LPOVERLAPPED ov, DWORD flags, DWORD reserved);
 

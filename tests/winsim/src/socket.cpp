@@ -15,9 +15,13 @@ namespace {
 
 std::atomic<std::uint64_t> serials{0};
 
-int fail_errno() { return fail(static_cast<DWORD>(wsa_from_errno(errno)), SOCKET_ERROR); }
+int fail_errno() {
+  return fail(static_cast<DWORD>(wsa_from_errno(errno)), SOCKET_ERROR);
+}
 
-bool same_guid(const void* a, const GUID& b) { return std::memcmp(a, &b, sizeof b) == 0; }
+bool same_guid(const void* a, const GUID& b) {
+  return std::memcmp(a, &b, sizeof b) == 0;
+}
 
 // The one provider here: the base TCP provider, IFS unless the non_ifs
 // fault makes it a layered (LSP) chain without XP1_IFS_HANDLES.
@@ -33,13 +37,15 @@ void describe(WSAPROTOCOL_INFOW& p, int family) {
   p.iSocketType = SOCK_STREAM;
   p.iProtocol = IPPROTO_TCP;
   const wchar_t* name = ifs ? L"winsim TCP" : L"winsim TCP over a non-IFS LSP";
-  for (int i = 0; name[i] && i < WSAPROTOCOL_LEN; ++i) p.szProtocol[i] = name[i];
+  for (int i = 0; name[i] && i < WSAPROTOCOL_LEN; ++i)
+    p.szProtocol[i] = name[i];
 }
 
 template <class T>
 const T* option(const char* optval, int optlen) {
-  return optval && optlen >= static_cast<int>(sizeof(T)) ? reinterpret_cast<const T*>(optval)
-                                                         : nullptr;
+  return optval && optlen >= static_cast<int>(sizeof(T))
+             ? reinterpret_cast<const T*>(optval)
+             : nullptr;
 }
 
 // The event object `e` names, when one is `wanted`; false if it names none.
@@ -72,8 +78,10 @@ SOCKET WSASocketW(int af, int type, int protocol, LPWSAPROTOCOL_INFOW, GROUP,
   if (!started()) return fail(WSANOTINITIALISED, INVALID_SOCKET);
   // Only TCP is modelled; every socket is overlapped.
   if (type != SOCK_STREAM) return fail(WSAEOPNOTSUPP, INVALID_SOCKET);
-  const int fd = ::socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
-  if (fd < 0) return fail(static_cast<DWORD>(wsa_from_errno(errno)), INVALID_SOCKET);
+  const int fd =
+      ::socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+  if (fd < 0)
+    return fail(static_cast<DWORD>(wsa_from_errno(errno)), INVALID_SOCKET);
   auto s = std::make_shared<sim_socket>();
   s->fd = fd;
   s->family = af;
@@ -87,7 +95,8 @@ int bind(SOCKET h, const sockaddr* name, int namelen) noexcept {
   auto s = find_as<sim_socket>(h);
   if (!s) return fail(WSAENOTSOCK, SOCKET_ERROR);
   std::lock_guard g(s->m);
-  if (::bind(s->fd, name, static_cast<socklen_t>(namelen)) != 0) return fail_errno();
+  if (::bind(s->fd, name, static_cast<socklen_t>(namelen)) != 0)
+    return fail_errno();
   return 0;
 }
 
@@ -109,7 +118,8 @@ int getpeername(SOCKET h, sockaddr* name, int* namelen) noexcept {
   return address_of(h, name, namelen, &::getpeername);
 }
 
-int setsockopt(SOCKET h, int level, int optname, const char* optval, int optlen) noexcept {
+int setsockopt(SOCKET h, int level, int optname, const char* optval,
+               int optlen) noexcept {
   auto s = find_as<sim_socket>(h);
   if (!s) return fail(WSAENOTSOCK, SOCKET_ERROR);
   std::lock_guard g(s->m);
@@ -149,7 +159,8 @@ int setsockopt(SOCKET h, int level, int optname, const char* optval, int optlen)
   return 0;
 }
 
-int getsockopt(SOCKET h, int level, int optname, char* optval, int* optlen) noexcept {
+int getsockopt(SOCKET h, int level, int optname, char* optval,
+               int* optlen) noexcept {
   auto s = find_as<sim_socket>(h);
   if (!s) return fail(WSAENOTSOCK, SOCKET_ERROR);
   if (!optlen) return fail(WSAEFAULT, SOCKET_ERROR);
@@ -163,7 +174,8 @@ int getsockopt(SOCKET h, int level, int optname, char* optval, int* optlen) noex
     return 0;
   }
   socklen_t len = static_cast<socklen_t>(*optlen);
-  if (::getsockopt(s->fd, level, optname, optval, &len) != 0) return fail_errno();
+  if (::getsockopt(s->fd, level, optname, optval, &len) != 0)
+    return fail_errno();
   *optlen = static_cast<int>(len);
   return 0;
 }
@@ -185,8 +197,9 @@ int shutdown(SOCKET h, int how) noexcept {
   return 0;
 }
 
-int WSAIoctl(SOCKET h, DWORD code, LPVOID in, DWORD in_bytes, LPVOID out, DWORD out_bytes,
-             LPDWORD returned, LPWSAOVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE) noexcept {
+int WSAIoctl(SOCKET h, DWORD code, LPVOID in, DWORD in_bytes, LPVOID out,
+             DWORD out_bytes, LPDWORD returned, LPWSAOVERLAPPED,
+             LPWSAOVERLAPPED_COMPLETION_ROUTINE) noexcept {
   auto s = find_as<sim_socket>(h);
   if (!s) return fail(WSAENOTSOCK, SOCKET_ERROR);
   if (returned) *returned = 0;
@@ -211,14 +224,17 @@ int WSAIoctl(SOCKET h, DWORD code, LPVOID in, DWORD in_bytes, LPVOID out, DWORD 
   }
   if (code == SIO_KEEPALIVE_VALS) {
     // SIO_KEEPALIVE_VALS: times in milliseconds; Linux counts seconds.
-    if (!in || in_bytes < sizeof(tcp_keepalive)) return fail(WSAEFAULT, SOCKET_ERROR);
+    if (!in || in_bytes < sizeof(tcp_keepalive))
+      return fail(WSAEFAULT, SOCKET_ERROR);
     const auto* k = static_cast<const tcp_keepalive*>(in);
     std::lock_guard g(s->m);
     const int on = k->onoff ? 1 : 0;
     const int idle = std::max(1, static_cast<int>(k->keepalivetime / 1000));
-    const int interval = std::max(1, static_cast<int>(k->keepaliveinterval / 1000));
+    const int interval =
+        std::max(1, static_cast<int>(k->keepaliveinterval / 1000));
     if (::setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) != 0 ||
-        (on && (::setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
+        (on && (::setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle,
+                             sizeof idle) != 0 ||
                 ::setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval,
                              sizeof interval) != 0))) {
       return fail_errno();
@@ -234,7 +250,8 @@ int WSAEventSelect(SOCKET h, WSAEVENT e, long network_events) noexcept {
   auto s = find_as<sim_socket>(h);
   if (!s) return fail(WSAENOTSOCK, SOCKET_ERROR);
   std::shared_ptr<event> ev;
-  if (!event_of(e, network_events != 0, ev)) return fail(WSA_INVALID_HANDLE, SOCKET_ERROR);
+  if (!event_of(e, network_events != 0, ev))
+    return fail(WSA_INVALID_HANDLE, SOCKET_ERROR);
   std::lock_guard g(s->m);
   s->select_event = std::move(ev);
   s->select_mask = network_events;
@@ -250,7 +267,8 @@ int WSAEnumNetworkEvents(SOCKET h, WSAEVENT e, LPWSANETWORKEVENTS ne) noexcept {
   if (!s) return fail(WSAENOTSOCK, SOCKET_ERROR);
   if (!ne) return fail(WSAEFAULT, SOCKET_ERROR);
   std::shared_ptr<event> ev;
-  if (!event_of(e, e != nullptr, ev)) return fail(WSA_INVALID_HANDLE, SOCKET_ERROR);
+  if (!event_of(e, e != nullptr, ev))
+    return fail(WSA_INVALID_HANDLE, SOCKET_ERROR);
   std::lock_guard g(s->m);
   std::memset(ne, 0, sizeof *ne);
   ne->lNetworkEvents = s->recorded;
@@ -277,7 +295,8 @@ BOOL SetFileCompletionNotificationModes(HANDLE h, BYTE flags) noexcept {
 
 // WSAEnumProtocols: the TCP provider for IPv4 and for IPv6. `protocols`
 // (a filter) is ignored: there is nothing else.
-int WSAEnumProtocolsW(int*, LPWSAPROTOCOL_INFOW buffer, LPDWORD length) noexcept {
+int WSAEnumProtocolsW(int*, LPWSAPROTOCOL_INFOW buffer,
+                      LPDWORD length) noexcept {
   if (!length) return fail(WSAEFAULT, SOCKET_ERROR);
   constexpr DWORD need = 2 * sizeof(WSAPROTOCOL_INFOW);
   if (!buffer || *length < need) {

@@ -298,8 +298,8 @@ void engine_impl::on_sweep(loop& l) {
 
 namespace ionet {
 
-std::unique_ptr<engine> make_engine(options opts) {
-  return std::make_unique<libuv::engine_impl>(std::move(opts));
+std::unique_ptr<engine> make_engine(const options& opts) {
+  return std::make_unique<libuv::engine_impl>(opts);
 }
 
 }  // namespace ionet

@@ -317,8 +317,8 @@ void engine_impl::release_resources() noexcept {
 
 namespace ionet {
 
-std::unique_ptr<engine> make_engine(options opts) {
-  return std::make_unique<uring::engine_impl>(std::move(opts));
+std::unique_ptr<engine> make_engine(const options& opts) {
+  return std::make_unique<uring::engine_impl>(opts);
 }
 
 }  // namespace ionet

@@ -112,6 +112,6 @@ class IONET_API engine {
 };
 
 // The backend chosen when the library was configured (IONET_BACKEND).
-IONET_API std::unique_ptr<engine> make_engine(options opts);
+IONET_API std::unique_ptr<engine> make_engine(const options& opts);
 
 }  // namespace ionet

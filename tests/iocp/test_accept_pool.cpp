@@ -162,6 +162,50 @@ TEST_CASE("iocp: an engine started again has fresh accept-pool counters",
   CHECK(st.stale_completions == 0);
 }
 
+namespace {
+
+// The tests below are hidden: each runs only under its ctest entry, whose
+// IONET_WINSIM_FAULTS names the fault it needs (without it they would
+// check nothing of their own).
+void require_winsim_fault(const std::string& fault) {
+  const char* faults = std::getenv("IONET_WINSIM_FAULTS");
+  REQUIRE(faults != nullptr);
+  REQUIRE(std::string(faults).find(fault) != std::string::npos);
+}
+
+// 8 accepts posted, room for 400 connections.
+ionet::options accept_fault_options() {
+  ionet::options o = local_options();
+  o.accept_depth = 8;
+  o.max_connections = 400;
+  return o;
+}
+
+// One echo on each client; how many failed.
+int echo_once_each(std::vector<ionet::framed_client>& clients) {
+  int bad = 0;
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    if (echo_roundtrip(clients[i], pattern(32, i))) ++bad;
+  }
+  return bad;
+}
+
+// `total` clients connect and echo once each: every one is accepted and
+// served, and once they are in, the pool is whole again (8 posted).
+void check_all_served(server& s, int total) {
+  ionet::status failed;
+  auto clients = connect_clients(s.port(), total, failed);
+  REQUIRE(failed.ok());
+  CHECK(s.wait_connected(total));
+  CHECK(echo_once_each(clients) == 0);
+  const auto st = s.engine().stats();
+  CHECK(st.accepted == static_cast<std::uint64_t>(total));
+  CHECK(st.rejected == 0);
+  CHECK(eventually([&] { return s.engine().stats().accepts_pending >= 8; }));
+}
+
+}  // namespace
+
 // Run by the ctest entry "iocp[winsim enobufs_accept:0.3]: ..." with the
 // simulated Winsock failing 30% of AcceptEx calls with WSAENOBUFS, which
 // Microsoft documents as a transient shortage. Hidden from plain runs:
@@ -172,32 +216,13 @@ TEST_CASE("iocp: an engine started again has fresh accept-pool counters",
 TEST_CASE(
     "iocp: AcceptEx shortages (WSAENOBUFS) are retried and lose no client",
     "[.][iocp][accept][winsim]") {
-  const char* faults = std::getenv("IONET_WINSIM_FAULTS");
-  REQUIRE(faults != nullptr);
-  REQUIRE(std::string(faults).find("enobufs_accept") != std::string::npos);
-  ionet::options o = local_options();
-  o.accept_depth = 8;
-  o.max_connections = 400;
-  server s(o);
+  require_winsim_fault("enobufs_accept");
+  server s(accept_fault_options());
   REQUIRE(s.start().ok());
 
-  constexpr int total = 200;
-  ionet::status failed;
-  auto clients = connect_clients(s.port(), total, failed);
-  REQUIRE(failed.ok());
-  CHECK(s.wait_connected(total));
-  int bad = 0;
-  for (int i = 0; i < total; ++i) {
-    auto& c = clients[static_cast<std::size_t>(i)];
-    if (echo_roundtrip(c, pattern(32, static_cast<std::uint64_t>(i)))) ++bad;
-  }
-  CHECK(bad == 0);
-  const auto st = s.engine().stats();
-  CHECK(st.accepted == static_cast<std::uint64_t>(total));
-  CHECK(st.rejected == 0);
-  CHECK(st.accept_failures > 0);  // the shortages did happen
   // Once the burst has passed, the backoff ends and the pool is whole.
-  CHECK(eventually([&] { return s.engine().stats().accepts_pending >= 8; }));
+  check_all_served(s, 200);
+  CHECK(s.engine().stats().accept_failures > 0);  // the shortages did happen
 }
 
 // Run by the ctest entry "iocp[winsim reset_accept:0.3]: ..." with the
@@ -210,13 +235,8 @@ TEST_CASE(
 // its own.
 TEST_CASE("iocp: a failed AcceptEx (WSAECONNRESET) costs only its own post",
           "[.][iocp][accept][winsim]") {
-  const char* faults = std::getenv("IONET_WINSIM_FAULTS");
-  REQUIRE(faults != nullptr);
-  REQUIRE(std::string(faults).find("reset_accept") != std::string::npos);
-  ionet::options o = local_options();
-  o.accept_depth = 8;
-  o.max_connections = 400;
-  server s(o);
+  require_winsim_fault("reset_accept");
+  server s(accept_fault_options());
   REQUIRE(s.start().ok());
   // start()'s own round, before the housekeeper's first (50 ms later):
   // every post that failed was followed by another, and all 8 are there.
@@ -224,22 +244,8 @@ TEST_CASE("iocp: a failed AcceptEx (WSAECONNRESET) costs only its own post",
   CHECK(started.accept_failures > 0);  // the fixed seed makes some fail
   CHECK(started.accepts_pending == 8);
 
-  constexpr int total = 100;
-  ionet::status failed;
-  auto clients = connect_clients(s.port(), total, failed);
-  REQUIRE(failed.ok());
-  CHECK(s.wait_connected(total));
-  int bad = 0;
-  for (int i = 0; i < total; ++i) {
-    auto& c = clients[static_cast<std::size_t>(i)];
-    if (echo_roundtrip(c, pattern(32, static_cast<std::uint64_t>(i)))) ++bad;
-  }
-  CHECK(bad == 0);
-  const auto st = s.engine().stats();
-  CHECK(st.accepted == static_cast<std::uint64_t>(total));
-  CHECK(st.rejected == 0);
-  CHECK(st.accept_failures > started.accept_failures);
-  CHECK(eventually([&] { return s.engine().stats().accepts_pending >= 8; }));
+  check_all_served(s, 100);
+  CHECK(s.engine().stats().accept_failures > started.accept_failures);
 }
 
 // Run by the ctest entry "iocp[winsim update_context_fail:0.5]: ..." with
@@ -251,13 +257,8 @@ TEST_CASE("iocp: a failed AcceptEx (WSAECONNRESET) costs only its own post",
 // without the fault it checks nothing of its own.
 TEST_CASE("iocp: a failed SO_UPDATE_ACCEPT_CONTEXT fails the accept",
           "[.][iocp][accept][winsim]") {
-  const char* faults = std::getenv("IONET_WINSIM_FAULTS");
-  REQUIRE(faults != nullptr);
-  REQUIRE(std::string(faults).find("update_context_fail") != std::string::npos);
-  ionet::options o = local_options();
-  o.accept_depth = 8;
-  o.max_connections = 400;
-  server s(o);
+  require_winsim_fault("update_context_fail");
+  server s(accept_fault_options());
   REQUIRE(s.start().ok());
 
   constexpr int total = 40;

@@ -14,7 +14,6 @@
 // when reads use little of it; a frame too big for it gets a buffer of its
 // exact size until it has been echoed.
 #include <asio.hpp>
-#include <exception>
 #include <memory>
 
 #include "common.hpp"
@@ -198,14 +197,5 @@ static int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  // Whatever escapes (CLI11's own errors are handled inside, so this is
-  // mostly std::bad_alloc) ends the program with a message, not abort().
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << program << ": " << e.what() << "\n";
-  } catch (...) {
-    std::cerr << program << ": an unknown exception\n";
-  }
-  return 1;
+  return peers::guarded_main(program, run, argc, argv);
 }

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <iostream>
 #include <new>
 #include <nlohmann/json.hpp>
@@ -411,6 +412,21 @@ inline void keep_tail(byte_buffer& stash, const read_target& t,
     stash.append(bytes.data() + s.whole_bytes, tail);
   }
   if (stash.empty()) stash.release();
+}
+
+// main() of each peer: runs `body`; whatever escapes (CLI11's own errors
+// are handled inside, so it is mostly std::bad_alloc) ends the program
+// with a message, not abort().
+inline int guarded_main(const std::string& program, int (*body)(int, char**),
+                        int argc, char** argv) {
+  try {
+    return body(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << program << ": an unknown exception\n";
+  }
+  return 1;
 }
 
 }  // namespace peers

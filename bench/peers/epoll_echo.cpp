@@ -15,7 +15,6 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 
-#include <exception>
 #include <system_error>
 #include <vector>
 
@@ -283,14 +282,5 @@ static int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  // Whatever escapes (CLI11's own errors are handled inside, so this is
-  // mostly std::bad_alloc) ends the program with a message, not abort().
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << program << ": " << e.what() << "\n";
-  } catch (...) {
-    std::cerr << program << ": an unknown exception\n";
-  }
-  return 1;
+  return peers::guarded_main(program, run, argc, argv);
 }

@@ -31,8 +31,7 @@ constexpr const char* names[fault_count] = {
     "reset_read",     "netname_read",
     "wouldblock_io",  "post_fail",
     "non_ifs",        "fd_accept_once",
-    "reset_accept",   "update_context_fail",
-    "wine_disconnect"};
+    "reset_accept",   "update_context_fail"};
 constexpr int benign_count = 4;  // the first four
 
 struct schedule {

@@ -510,29 +510,6 @@ BOOL disconnect_ex(SOCKET h, LPOVERLAPPED ov, DWORD flags, DWORD) {
   const bool reuse = (flags & TF_REUSE_SOCKET) && fresh >= 0;
   ov->Internal = status_pending;
   ov->InternalHigh = 0;
-  if (enabled(fault::wine_disconnect) && s.skip_on_success) {
-    // Wine's WS2_DisconnectEx (measured by this project under Wine): the
-    // shutdown is done at once and the OVERLAPPED shows success, but the
-    // call turns that success into STATUS_PENDING (FALSE,
-    // ERROR_IO_PENDING), and on a socket in skip-on-success mode it
-    // queues no packet: the caller must poll Internal. (Wine also ignores
-    // TF_REUSE_SOCKET; the backend closes such sockets under Wine, so the
-    // socket's reusability is left as on Windows here.)
-    s.state = reuse ? sock_state::fresh : sock_state::unusable;
-    ov->Internal = 0;
-    // Not Wine, not documented: the hostile combination. An operation that
-    // returned ERROR_IO_PENDING queues a packet by Microsoft's rules, so
-    // for the fault's rate of these calls a packet comes as well, 0-99 ms
-    // late: sometimes before the backend's poll (every 50 ms) sees the
-    // status, sometimes after. Whichever comes second must find the
-    // operation already finished.
-    const std::uint64_t d = s.next_decision(fault::wine_disconnect);
-    if (s.cport && roll(fault::wine_disconnect, s.serial, d)) {
-      s.cport->post(s.key, ov, 0,
-                    pick(fault::wine_disconnect, s.serial, d, 100));
-    }
-    return fail(WSA_IO_PENDING, BOOL{FALSE});
-  }
   if (!active &&
       roll(fault::inline_pend, s.serial, s.next_decision(fault::inline_pend))) {
     // Finished at once (the passive side has nothing left to wait for).

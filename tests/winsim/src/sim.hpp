@@ -90,11 +90,6 @@ enum class fault : int {
   fd_accept_once,       // FD_ACCEPT is not recorded again after the first time
   reset_accept,         // AcceptEx fails with WSAECONNRESET
   update_context_fail,  // setsockopt(SO_UPDATE_ACCEPT_CONTEXT) fails
-  // Wine's DisconnectEx: ntdll exports wine_get_version (so the backend
-  // knows it is under Wine), and DisconnectEx on a skip-on-success socket
-  // finishes at once but says ERROR_IO_PENDING. Its rate is how many of
-  // those also queue a packet, some ms late (not Wine: see disconnect_ex).
-  wine_disconnect,
   count
 };
 // True when the fault's decision for (key, counter) says so.
@@ -115,10 +110,8 @@ struct packet {
 struct port final : object {
   static constexpr object_type kind = object_type::port;
   port() : object(kind) {}
-  // Queues a packet, visible `late_ms` from now at the earliest; false
-  // once the port is closed.
-  bool post(ULONG_PTR key, OVERLAPPED* ov, DWORD bytes,
-            std::uint64_t late_ms = 0);
+  // Queues a packet; false once the port is closed.
+  bool post(ULONG_PTR key, OVERLAPPED* ov, DWORD bytes);
 
   std::mutex m;
   std::condition_variable cv;

@@ -79,7 +79,19 @@ status engine_impl::open_listener(const endpoint& ep) {
   if (auto ec = load_extensions(listen_, ext_, missing)) {
     return {errc::unsupported, missing + " is not available: " + ec.message()};
   }
-  skip_mode_safe_ = provider_is_ifs(listen_);
+  // Under Wine the mode stays off: Wine's DisconnectEx finishes at once
+  // but reports ERROR_IO_PENDING (its WS2_DisconnectEx turns success into
+  // STATUS_PENDING), and on a socket in skip-on-success mode it then
+  // queues no packet, so nothing would ever finish it; on other sockets
+  // the packet comes (both measured with Wine 8.0). With the mode off,
+  // every DisconnectEx ends by exactly one road, its packet, as on
+  // Windows, whether or not a later Wine fixes that. Wine Staging can hide
+  // wine_get_version (hide_wine_exports); running_under_wine() is then
+  // false, the mode is set, and each graceful close strands its entry:
+  // never given back, its operation never finished, so stop() waits (and
+  // warns after 10 s) and, after max_connections + accept_depth such
+  // closes, no AcceptEx can be posted.
+  skip_mode_safe_ = provider_is_ifs(listen_) && !running_under_wine();
   if (auto ec = cport_.add(listen_))
     return {ec, "associating the listener with the port"};
   // FD_ACCEPT tells that a connection waits with no AcceptEx posted for it.
@@ -103,8 +115,6 @@ std::error_code engine_impl::make_pool() {
     free_entries_.clear();
     free_entries_.reserve(entry_count_);
     // Nothing of the pool's bookkeeping grows after start.
-    polled_disconnects_.reserve(entry_count_);
-    disconnects_done_.reserve(entry_count_);
     watch_list_.reserve(o.max_connections);
   } catch (const std::bad_alloc&) {
     conns_.reset();
@@ -353,85 +363,23 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
 
 void engine_impl::disconnect(socket_entry& e) {
   e.disconnect_op.prepare(op_kind::disconnect, e.s);
-  // Pending until the system writes the final status (polled under Wine).
-  e.disconnect_op.ov.Internal = status_pending;
-  e.disconnect_claimed.store(false, std::memory_order_release);
   op_started();
   if (ext_.disconnect_ex(e.s, &e.disconnect_op.ov, TF_REUSE_SOCKET, 0)) {
     if (!e.skip_on_success) return;  // the packet comes through the port
-    if (claim_disconnect(e)) {
-      op_finished();
-      give_back(e, true);
-    }
+    op_finished();
+    give_back(e, true);
     return;
   }
-  if (WSAGetLastError() == ERROR_IO_PENDING) {
-    // Wine completes the shutdown it does for DisconnectEx at once, then
-    // reports it as pending (its WS2_DisconnectEx turns success into
-    // STATUS_PENDING); on a socket in skip-on-success mode no packet is
-    // queued for it then (measured: the OVERLAPPED shows success, the port
-    // never sees it). There, the housekeeper polls it; Windows always
-    // queues the packet. Should a packet come as well, the claim lets only
-    // the first of the two finish it.
-    //
-    // (The claim is reset when the next DisconnectEx on this entry is
-    // issued: a packet that came after the entry had already been given
-    // back, reused and disconnected again would finish the new one early.
-    // Neither system does that: Windows is not polled, and Wine queues no
-    // packet for these at all.)
-    //
-    // Wine Staging can hide wine_get_version (hide_wine_exports); then
-    // running_under_wine() is false and this poll is off. Every graceful
-    // close (each DisconnectEx Wine reports as pending, which is each one
-    // that succeeds) would then strand its entry: its socket is never
-    // given back and its operation never counts as finished; a cancel
-    // finds nothing left to cancel. The first such close keeps stop()
-    // waiting forever (wait_drained warns after 10 s), and after
-    // max_connections + accept_depth of them (10,064 with the defaults) no
-    // AcceptEx can be posted: the engine accepts no one.
-    if (e.skip_on_success && running_under_wine()) {
-      std::lock_guard g(accept_lock_);
-      polled_disconnects_.push_back(e.index);
-    }
-    return;
-  }
-  if (claim_disconnect(e)) {
-    op_finished();
-    give_back(e, false);
-  }
-}
-
-bool engine_impl::claim_disconnect(socket_entry& e) noexcept {
-  return !e.disconnect_claimed.exchange(true, std::memory_order_acq_rel);
-}
-
-void engine_impl::poll_disconnects() {
-  std::vector<std::uint32_t>& done = disconnects_done_;  // reserved at start
-  done.clear();
-  {
-    std::lock_guard g(accept_lock_);
-    auto finished = [&](std::uint32_t i) {
-      if (entries_[i].disconnect_op.ov.Internal == status_pending) return false;
-      done.push_back(i);
-      return true;
-    };
-    polled_disconnects_.erase(
-        std::remove_if(polled_disconnects_.begin(), polled_disconnects_.end(),
-                       finished),
-        polled_disconnects_.end());
-  }
-  for (std::uint32_t i : done) {
-    socket_entry& e = entries_[i];
-    if (!claim_disconnect(e)) continue;  // its packet came first
-    give_back(e, e.disconnect_op.ov.Internal == 0 && !gate_.stopping());
-    op_finished();
-  }
+  // Pending: the packet comes through the port (never polled: see
+  // skip_mode_safe_ in open_listener).
+  if (WSAGetLastError() == ERROR_IO_PENDING) return;
+  op_finished();
+  give_back(e, false);
 }
 
 void engine_impl::on_disconnect(engine_impl& e, operation& op,
                                 const completion& c) {
   socket_entry& entry = e.entries_[op.owner];
-  if (!e.claim_disconnect(entry)) return;  // the housekeeper's poll came first
   e.give_back(entry, c.error == 0 && !e.gate_.stopping());
   e.op_finished();
 }

@@ -144,7 +144,6 @@ void engine_impl::housekeeper_main() {
     WaitForMultipleObjects(gate_.stopping() ? 1 : 2, handles, FALSE,
                            accept_retry_wait(housekeeping_ms));
     if (!gate_.running()) break;
-    poll_disconnects();
     if (gate_.stopping()) {
       // Every connection is closed from here, an engine thread (so inline
       // handlers see their closed events where they see the rest), while
@@ -340,7 +339,6 @@ void engine_impl::release_resources() noexcept {
   free_entries_.clear();
   posted_accepts_ = 0;
   watch_list_.clear();
-  polled_disconnects_.clear();
 }
 
 }  // namespace ionet::iocp

@@ -38,10 +38,6 @@ struct socket_entry {
   std::uint32_t index = 0;
   bool skip_on_success = false;  // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS set
   bool reused = false;           // recycled by DisconnectEx at least once
-  // Set by whichever sees the DisconnectEx finish first (its packet, the
-  // housekeeper's poll, the call itself): only that one gives the entry
-  // back and counts the operation finished (claim_disconnect).
-  std::atomic<bool> disconnect_claimed{false};
   // AcceptEx writes the local and the remote address here (each with the
   // 16 spare bytes it requires).
   static constexpr DWORD address_bytes = sizeof(sockaddr_in6) + 16;
@@ -108,8 +104,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void grow_accepts();
   void check_listener();
   void disconnect(socket_entry& entry);
-  bool claim_disconnect(socket_entry& entry) noexcept;
-  void poll_disconnects();
 
   // connection.cpp; all with the connection's lock held.
   void open_connection(connection& c, socket_entry& entry, connection_id id,
@@ -153,7 +147,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   completion_port cport_;
   extensions ext_;
   // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS is safe: no non-IFS layered
-  // provider sits on this family's TCP (provider_is_ifs).
+  // provider sits on this family's TCP (provider_is_ifs), and this is not
+  // Wine (see open_listener).
   bool skip_mode_safe_ = false;
   SOCKET listen_ = INVALID_SOCKET;
   int family_ = AF_INET;
@@ -174,9 +169,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   bool accepts_closed_ = false;
   std::uint64_t retry_after_ms_ = 0;  // after WSAENOBUFS: when to post again
   std::uint32_t retry_backoff_ms_ = 0;
-  std::vector<std::uint32_t>
-      polled_disconnects_;                       // Wine only: see disconnect()
-  std::vector<std::uint32_t> disconnects_done_;  // the housekeeper's scratch
 
   // Slots the housekeeper looks at on its next round (see watch()); each
   // at most once, so it never outgrows its reserve of max_connections.

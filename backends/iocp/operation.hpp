@@ -18,9 +18,6 @@ namespace ionet::iocp {
 class engine_impl;
 struct operation;
 
-// OVERLAPPED::Internal while an operation is in progress (STATUS_PENDING).
-inline constexpr ULONG_PTR status_pending = 0x103;
-
 enum class op_kind : std::uint8_t {
   accept,      // AcceptEx on the listening socket
   read_ready,  // zero-byte WSARecv: data (or EOF) is waiting

@@ -162,7 +162,8 @@ BOOL TryAcquireSRWLockExclusive(PSRWLOCK lock) noexcept;
 ULONGLONG GetTickCount64() noexcept;
 DWORD GetTickCount() noexcept;
 // ntdll.dll and ws2_32.dll "exist"; GetProcAddress finds none of Wine's
-// exports (wine_get_version), so the backend knows it is not under Wine.
+// exports (wine_get_version), so the backend knows it is not under Wine,
+// unless the wine_disconnect fault is on (then ntdll has wine_get_version).
 HMODULE GetModuleHandleW(LPCWSTR name) noexcept;
 FARPROC GetProcAddress(HMODULE module, LPCSTR name) noexcept;
 DWORD GetCurrentThreadId() noexcept;

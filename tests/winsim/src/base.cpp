@@ -230,6 +230,9 @@ namespace {
 int module_ntdll;
 int module_ws2;
 
+// Wine's ntdll export, under the wine_disconnect fault.
+const char* wine_get_version() { return "winsim"; }
+
 bool same(LPCWSTR a, const char* b) {
   for (; *a && *b; ++a, ++b) {
     wchar_t x = *a;
@@ -248,9 +251,15 @@ HMODULE GetModuleHandleW(LPCWSTR name) noexcept {
   return fail(ERROR_INVALID_HANDLE /* ERROR_MOD_NOT_FOUND */, HMODULE{nullptr});
 }
 
-FARPROC GetProcAddress(HMODULE, LPCSTR) noexcept {
+FARPROC GetProcAddress(HMODULE module, LPCSTR name) noexcept {
   // Nothing is exported by name here: in particular not Wine's
-  // wine_get_version, so running_under_wine() is false.
+  // wine_get_version, so running_under_wine() is false. Under the
+  // wine_disconnect fault ntdll exports it, as Wine's does (unless Wine
+  // Staging hides it), and the backend takes its Wine paths.
+  if (enabled(fault::wine_disconnect) && module == &module_ntdll && name &&
+      std::strcmp(name, "wine_get_version") == 0) {
+    return reinterpret_cast<FARPROC>(&wine_get_version);
+  }
   return fail(ERROR_NOT_FOUND, FARPROC{nullptr});
 }
 

@@ -31,7 +31,8 @@ constexpr const char* names[fault_count] = {
     "reset_read",     "netname_read",
     "wouldblock_io",  "post_fail",
     "non_ifs",        "fd_accept_once",
-    "reset_accept",   "update_context_fail"};
+    "reset_accept",   "update_context_fail",
+    "wine_disconnect"};
 constexpr int benign_count = 4;  // the first four
 
 struct schedule {

@@ -25,15 +25,17 @@ std::condition_variable& events_cv() {
 
 }  // namespace
 
-bool port::post(ULONG_PTR k, OVERLAPPED* ov, DWORD bytes) {
+bool port::post(ULONG_PTR k, OVERLAPPED* ov, DWORD bytes,
+                std::uint64_t late_ms) {
   std::lock_guard g(m);
   if (closed) return false;
   const std::uint64_t n = posts++;
-  std::uint64_t visible = 0;
+  std::uint64_t visible = late_ms ? now_ms() + late_ms : 0;
   // The delay fault: the packet shows up 1-4 ms late, so completions of
   // different connections come out in another order than they happened.
   if (roll(fault::delay, serial, n))
-    visible = now_ms() + 1 + pick(fault::delay, serial, n, 4);
+    visible =
+        std::max(visible, now_ms() + 1 + pick(fault::delay, serial, n, 4));
   queue.push_back(packet{k, ov, bytes, visible});
   cv.notify_one();
   return true;

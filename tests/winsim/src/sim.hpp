@@ -90,6 +90,12 @@ enum class fault : int {
   fd_accept_once,       // FD_ACCEPT is not recorded again after the first time
   reset_accept,         // AcceptEx fails with WSAECONNRESET
   update_context_fail,  // setsockopt(SO_UPDATE_ACCEPT_CONTEXT) fails
+  // Wine's DisconnectEx: ntdll exports wine_get_version (so the backend
+  // knows it is under Wine), and DisconnectEx finishes at once but says
+  // ERROR_IO_PENDING, with no packet on a skip-on-success socket. Its rate
+  // is how many of those get a packet after all, some ms late (a Wine that
+  // fixed it: see disconnect_ex).
+  wine_disconnect,
   count
 };
 // True when the fault's decision for (key, counter) says so.
@@ -110,8 +116,10 @@ struct packet {
 struct port final : object {
   static constexpr object_type kind = object_type::port;
   port() : object(kind) {}
-  // Queues a packet; false once the port is closed.
-  bool post(ULONG_PTR key, OVERLAPPED* ov, DWORD bytes);
+  // Queues a packet, visible `late_ms` from now at the earliest; false
+  // once the port is closed.
+  bool post(ULONG_PTR key, OVERLAPPED* ov, DWORD bytes,
+            std::uint64_t late_ms = 0);
 
   std::mutex m;
   std::condition_variable cv;

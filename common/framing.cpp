@@ -12,43 +12,72 @@ void frame_decoder::reset() noexcept {
   have_header_ = 0;
 }
 
+namespace {
+
+// Copies `n` bytes into a chain's slices from slice `at` with `room` bytes
+// left in it, going on to the next slice whenever one is full.
+void copy_on(slab_pool& pool, std::uint32_t& at, std::size_t& room,
+             const std::byte* src, std::size_t n) noexcept {
+  const std::size_t unit = pool.slice_bytes();
+  while (n) {
+    if (room == 0) {
+      at = pool.next(at);
+      room = unit;
+    }
+    const std::size_t k = std::min(room, n);
+    std::memcpy(pool.data(at) + (unit - room), src, k);
+    pool.length(at) += static_cast<std::uint32_t>(k);
+    room -= k;
+    src += k;
+    n -= k;
+  }
+}
+
+}  // namespace
+
+std::error_code append_in_place(slab_pool& pool, framing mode,
+                                std::span<const std::byte> message,
+                                slice_chain& queue) noexcept {
+  const std::size_t unit = pool.slice_bytes();
+  const std::size_t hlen = mode == framing::length_prefix ? header_bytes : 0;
+  const std::size_t total = hlen + message.size();
+  if (total == 0) return {};
+  const std::uint32_t old_tail = queue.tail;
+  std::size_t room = queue.empty() ? 0 : unit - pool.length(old_tail);
+  slice_chain fresh;
+  if (total > room) {
+    const auto need =
+        static_cast<std::uint32_t>((total - room + unit - 1) / unit);
+    if (!pool.take_chain(need, fresh)) {
+      return make_error_code(errc::pool_exhausted);
+    }
+  }
+  // Header and payload as one stream: the old tail's room first, then the
+  // new slices, linked in behind it.
+  std::uint32_t at = room ? old_tail : fresh.head;
+  if (!room) room = unit;
+  pool.append(queue, fresh);
+  queue.bytes += total;
+  const auto size = static_cast<std::uint32_t>(message.size());
+  if (hlen && room >= hlen) {  // the usual case: the header fits whole
+    put_header(pool.data(at) + (unit - room), size);
+    pool.length(at) += static_cast<std::uint32_t>(hlen);
+    room -= hlen;
+  } else if (hlen) {  // it straddles two slices
+    std::byte header[header_bytes];
+    put_header(header, size);
+    copy_on(pool, at, room, header, hlen);
+  }
+  copy_on(pool, at, room, message.data(), message.size());
+  return {};
+}
+
 std::error_code encode_to_slices(slab_pool& pool, framing mode,
                                  std::span<const std::byte> message,
                                  slice_chain& out) noexcept {
-  const std::size_t unit = pool.slice_bytes();
-  const std::size_t header = mode == framing::length_prefix ? header_bytes : 0;
-  const std::size_t total = header + message.size();
-  const std::size_t slices =
-      std::max<std::size_t>(1, (total + unit - 1) / unit);
-  if (total == 0) return {};  // an empty raw send writes nothing
+  // Slices of its own, whatever room the last of `out` has left.
   slice_chain chain;
-  if (!pool.take_chain(static_cast<std::uint32_t>(slices), chain)) {
-    return make_error_code(errc::pool_exhausted);
-  }
-  // Lay header + payload out as one stream across the slices: the first
-  // slice starts with the header, every slice but the last is full.
-  const std::byte* src = message.data();
-  std::size_t left = message.size();
-  std::uint32_t s = chain.head;
-  std::size_t room = unit;
-  std::byte* dst = pool.data(s);
-  if (header) {
-    put_header(dst, static_cast<std::uint32_t>(message.size()));
-    dst += header;
-    room -= header;
-  }
-  for (;;) {
-    const std::size_t n = std::min(room, left);
-    if (n) std::memcpy(dst, src, n);
-    pool.length(s) = static_cast<std::uint32_t>(unit - room + n);
-    src += n;
-    left -= n;
-    s = pool.next(s);
-    if (s == no_slice) break;
-    dst = pool.data(s);
-    room = unit;
-  }
-  chain.bytes = total;
+  if (auto ec = append_in_place(pool, mode, message, chain)) return ec;
   pool.append(out, chain);
   return {};
 }

@@ -79,10 +79,19 @@ class frame_decoder {
 };
 
 // The send side: a message (with its header in length_prefix mode) copied
-// into a chain of slices. On failure nothing is taken from the pool.
+// into slices of its own, appended to `out`. On failure nothing is taken
+// from the pool.
 std::error_code encode_to_slices(slab_pool& pool, framing mode,
                                  std::span<const std::byte> message,
                                  slice_chain& out) noexcept;
+
+// A message appended to `queue` in place: into the room its last slice
+// has left, then into as few new slices as the rest needs. Messages so
+// share slices, and a queue holds about as many slices as its bytes fill.
+// On failure (pool_exhausted) `queue` is as it was.
+std::error_code append_in_place(slab_pool& pool, framing mode,
+                                std::span<const std::byte> message,
+                                slice_chain& queue) noexcept;
 
 // --- implementation -------------------------------------------------------
 

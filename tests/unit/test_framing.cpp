@@ -507,6 +507,90 @@ TEST_CASE("framing: encode_to_slices round-trips around slice boundaries",
   CHECK(pool.outstanding() == 0);
 }
 
+TEST_CASE("framing: append_in_place packs messages into shared slices",
+          "[unit][framing]") {
+  const std::uint32_t slice = GENERATE(16u, 64u, 512u);
+  const std::size_t s = slice;
+  slab_pool slices(slice, 4096);
+  slice_chain queue;
+  std::vector<bytes> sent;
+  std::size_t total = 0;
+  // Every framed size from 4 (empty) to a whole slice, twice over, so
+  // messages land at every offset and straddle every boundary; then some
+  // that need several new slices.
+  std::vector<std::size_t> sizes;
+  for (int round = 0; round < 2; ++round) {
+    for (std::size_t size = 0; size + 4 <= s; ++size) sizes.push_back(size);
+  }
+  for (std::size_t size : {s - 3, s, 2 * s + 1, 3 * s - 4, 5 * s + 7}) {
+    sizes.push_back(size);
+  }
+  for (std::size_t size : sizes) {
+    INFO("slice " << slice << ", message " << size);
+    sent.push_back(make_message(size, static_cast<std::uint32_t>(size)));
+    REQUIRE_FALSE(ionet::detail::append_in_place(
+        slices, ionet::framing::length_prefix, sent.back(), queue));
+    total += size + 4;
+    // As few slices as the bytes fill: nothing is left empty between.
+    CHECK(queue.bytes == total);
+    CHECK(queue.count == (total + s - 1) / s);
+    CHECK(slices.in_use() == queue.count);
+  }
+  CHECK(chain_bytes(slices, queue) == frame_all(sent));
+  slices.give_chain(queue);
+  CHECK(slices.in_use() == 0);
+
+  // Raw bytes are appended as they are; an empty send adds nothing.
+  const bytes a = make_message(s - 1, 7);
+  const bytes b = make_message(2, 8);
+  REQUIRE_FALSE(
+      ionet::detail::append_in_place(slices, ionet::framing::raw, a, queue));
+  REQUIRE_FALSE(
+      ionet::detail::append_in_place(slices, ionet::framing::raw, {}, queue));
+  REQUIRE_FALSE(
+      ionet::detail::append_in_place(slices, ionet::framing::raw, b, queue));
+  bytes both = a;
+  both.insert(both.end(), b.begin(), b.end());
+  CHECK(queue.count == 2);
+  CHECK(chain_bytes(slices, queue) == both);
+  slices.give_chain(queue);
+}
+
+TEST_CASE(
+    "framing: append_in_place leaves the queue as it was when the pool is "
+    "short",
+    "[unit][framing]") {
+  slab_pool slices(16, 3);
+  slice_chain queue;
+  const bytes m = make_message(8, 1);  // 12 bytes framed
+  REQUIRE_FALSE(ionet::detail::append_in_place(
+      slices, ionet::framing::length_prefix, m, queue));
+  REQUIRE_FALSE(ionet::detail::append_in_place(
+      slices, ionet::framing::length_prefix, m, queue));  // takes slice 2
+  CHECK(queue.count == 2);
+  const slice_chain before = queue;
+  const bytes stream = chain_bytes(slices, queue);
+  // 24 of 32 bytes used, one slice free. 28 bytes would need two new
+  // slices: all or nothing.
+  CHECK(ionet::detail::append_in_place(slices, ionet::framing::length_prefix,
+                                       make_message(24, 3),
+                                       queue) == ionet::errc::pool_exhausted);
+  CHECK(queue.head == before.head);
+  CHECK(queue.tail == before.tail);
+  CHECK(queue.count == before.count);
+  CHECK(queue.bytes == before.bytes);
+  CHECK(slices.in_use() == 2);
+  CHECK(chain_bytes(slices, queue) == stream);
+  // What fits in the room left goes in without a slice.
+  const bytes small = make_message(4, 2);  // 8 bytes framed
+  REQUIRE_FALSE(ionet::detail::append_in_place(
+      slices, ionet::framing::length_prefix, small, queue));
+  CHECK(queue.count == 2);
+  CHECK(slices.in_use() == 2);
+  CHECK(chain_bytes(slices, queue) == frame_all({m, m, small}));
+  slices.give_chain(queue);
+}
+
 TEST_CASE("framing: the encoded header is big-endian", "[unit][framing]") {
   slab_pool slices(16, 8192);
   for (std::size_t size : {std::size_t{0x0102}, std::size_t{0x010203}}) {

@@ -318,11 +318,14 @@ std::error_code engine_core::request_close(connection_id id,
 std::error_code engine_core::set_context(connection_id id, void* context) {
   auto s = table_->resolve(id);
   if (!s) return make_error_code(errc::stale_connection);
-  states_[*s].context.store(context, std::memory_order_release);
-  // Re-check: if the slot was retired meanwhile, the store is harmless (the
-  // context is handed back by the closed event or cleared on reuse), but
-  // the caller must know the id is dead.
+  // Checked again and stored under the slot's lock, which close_slot
+  // retires the id under: a store after the check could otherwise land on
+  // the next connection in the slot, should this one close and the slot be
+  // reused in between.
+  conn_state& st = states_[*s];
+  std::lock_guard g(st.lock);
   if (!table_->resolve(id)) return make_error_code(errc::stale_connection);
+  st.context.store(context, std::memory_order_release);
   return {};
 }
 

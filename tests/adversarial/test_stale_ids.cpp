@@ -4,6 +4,7 @@
 // and each client checks that every message it reads carries its own, so a
 // single stray byte would show.
 #include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <random>
 #include <string>
@@ -201,4 +202,82 @@ TEST_CASE(
   CHECK(refused.load() <= st.rejected);
   s.stop();
   check_stopped(s);
+}
+
+TEST_CASE(
+    "adversarial: set_context on an id going stale never lands on the "
+    "connection that reuses its slot",
+    "[adversarial]") {
+  // One slot, reused by every connection. A thread sets the context of the
+  // newest connection, tagged with that connection's id, over and over,
+  // while clients come and go; the store must land on that connection or
+  // nowhere (stale_connection), never on the next one in the slot.
+  ionet::options o = local_options();
+  o.max_connections = 1;
+  auto tag = [](ionet::connection_id id) {
+    return reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
+  };
+  std::mutex lock;
+  ionet::connection_id newest = 0;
+  std::uint64_t wrong = 0;  // events that saw another connection's tag
+  std::string first_wrong;
+  server s(o, [&](ionet::engine&, const ionet::event& e) {
+    void* ctx = e.context();
+    std::lock_guard g(lock);
+    if (ctx != nullptr && ctx != tag(e.conn) && wrong++ == 0) {
+      first_wrong = "connection " + std::to_string(e.conn) + " had the tag " +
+                    std::to_string(reinterpret_cast<std::uintptr_t>(ctx));
+    }
+    if (e.type == ionet::event_type::connected) newest = e.conn;
+  });
+  REQUIRE(s.start().ok());
+
+  std::atomic<bool> go{true};
+  std::atomic<std::uint64_t> landed{0}, refused{0};
+  std::thread setter([&] {
+    while (go.load(std::memory_order_relaxed)) {
+      ionet::connection_id id = 0;
+      {
+        std::lock_guard g(lock);
+        id = newest;
+      }
+      if (id == 0) {
+        std::this_thread::yield();
+        continue;
+      }
+      if (s.engine().set_context(id, tag(id))) {
+        refused.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        landed.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  });
+  // Clients one after another (the slot holds one), for 3 s or 20,000.
+  const auto until = steady::now() + 3s;
+  int clients = 0;
+  for (; clients < 20000 && steady::now() < until; ++clients) {
+    ionet::framed_client c;
+    if (!connect_client(c, s.port())) continue;
+    if (clients % 2) {
+      c.reset();
+    } else {
+      c.close();
+    }
+  }
+  go.store(false);
+  setter.join();
+  s.stop();
+  WARN(clients << " clients, set_context landed " << landed.load()
+               << " times, refused as stale " << refused.load());
+  {
+    std::lock_guard g(lock);
+    INFO(first_wrong);
+    CHECK(wrong == 0);
+  }
+  for (const auto& c : s.snapshot().closed) {
+    INFO("closed connection " << c.id);
+    CHECK((c.context == nullptr || c.context == tag(c.id)));
+  }
+  CHECK(landed.load() > 0);
+  CHECK(refused.load() > 0);
 }

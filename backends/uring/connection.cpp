@@ -68,6 +68,7 @@ void engine_impl::open_connection(loop& l, connection& c, int fd,
   c.head_offset = 0;
   c.cancelling = false;
   c.paused = false;
+  c.recv_cut = false;
   c.send_inline = features_.inline_send;
   c.sending = detail::slice_chain{};
   posix::tune_accepted(fd, core_.opts());
@@ -102,6 +103,7 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
   connection& c = e.conns_[o.owner];
   const bool has_buffer = cqe.flags & IORING_CQE_F_BUFFER;
   const std::uint32_t bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
+  bool cut = false;  // the last completion of a receive we cancelled
   if (!(cqe.flags & IORING_CQE_F_MORE)) {
     --l.ops;
     if (!e.current(l, c, o)) {
@@ -110,6 +112,8 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
     }
     c.p.reading = false;
     --c.p.in_flight;
+    cut = c.recv_cut;
+    c.recv_cut = false;
   }
   const int res = cqe.res;
   if (res > 0 && !e.features_.buffer_ring) {
@@ -123,10 +127,11 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
   } else if (res == 0) {
     if (has_buffer) l.r.give_buffer(bid);
     e.on_eof(l, c);
-  } else if (res == -ENOBUFS || (res == -ECANCELED && c.paused)) {
+  } else if (res == -ENOBUFS || (res == -ECANCELED && cut)) {
     // ENOBUFS: every receive buffer was in use when data came; nothing is
     // lost, it waits in the socket and is read once the receive is re-armed
-    // below. ECANCELED: pause_reading() cut the multishot receive short.
+    // below. ECANCELED: pause_reading() cut the multishot receive short
+    // (and reading may have resumed since: then it is re-armed below).
   } else {
     e.on_error(l, c, res);
   }
@@ -144,6 +149,7 @@ void engine_impl::pause_reading(loop& l, connection& c) {
   // A multishot receive stays armed: cancel it (its last completion comes
   // with -ECANCELED). A single receive is simply not re-armed.
   if (c.p.reading && features_.multishot_recv) {
+    c.recv_cut = true;
     io_uring_sqe* s = l.r.sqe();
     io_uring_prep_cancel(s, &c.recv_op, 0);
     io_uring_sqe_set_data(s, &l.ignore_op);

@@ -61,6 +61,9 @@ struct connection {
       not_lingering;        // position in its loop's lingering
   bool cancelling = false;  // ctl_op (a cancel) is issued
   bool paused = false;  // not read for now: its peer sends more than it reads
+  // pause_reading() cancelled the multishot receive: its last completion
+  // (-ECANCELED) is expected, even if reading resumed meanwhile.
+  bool recv_cut = false;
   bool send_inline = true;  // the socket had room: try a plain sendmsg first
   detail::slice_chain sending;  // owned by send_op until it completes
 };

@@ -106,6 +106,7 @@ void on_shutdown(uv_shutdown_t* req, int status) {
       !l.engine->stopping()) {
     c.lingering = true;
     c.linger_deadline_ms = uv_now(&l.uv) + linger_ms;
+    c.linger_index = static_cast<std::uint32_t>(l.lingering.size());
     l.lingering.push_back(c.slot);
     if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
                       on_read) == 0) {
@@ -242,12 +243,25 @@ void engine_impl::on_handle_closed(connection& c) {
     c.paused = false;
     std::erase(l.paused, c.slot);
   }
+  drop_lingering(l, c);
   // Swap-remove from the loop's member list.
   const std::uint32_t last = l.members.back();
   l.members[c.member_index] = last;
   conns_[last].member_index = c.member_index;
   l.members.pop_back();
   core_.backend_done(c.slot);
+}
+
+void engine_impl::drop_lingering(loop& l, connection& c) {
+  // Swap-remove: the last one takes its place. Kept until the handle
+  // closes, its slot would stay on this loop's list while it serves
+  // another loop, whose handle this loop's sweep would then close.
+  if (c.linger_index == not_lingering) return;
+  const std::uint32_t tail = l.lingering.back();
+  l.lingering[c.linger_index] = tail;
+  conns_[tail].linger_index = c.linger_index;
+  l.lingering.pop_back();
+  c.linger_index = not_lingering;
 }
 
 }  // namespace ionet::libuv

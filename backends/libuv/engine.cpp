@@ -276,22 +276,23 @@ void engine_impl::on_sweep(loop& l) {
     l.accept_paused = false;
     uv_poll_start(&l.listen_poll, UV_READABLE, on_listen_readable);
   }
+  // By index: a connection that leaves the list is replaced by the last.
   const std::uint64_t now = uv_now(&l.uv);
-  std::size_t keep = 0;
-  for (std::uint32_t slot : l.lingering) {
-    connection& c = conns_[slot];
-    if (!c.lingering) continue;  // closed meanwhile
-    if (now < c.linger_deadline_ms) {
-      l.lingering[keep++] = slot;
+  for (std::size_t i = 0; i < l.lingering.size();) {
+    connection& c = conns_[l.lingering[i]];
+    if (c.lingering && now < c.linger_deadline_ms) {
+      ++i;
       continue;
     }
-    c.lingering = false;
-    auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
-    if (!uv_is_closing(h)) {
-      uv_close(h, on_conn_closed);
+    // The peer never sent its FIN (or its EOF came and the handle is on
+    // its way out): give up on it.
+    drop_lingering(l, c);
+    if (c.lingering) {
+      c.lingering = false;
+      auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
+      if (!uv_is_closing(h)) uv_close(h, on_conn_closed);
     }
   }
-  l.lingering.resize(keep);
 }
 
 }  // namespace ionet::libuv

@@ -23,6 +23,8 @@ class engine_impl;
 struct loop;
 
 // One per connection slot, made at start and reused.
+inline constexpr std::uint32_t not_lingering = ~std::uint32_t{0};
+
 struct connection {
   uv_tcp_t tcp{};
   uv_write_t write_req{};
@@ -36,6 +38,9 @@ struct connection {
   bool paused = false;  // not read for now: its peer sends more than it reads
   std::uint64_t linger_deadline_ms = 0;
   std::uint32_t member_index = 0;  // position in owner->members
+  // Position in owner->lingering, until its handle closes or the sweep
+  // drops it (the slot may then serve another loop).
+  std::uint32_t linger_index = not_lingering;
 };
 
 struct loop {
@@ -97,6 +102,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   // serves flushes that the user's inline handler scheduled meanwhile.
   void finish(loop& l);
   void on_handle_closed(connection& c);
+  // Takes the connection off its loop's linger list, if it is on it.
+  void drop_lingering(loop& l, connection& c);
 
  private:
   friend class detail::engine_base<engine_impl>;

@@ -99,3 +99,51 @@ TEST_CASE("close: user close of an idle connection from the user's thread",
   CHECK_FALSE(echo_roundtrip(other, pattern(50, 3)));
   CHECK(s.snapshot().closed.size() == 1);
 }
+
+TEST_CASE(
+    "close: connections closed by the server linger and end on the thread "
+    "that serves them, while their slots move between threads",
+    "[conformance][close]") {
+  // Two engine threads share the slots. Each round, client `a` is closed
+  // by the server as it connects and closes too, ending its linger early;
+  // client `b` then likely takes a's slot on the other thread, is closed by
+  // the server as well and never closes: it lingers (until stop() here).
+  // The libuv backend kept a's slot on the first thread's linger list
+  // after a's connection closed: that thread's sweeps then read b's linger
+  // deadline, written by the other thread (TSan: a data race, 3 of 3
+  // runs), and at the deadline would have closed b's handle, which
+  // belongs to the other thread's loop.
+  constexpr int rounds = 4;
+  ionet::options o = local_options();
+  o.threads = 2;
+  o.max_connections = 2 * rounds;
+  server s(o, [](ionet::engine& eng, const ionet::event& ev) {
+    if (ev.type == ionet::event_type::connected) (void)eng.close(ev.conn);
+  });
+  REQUIRE(s.start().ok());
+
+  std::vector<ionet::framed_client> held(rounds);
+  for (int r = 0; r < rounds; ++r) {
+    INFO("round " << r);
+    ionet::framed_client a;
+    REQUIRE(connect_client(a, s.port()).ok());
+    CHECK(read_until_closed(a) == ionet::errc::peer_closed);
+    a.close();
+    REQUIRE(s.wait_closed(static_cast<std::size_t>(2 * r + 1)));
+    // Time for the server to see a's EOF and free its slot (the last one
+    // freed is the next one taken), so that b likely gets it.
+    std::this_thread::sleep_for(100ms);
+    REQUIRE(connect_client(held[r], s.port()).ok());
+    CHECK(read_until_closed(held[r]) == ionet::errc::peer_closed);
+  }
+  // The server ends every lingering connection by itself.
+  REQUIRE(s.wait_closed(2 * rounds));
+  const record rec = s.snapshot();
+  CHECK(rec.order_errors.empty());
+  for (const auto& c : rec.closed) {
+    CHECK(c.reason == ionet::errc::closed_by_user);
+  }
+  const auto st = s.engine().stats();
+  CHECK(st.accepted == 2 * rounds);
+  CHECK(st.connections_open == 0);
+}

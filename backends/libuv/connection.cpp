@@ -227,9 +227,14 @@ void engine_impl::close_connection(connection& c, std::error_code reason,
   core_.close_slot(c.slot, reason, l.batch);
   auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&c.tcp));
-  if (graceful &&
-      uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
-                  on_shutdown) == 0) {
+  if (graceful) {
+    if (uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
+                    on_shutdown) == 0) {
+      return;
+    }
+  } else if (!uv_is_closing(h) && uv_tcp_close_reset(&c.tcp, on_closed) == 0) {
+    // Abortive, as on the other backends: SO_LINGER {on, 0 s}, then close;
+    // the peer sees a reset, not a graceful end.
     return;
   }
   if (!uv_is_closing(h)) uv_close(h, on_closed);

@@ -55,7 +55,7 @@ TEST_CASE("adversarial: a flood past max_connections is refused and counted",
   int refused_seen = 0;
   for (int i = 0; i < flood; ++i) {
     // Accepted by the OS, then reset by the engine.
-    if (is_refusal(refusal_of_new_client(s.port(), 5s))) {
+    if (is_reset(refusal_of_new_client(s.port(), 5s))) {
       ++refused_seen;
     }
     if (i % 100 == 0) {

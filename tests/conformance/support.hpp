@@ -222,12 +222,12 @@ inline std::error_code refusal_of_new_client(
   return read_until_closed(c, timeout);
 }
 
-// Whether `end` (from refusal_of_new_client) is the refusal: a reset. Under
-// Wine the IOCP backend's abortive close (SO_LINGER {on, 0 s}, then
-// closesocket) reaches the client as a clean end of stream instead
-// (measured on Wine 8; Windows documents a reset, and the simulated
-// Winsock gives one): there, a clean end counts as the refusal too.
-inline bool is_refusal(std::error_code end) {
+// Whether `end` (from refusal_of_new_client or read_until_closed) is what
+// an abortive close sends: a reset. Under Wine the IOCP backend's abortive
+// close (SO_LINGER {on, 0 s}, then closesocket) reaches the client as a
+// clean end of stream instead (measured on Wine 8; Windows documents a
+// reset, and the simulated Winsock gives one): there, a clean end counts.
+inline bool is_reset(std::error_code end) {
   if (end == ionet::errc::connection_reset) return true;
   return slow_platform && end == ionet::errc::peer_closed;
 }

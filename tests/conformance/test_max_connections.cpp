@@ -23,7 +23,7 @@ TEST_CASE(
   // connected event.
   const std::error_code end = refusal_of_new_client(s.port());
   INFO("the refused client saw " << end.message());
-  CHECK(is_refusal(end));
+  CHECK(is_reset(end));
   CHECK(eventually([&] { return s.engine().stats().rejected == 1; }));
 
   // The four keep working, and nobody saw the fifth.

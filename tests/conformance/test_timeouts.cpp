@@ -68,6 +68,8 @@ TEST_CASE(
   CHECK(steady::now() - t0 < o.read_timeout * 4);
   CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::read_timeout);
   CHECK(s.engine().stats().messages_received == 0);
+  // Cut off means reset (options.hpp), not a graceful end.
+  CHECK(is_reset(read_until_closed(c)));
 }
 
 TEST_CASE("timeouts: a peer that does not read is reset with write_timeout",
@@ -92,6 +94,7 @@ TEST_CASE("timeouts: a peer that does not read is reset with write_timeout",
   CHECK(queued > 10);
   REQUIRE(s.wait_closed_id(*id));
   CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::write_timeout);
+  CHECK(is_reset(read_until_closed(c)));  // reset, not ended gracefully
   // The write that was stuck is cancelled; its bytes count as dropped when
   // its completion arrives, which may be just after the closed event.
   CHECK(eventually([&] {

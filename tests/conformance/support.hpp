@@ -500,6 +500,26 @@ inline std::optional<ionet::connection_id> connect_one(server& s,
   return s.snapshot().connected.at(before);
 }
 
+// A started server with two clients connected: `lazy`, which reads
+// nothing until the test says so, and `other`.
+struct lazy_and_other {
+  explicit lazy_and_other(const ionet::options& o)
+      : s(o, [](ionet::engine&, const ionet::event&) {}) {
+    REQUIRE(s.start().ok());
+    std::string why;
+    const auto a = connect_one(s, lazy, why);
+    INFO(why);
+    REQUIRE(a);
+    const auto b = connect_one(s, other, why);
+    REQUIRE(b);
+    lazy_id = *a;
+    other_id = *b;
+  }
+  server s;
+  ionet::framed_client lazy, other;
+  ionet::connection_id lazy_id = 0, other_id = 0;
+};
+
 // Connected clients, for tests that need a few.
 inline std::vector<ionet::framed_client> connect_clients(
     std::uint16_t port, int n, ionet::status& failed) {

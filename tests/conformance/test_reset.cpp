@@ -89,34 +89,27 @@ TEST_CASE("reset: a client reset with unread replies queued on the server",
   ionet::options o = local_options();
   o.max_message_bytes = 64 * 1024;
   o.max_queued_bytes = 1u << 20;
-  server s(o, [](ionet::engine&, const ionet::event&) {});
-  REQUIRE(s.start().ok());
-  ionet::framed_client c, other;
-  std::string why;
-  const auto id = connect_one(s, c, why);
-  INFO(why);
-  REQUIRE(id);
-  const auto other_id = connect_one(s, other, why);
-  REQUIRE(other_id);
+  lazy_and_other t(o);
+  auto& [s, c, other, id, other_id] = t;
 
   int accepted = 0;
   for (int i = 0; i < 200; ++i) {
-    if (s.engine().send(*id, pattern(64 * 1024, static_cast<std::uint64_t>(i))))
+    if (s.engine().send(id, pattern(64 * 1024, static_cast<std::uint64_t>(i))))
       break;
     ++accepted;
   }
   CHECK(accepted > 0);
   c.reset();
-  REQUIRE(s.wait_closed_id(*id));
-  const auto reason = s.snapshot().closed_of(*id)->reason;
+  REQUIRE(s.wait_closed_id(id));
+  const auto reason = s.snapshot().closed_of(id)->reason;
   // The server may see the reset on read or on write; either way it is a
   // reset (a write to a reset socket fails as one too).
   CHECK(reason == ionet::errc::connection_reset);
-  CHECK(s.engine().send(*id, pattern(10, 1)) == ionet::errc::stale_connection);
+  CHECK(s.engine().send(id, pattern(10, 1)) == ionet::errc::stale_connection);
 
   // The other connection is fine.
   const auto msg = pattern(1000, 2);
-  CHECK_FALSE(s.engine().send(*other_id, msg));
+  CHECK_FALSE(s.engine().send(other_id, msg));
   std::vector<std::byte> got;
   REQUIRE_FALSE(other.read(got));
   CHECK(same_bytes(got, msg));

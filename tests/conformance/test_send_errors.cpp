@@ -41,26 +41,6 @@ send_outcome send_until_refused(ionet::engine& eng, ionet::connection_id id,
   return out;
 }
 
-// A started server with two clients connected: `lazy`, which reads
-// nothing until the test says so, and `other`.
-struct lazy_and_other {
-  explicit lazy_and_other(const ionet::options& o)
-      : s(o, [](ionet::engine&, const ionet::event&) {}) {
-    REQUIRE(s.start().ok());
-    std::string why;
-    const auto a = connect_one(s, lazy, why);
-    INFO(why);
-    REQUIRE(a);
-    const auto b = connect_one(s, other, why);
-    REQUIRE(b);
-    lazy_id = *a;
-    other_id = *b;
-  }
-  server s;
-  ionet::framed_client lazy, other;
-  ionet::connection_id lazy_id = 0, other_id = 0;
-};
-
 }  // namespace
 
 TEST_CASE("send errors: a closed connection's id gives stale_connection",

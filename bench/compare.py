@@ -23,9 +23,8 @@ import tempfile
 import time
 
 import scale
-from procstat import interrupt, rss_kib
+from harness import ROOT, Server, binary, pin, rss_kib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = "peer-libuv"
 
 # name: (build folder, binary, what it is)
@@ -98,59 +97,10 @@ def plan(args):
 
 # --- processes ---------------------------------------------------------------
 
-def pin(core):
-    if os.cpu_count() and os.cpu_count() >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", str(core)]
-    return []
-
-
-class Server:
-    """One server process: started, waited on for 'listening on', stopped."""
-
-    def __init__(self, name, path, framing, extra=(), wrap=()):
-        self.name = name
-        self.out = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".out",
-                                               delete=False)
-        cmd = list(wrap) + [path, "--host", "127.0.0.1", "--port", "0",
-                            "--framing", framing] + list(extra)
-        env = dict(os.environ)
-        if name in WINE_ONLY:
-            prefix = env.get("IONET_WINEPREFIX", os.path.join(ROOT, "build", "wine-prefix"))
-            subprocess.run([os.path.join(ROOT, "ci", "wine-run"), "cmd", "/c", "exit", "0"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            env.update(WINEPREFIX=prefix, WINEDEBUG="-all")
-            cmd = pin(0) + ["/usr/lib/wine/wine64"] + cmd[len(wrap):]
-        else:
-            cmd = pin(0) + cmd
-        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env)
-        self.port = None
-        self.stats = None
-
-    def wait_ready(self, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(self.out.name, "rb") as f:
-                for line in f.read().decode(errors="replace").splitlines():
-                    if line.startswith("listening on "):
-                        self.port = int(line.rsplit(":", 1)[1])
-                        return True
-            if self.proc.poll() is not None:
-                return False
-            time.sleep(0.02)
-        return False
-
-    def stop(self, timeout=20):
-        interrupt(self.proc, timeout)
-        with open(self.out.name, "rb") as f:
-            text = f.read().decode(errors="replace")
-        os.unlink(self.out.name)
-        for line in text.splitlines():
-            if line.startswith("{"):
-                try:
-                    self.stats = json.loads(line)
-                except ValueError:
-                    pass
-        return self.proc.returncode, text
+def start(name, bins, wrap=()):
+    """The server `name`, pinned to core 0 (the load runs on core 1)."""
+    return Server(bins[name], ["--framing", "length_prefix"] + server_extra(name),
+                  core=0, wrap=wrap, wine=name in WINE_ONLY)
 
 
 def run_load(load_bin, port, cell_, args, server_pid, extra=()):
@@ -193,13 +143,12 @@ def server_extra(name):
 
 def one_run(name, cell_, args, bins):
     """Starts the server, drives it, stops it; returns (figures, error)."""
-    path = bins[name]
     if cell_["scenario"] == "instructions":
         return instructions_run(name, cell_, args, bins)
-    srv = Server(name, path, "length_prefix", server_extra(name))
-    if not srv.wait_ready():
-        rc, text = srv.stop()
-        return None, f"{name} did not start: {text[-300:]}"
+    srv = start(name, bins)
+    if not srv.wait_listening():
+        srv.stop()
+        return None, f"{name} did not start: {srv.output_tail()}"
     figures, err = {}, None
     try:
         if cell_["scenario"] == "memory":
@@ -213,7 +162,8 @@ def one_run(name, cell_, args, bins):
                 if result.get("corrupted_bytes", 0) or result.get("errors", 0):
                     err = f"corrupted {result.get('corrupted_bytes')} errors {result.get('errors')}"
     finally:
-        rc, text = srv.stop()
+        srv.stop()
+    rc = srv.proc.returncode
     if rc not in (0, None) and err is None and name not in WINE_ONLY:
         err = f"{name} exited with {rc}"
     return figures, err
@@ -294,9 +244,8 @@ def instructions_run(name, cell_, args, bins):
         outfile.close()
         wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outfile.name}",
                 "--dump-instr=no", "--collect-jumps=no"]
-        srv = Server(name, bins[name], "length_prefix", server_extra(name),
-                     wrap=wrap)
-        if not srv.wait_ready(timeout=60):
+        srv = start(name, bins, wrap=wrap)
+        if not srv.wait_listening(timeout=60):
             srv.stop()
             return None, f"{name} did not start under callgrind"
         sub = argparse.Namespace(duration=seconds, warmup=0.0)
@@ -455,7 +404,7 @@ plot for [i=2:{len(columns) + 1}] "{data}" using i:xtic(1) title columnheader(i)
 
 def micro_benchmarks(args):
     """bench/micro (Google Benchmark) of common/, when it is built."""
-    path = os.path.join(ROOT, "build", "linux-release", "bench", "micro", "ionet-micro")
+    path = binary("linux-release", "bench/micro/ionet-micro")
     if not os.path.exists(path):
         return None
     min_time = "0.05" if args.quick else "0.2"
@@ -545,7 +494,7 @@ def main():
     if not 10 <= args.hold <= 3600:
         p.error("--hold must be between 10 and 3600 seconds")
 
-    bins = {"ionet-load": os.path.join(ROOT, "build", "linux-release", "bench", "ionet-load")}
+    bins = {"ionet-load": binary("linux-release", "bench/ionet-load")}
     wanted = args.servers.split(",") if args.servers else list(SERVERS)
     for spec in args.also:
         name, sep, path = spec.partition("=")
@@ -563,7 +512,7 @@ def main():
     servers = []
     for name in wanted:
         build, rel, _ = SERVERS[name]
-        path = os.path.join(ROOT, "build", build, rel)
+        path = binary(build, rel)
         if os.path.exists(path):
             bins[name] = path
             servers.append(name)
@@ -653,10 +602,10 @@ def main():
     if run_scale:
         def log(msg):
             print(f"ci/bench: {msg}", file=sys.stderr, flush=True)
-        rows = scale.run(scale_servers, bins, args.scale_targets, args.hold, pin, log)
+        rows = scale.run(scale_servers, bins, args.scale_targets, args.hold, log)
         if "ionet-iocp-wine" in servers:
             for target in (17500, 20000):
-                figures, problems = scale.wine_ceiling(Server, bins, target, 10.0, log)
+                figures, problems = scale.wine_ceiling(bins, target, 10.0, log)
                 figures["problems"] = problems
                 rows.append(figures)
         report["concurrent_connections"] = rows

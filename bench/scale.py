@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from procstat import interrupt, rss_kib
+from harness import Server, pin, rss_kib, tree_pids
 
 # A worker takes at most this many connections: room under the 20,000-file
 # limit for the listener, the loop's own descriptors and stdio.
@@ -36,17 +36,6 @@ MESSAGE_BYTES = 32
 # (measured: at 100,000 msg/s nearly every send was late). So 100,000
 # connections send one message every ~1.5 s.
 TOTAL_RATE_CAP = 65000
-
-
-def tree_pids(pid):
-    """pid and its children (the ionet-echo workers)."""
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return pids
 
 
 def rss_total_kib(pids):
@@ -84,14 +73,12 @@ def read_ready(path):
         return ""
 
 
-def one_target(name, path, load_bin, target, hold, pin, log):
+def one_target(name, path, load_bin, target, hold, log):
     """Opens `target` connections to one server, holds them, returns figures."""
     workers = max(1, math.ceil(target / (PER_WORKER * 0.9)))
     loads = max(1, math.ceil(target / PER_LOAD))
-    out = tempfile.NamedTemporaryFile(prefix=f"scale-{name}-", suffix=".out", delete=False)
-    cmd = pin(0) + [path, "--host", "127.0.0.1", "--port", "0", "--framing", "length_prefix",
-                    "--processes", str(workers), "--max-connections", str(PER_WORKER)]
-    server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    srv = Server(path, ["--framing", "length_prefix", "--processes", str(workers),
+                        "--max-connections", str(PER_WORKER)], core=0)
     per_conn = min(1.0, TOTAL_RATE_CAP / target)
     figures = {"server": name, "target": target, "hold_s": hold, "server_processes": workers,
                "load_processes": loads, "source_addresses": SOURCE_ADDRESSES,
@@ -100,18 +87,11 @@ def one_target(name, path, load_bin, target, hold, pin, log):
     procs = []
     ready_files = []
     try:
-        port = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and port is None and server.poll() is None:
-            with open(out.name, "rb") as f:
-                for line in f.read().decode(errors="replace").splitlines():
-                    if line.startswith("listening on "):
-                        port = int(line.rsplit(":", 1)[1])
-            time.sleep(0.05)
-        if port is None:
+        if not srv.wait_listening(timeout=60):
             return None, [f"{name} did not start"]
+        port = srv.port
         time.sleep(0.5)
-        pids = tree_pids(server.pid)
+        pids = tree_pids(srv.proc.pid)
         rss_before = rss_total_kib(pids)
 
         # The load: each process its share, all started together.
@@ -154,7 +134,7 @@ def one_target(name, path, load_bin, target, hold, pin, log):
             figures["time_to_all_established_s"] = round(all_ready - launched, 2)
             # The hold: measure its middle, away from start and end.
             time.sleep(min(3.0, hold / 10))
-            pids = tree_pids(server.pid)
+            pids = tree_pids(srv.proc.pid)
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
             time.sleep(max(1.0, hold / 2 - 3.0))
             figures["established_seen_by_server_kernel"] = established_on(port)
@@ -207,31 +187,21 @@ def one_target(name, path, load_bin, target, hold, pin, log):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        if not interrupt(server, 120):
+        if not srv.stop(timeout=120):
             problems.append("the server did not stop within 120 s of SIGINT")
-        with open(out.name, "rb") as f:
-            text = f.read().decode(errors="replace")
-        os.unlink(out.name)
         for r in ready_files:
             try:
                 os.unlink(r)
             except OSError:
                 pass
-    stats = None
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                stats = json.loads(line)
-            except ValueError:
-                pass
-    if stats:
-        eng = stats.get("engine", {})
+    if srv.final:
+        eng = srv.final.get("engine", {})
         figures["server_accepted"] = eng.get("accepted")
         figures["server_rejected"] = eng.get("rejected")
         figures["server_accept_failures"] = eng.get("accept_failures")
         figures["server_allocations_after_start"] = eng.get("allocations_after_start")
-    if server.returncode not in (0, None):
-        problems.append(f"{name} exited with {server.returncode}")
+    if srv.proc.returncode not in (0, None):
+        problems.append(f"{name} exited with {srv.proc.returncode}")
     return figures, problems
 
 
@@ -267,14 +237,14 @@ def markdown(rows):
     return "\n".join(lines) + "\n"
 
 
-def run(servers, bins, targets, hold, pin, log):
+def run(servers, bins, targets, hold, log):
     """Every server at every target; returns the rows."""
     rows = []
     for name in servers:
         for target in targets:
             log(f"scale: {name}: {target:,} connections, held {hold:.0f} s")
             figures, problems = one_target(name, bins[name], bins["ionet-load"], target,
-                                           hold, pin, log)
+                                           hold, log)
             row = figures or {"server": name, "target": target}
             row["problems"] = problems
             rows.append(row)
@@ -295,7 +265,7 @@ def wineserver_fds():
         return None
 
 
-def wine_ceiling(server_cls, bins, target, hold, log):
+def wine_ceiling(bins, target, hold, log):
     """The IOCP backend under Wine: how many connections one process holds.
 
     Wine keeps every socket of a prefix in its one wineserver process
@@ -305,11 +275,11 @@ def wine_ceiling(server_cls, bins, target, hold, log):
     Behaviour only: Wine's speed says nothing about Windows.
     """
     name = "ionet-iocp-wine"
-    srv = server_cls(name, bins[name], "length_prefix",
-                     ["--max-connections", str(target + 1000)])
+    srv = Server(bins[name], ["--framing", "length_prefix",
+                              "--max-connections", str(target + 1000)], core=0, wine=True)
     figures = {"server": name, "target": target, "hold_s": hold, "server_processes": 1}
     problems = []
-    if not srv.wait_ready(timeout=120):
+    if not srv.wait_listening(timeout=120):
         srv.stop()
         return figures, ["ionet-echo.exe did not start under Wine"]
     loads = max(1, math.ceil(target / 10000))
@@ -347,7 +317,8 @@ def wine_ceiling(server_cls, bins, target, hold, log):
     stopping = time.monotonic()
     # Closing 20,000 sockets under Wine takes seconds, not minutes: a
     # server that has not stopped after 120 s never will.
-    rc, text = srv.stop(timeout=120)
+    srv.stop(timeout=120)
+    rc = srv.proc.returncode
     figures["stop_s"] = round(time.monotonic() - stopping, 1)
     if rc != 0:
         why = ""
@@ -361,14 +332,13 @@ def wine_ceiling(server_cls, bins, target, hold, log):
     figures["reached"] = figures.pop("connected")
     figures["connect_seconds_max"] = max((r.get("connect_seconds", 0) for r in results),
                                          default=None)
-    eng = (srv.stats or {}).get("engine", {})
+    eng = (srv.final or {}).get("engine", {})
     for k in ("accepted", "rejected", "accept_failures", "accept_pool_growths",
               "sockets_created", "allocations_after_start"):
         figures[f"server_{k}"] = eng.get(k)
     # What the server said about its failures (Wine's errors come as text).
-    said = [line for line in text.splitlines()
-            if line and not line.startswith("{") and not line.startswith("listening")]
-    figures["server_said"] = said[-5:]
+    said = srv.output_tail(3000).splitlines()
+    figures["server_said"] = [line for line in said if line.strip()][-5:]
     if figures["reached"] < target:
         problems.append(f"reached {figures['reached']} of {target}; the server counted "
                         f"{figures['server_accept_failures']} accept failures")

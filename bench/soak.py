@@ -51,10 +51,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from procstat import interrupt, rss_kib  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRESETS = {"libuv": "linux-release", "uring": "linux-uring-release"}
+from harness import PRESETS, ROOT, Server, binary, rss_kib  # noqa: E402
 
 STATS_INTERVAL = 1.0  # seconds between the server's stats lines
 STEADY_SIZE = 300  # bytes per steady-load message
@@ -160,86 +157,6 @@ def mib(kib):
 
 
 # --- the server ---------------------------------------------------------------
-
-class Server:
-    """ionet-echo with --stats-interval: its stats lines are read as they come."""
-
-    def __init__(self, path, max_connections):
-        self.err = tempfile.TemporaryFile(prefix="soak-echo-", suffix=".err")
-        self.cmd = [path, "--host", "127.0.0.1", "--port", "0",
-                    "--stats-interval", str(STATS_INTERVAL),
-                    "--max-connections", str(max_connections),
-                    "--slice-bytes", str(SLICE_BYTES)]
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self.err,
-                                     text=True, bufsize=1)
-        self.port = None
-        self.ready = threading.Event()
-        self.lock = threading.Lock()
-        self.latest = None  # (monotonic time, stats object)
-        self.lines = 0
-        self.other_lines = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("listening on "):
-                self.port = int(line.rsplit(":", 1)[1])
-                self.ready.set()
-            elif line.startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    with self.lock:
-                        self.other_lines.append(line[:300])
-                    continue
-                with self.lock:
-                    self.latest = (time.monotonic(), obj)
-                    self.lines += 1
-            elif line:
-                with self.lock:
-                    self.other_lines.append(line[:300])
-        self.ready.set()  # EOF: whoever waits for readiness looks at the process
-
-    def stats(self):
-        """(age in seconds, stats object) of the latest line, or (None, None)."""
-        with self.lock:
-            if self.latest is None:
-                return None, None
-            t, obj = self.latest
-            return time.monotonic() - t, obj
-
-    def fresh_stats(self, timeout=5.0):
-        """The first stats line printed after this call, or None."""
-        with self.lock:
-            seen = self.lines
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if self.lines > seen:
-                    return self.latest[1]
-            if self.proc.poll() is not None:
-                return None
-            time.sleep(0.05)
-        return None
-
-    def stderr_tail(self, n=600):
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace")[-n:]
-
-    def stop(self, timeout=30):
-        """SIGINT, then the exit status and the exit stats line."""
-        with self.lock:
-            seen = self.lines
-        if not interrupt(self.proc, timeout):
-            self.reader.join(timeout=5)
-            return None, None
-        self.reader.join(timeout=5)
-        with self.lock:
-            final = self.latest[1] if self.lines > seen else None
-        return self.proc.returncode, final
-
 
 def prime(port):
     """One connection, one echoed message, closed: what a server creates on
@@ -494,9 +411,8 @@ def exact_checks(st, start_st, start_files, files, client_connections, client_me
 class Soak:
     def __init__(self, args):
         self.args = args
-        build = os.path.join(ROOT, "build", PRESETS[args.backend], "bench")
-        self.echo_bin = os.path.join(build, "ionet-echo")
-        self.load_bin = os.path.join(build, "ionet-load")
+        self.echo_bin = binary(PRESETS[args.backend], "bench/ionet-echo")
+        self.load_bin = binary(PRESETS[args.backend], "bench/ionet-load")
         self.children = []  # processes to kill if we leave early
         self.failures = []  # reasons for FAIL
         self.samples = []
@@ -540,11 +456,13 @@ class Soak:
         self.say("counters are checked loosely while traffic runs (closed <= accepted, "
                  "open within what the loads hold, bytes in flight within the pool) and "
                  "exactly once the loads have stopped")
-        srv = Server(self.echo_bin, max_conns)
+        # ionet-echo with --stats-interval: its stats lines are read as they come.
+        srv = Server(self.echo_bin, ["--stats-interval", str(STATS_INTERVAL),
+                                     "--max-connections", str(max_conns),
+                                     "--slice-bytes", str(SLICE_BYTES)])
         self.children.append(srv.proc)
         self.server = srv
-        srv.ready.wait(timeout=20)
-        if srv.port is None:
+        if not srv.wait_listening(timeout=20):
             self.fail(f"ionet-echo did not start: {srv.stderr_tail()}")
             return
         try:
@@ -694,11 +612,12 @@ class Soak:
             for c in bad:
                 self.fail(f"at rest: {c['check']}: {c['detail']}")
 
-        rc, exit_st = srv.stop()
+        clean = srv.stop(timeout=30)  # killed: no status, no stats
+        rc, exit_st = (srv.proc.returncode, srv.final) if clean else (None, None)
         self.children.remove(srv.proc)
         self.report["server_exit"] = {"status": rc, "stats": exit_st,
                                       "stderr_tail": srv.stderr_tail(),
-                                      "other_stdout": srv.other_lines[:20]}
+                                      "other_stdout": srv.said[:20]}
         if rc != 0:
             self.fail(f"ionet-echo's exit status is {rc} (0 expected after SIGINT)")
         elif exit_st is None:

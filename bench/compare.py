@@ -23,9 +23,10 @@ import tempfile
 import time
 
 import scale
-from harness import ROOT, Server, binary, pin, rss_kib
+from harness import ROOT, Server, binary, pin, rss_tree_kib
 
 BASELINE = "peer-libuv"
+MEMORY_METRICS = ["rss_held_kib", "rss_per_conn_bytes", "rss_before_kib"]
 
 # name: (build folder, binary, what it is)
 SERVERS = {
@@ -76,8 +77,12 @@ def plan(args):
     n_idle = 2000 if quick else 10000
     cells.append(cell(f"memory {n_idle} idle", "memory",
                       ["--mode", "idle", "--connections", str(n_idle), "--hold", "1"],
-                      ["rss_per_conn_bytes", "rss_before_kib"],
-                      note=f"server RSS per idle connection, {n_idle} held"))
+                      MEMORY_METRICS,
+                      note=f"whole-server RSS (VmRSS) before the first client and while "
+                           f"{n_idle:,} idle connections are held, and its growth per "
+                           f"connection; ionet runs with --max-connections {n_idle} (its "
+                           "pools sized for them)"))
+    cells[-1]["max_connections"] = n_idle
     n_burst = 5000 if quick else 15000
     cells.append(cell(f"accept burst {n_burst}", "burst",
                       ["--mode", "connect-burst", "--connections", str(n_burst)],
@@ -97,9 +102,9 @@ def plan(args):
 
 # --- processes ---------------------------------------------------------------
 
-def start(name, bins, wrap=()):
+def start(name, bins, cell_, wrap=()):
     """The server `name`, pinned to core 0 (the load runs on core 1)."""
-    return Server(bins[name], ["--framing", "length_prefix"] + server_extra(name),
+    return Server(bins[name], ["--framing", "length_prefix"] + server_extra(name, cell_),
                   core=0, wrap=wrap, wine=name in WINE_ONLY)
 
 
@@ -130,12 +135,13 @@ def flatten(result):
     return out
 
 
-def server_extra(name):
+def server_extra(name, cell_):
     if not name.startswith("ionet"):
         return []
     # The engine refuses connections past --max-connections (default
-    # 10,000): room for the burst and memory cells.
-    extra = ["--max-connections", "16000"]
+    # 10,000): room for the burst cell; the memory cell sizes it for the
+    # connections it holds.
+    extra = ["--max-connections", str(cell_.get("max_connections", 16000))]
     if name.endswith("-pull"):
         extra += ["--delivery", "pull"]
     return extra
@@ -145,7 +151,7 @@ def one_run(name, cell_, args, bins):
     """Starts the server, drives it, stops it; returns (figures, error)."""
     if cell_["scenario"] == "instructions":
         return instructions_run(name, cell_, args, bins)
-    srv = start(name, bins)
+    srv = start(name, bins, cell_)
     if not srv.wait_listening():
         srv.stop()
         return None, f"{name} did not start: {srv.output_tail()}"
@@ -173,7 +179,7 @@ def memory_run(srv, cell_, args, bins):
     ready = tempfile.NamedTemporaryFile(prefix="bench-ready-", delete=False)
     ready.close()
     os.unlink(ready.name)
-    before = rss_kib(srv.proc.pid)
+    before = rss_tree_kib(srv.proc.pid)
     cmd = pin(1) + [bins["ionet-load"], "--host", "127.0.0.1", "--port", str(srv.port),
                     "--framing", "length_prefix", "--ready-file", ready.name] + cell_["load"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -184,7 +190,7 @@ def memory_run(srv, cell_, args, bins):
             with open(ready.name) as f:
                 if f.read().startswith("ready"):
                     time.sleep(0.3)  # let the server settle its last accepts
-                    held = rss_kib(srv.proc.pid)
+                    held = rss_tree_kib(srv.proc.pid)
                     break
         except OSError:
             pass
@@ -244,7 +250,7 @@ def instructions_run(name, cell_, args, bins):
         outfile.close()
         wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outfile.name}",
                 "--dump-instr=no", "--collect-jumps=no"]
-        srv = start(name, bins, wrap=wrap)
+        srv = start(name, bins, cell_, wrap=wrap)
         if not srv.wait_listening(timeout=60):
             srv.stop()
             return None, f"{name} did not start under callgrind"

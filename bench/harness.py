@@ -53,6 +53,13 @@ def tree_pids(pid):
     return pids
 
 
+def rss_tree_kib(pid):
+    """RSS of pid and its children in KiB, or None when pid is gone."""
+    if rss_kib(pid) is None:
+        return None
+    return sum(rss_kib(p) or 0 for p in tree_pids(pid))
+
+
 def interrupt(proc, timeout):
     """SIGINT (the servers' clean stop), then SIGKILL after timeout seconds.
     True when the process ended on the SIGINT (or had ended already)."""

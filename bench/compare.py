@@ -12,6 +12,7 @@ a markdown table beside it (also printed) and PNG plots.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shutil
@@ -289,6 +290,15 @@ def ratio_summary(runs, name, metric):
     return summarize(ratios)
 
 
+def summarize_cell(c):
+    """A cell's summary and ratios, per server and metric, from its runs."""
+    runs = c["runs"]
+    c["summary"] = {name: {m: summarize([r.get(name, {}).get(m) for r in runs])
+                           for m in c["metrics"]} for name in c["servers"]}
+    c["ratios"] = {name: {m: ratio_summary(runs, name, m) for m in c["metrics"]}
+                   for name in c["servers"]}
+
+
 def fmt(x):
     if x is None:
         return "-"
@@ -315,14 +325,23 @@ def fmt_ratio(s):
     return f" {s['median']:.2f}x"
 
 
-def markdown(report):
+def markdown(report, charts):
+    """The results page: the run, the charts, the tables."""
+    m = report["machine"]
     lines = [f"# ionet benchmark comparison — {report['date']}", "",
-             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-             f"Linux {report['machine']['kernel']}. Server pinned to core 0, load to core 1. "
+             f"Machine: {m['cpu']}, {m['cores']} cores, "
+             f"Linux {m['kernel']}. Server pinned to core 0, load to core 1. "
              f"{report['config']['repetitions']} interleaved repetitions; figures are "
              "median (min–max); ratios are medians of per-repetition ratios against "
              f"`{BASELINE}` run next to it in time; ≈ marks a ratio whose spread includes 1.",
              ""]
+    if charts:
+        lines += ["## Charts", "",
+                  "Error bars span min–max over the repetitions (on ratio charts, of the "
+                  f"per-repetition ratios to `{BASELINE}`, which is the dashed line at 1); "
+                  "linear axes start at zero. The Wine row is left out: it runs only in "
+                  "saturation 100x64, for behaviour, not speed.", ""]
+        lines += [f"![{title}]({os.path.basename(png)})" for png, title in charts] + [""]
     for c in report["cells"]:
         lines.append(f"## {c['name']}")
         if c["note"]:
@@ -346,64 +365,144 @@ def markdown(report):
     return "\n".join(lines)
 
 
+# --- plots (gnuplot) ---------------------------------------------------------
+
+def color(name):
+    """Bar colour: ionet blue (its pull model lighter), the peers grey, the
+    baseline darker."""
+    if name.startswith("ionet"):
+        return 0x7fb2e5 if name.endswith("-pull") else 0x2c6fbb
+    return 0x505050 if name == BASELINE else 0xa8a8a8
+
+
+def chart_servers(c):
+    """A cell's servers as charted: ionet's rows first, no Wine row."""
+    names = [n for n in c["servers"] if n not in WINE_ONLY]
+    return sorted(names, key=lambda n: not n.startswith("ionet"))
+
+
+def ratio_panel(c, metric, data):
+    """One cell's ratios of `metric` to the baseline, with their min-max:
+    (gnuplot commands, or None when there is no ratio to draw)."""
+    rows = [(n, c["ratios"].get(n, {}).get(metric)) for n in chart_servers(c)]
+    rows = [(n, r) for n, r in rows if r]
+    if not rows:
+        return None
+    with open(data, "w") as f:
+        for i, (n, r) in enumerate(rows):
+            f.write(f'{i} "{n}" {r["median"]} {r["min"]} {r["max"]} {color(n)}\n')
+    top = 1.2 * max([1.0] + [r["max"] for _, r in rows])
+    return [f'set title "{c["name"]}"', f"set xrange [-0.6:{len(rows) - 0.4}]",
+            f"set yrange [0:{top}]", "unset logscale y",
+            f'plot "{data}" using 1:3:(0.7):6:xtic(2) with boxes lc rgb variable notitle, '
+            f'"" using 1:3:4:5 with yerrorbars lc "black" pt 7 ps 0.3 notitle, '
+            f'"" using 1:5:(sprintf("%.2f", $3)) with labels offset 0,0.7 notitle, '
+            f'1 with lines dt 2 lc "black" notitle']
+
+
+def bars_panel(title, rows, series, data, log=False, label="%.0f"):
+    """Clustered bars: rows [(server, [(median, min, max) or None per
+    series])], one bar per series [(name, colour)], min-max error bars, the
+    median written above in the printf format `label`."""
+    width = 0.8 / len(series)
+    with open(data, "w") as f:
+        for i, (n, vals) in enumerate(rows):
+            f.write(f'{i} "{n}"')
+            for v in vals:
+                f.write(" NaN NaN NaN" if v is None else f" {v[0]} {v[1]} {v[2]}")
+            f.write("\n")
+    values = [x for _, vals in rows for v in vals if v for x in v]
+    if not values:
+        return None
+    cmds = [f'set title "{title}"', f"set xrange [-0.6:{len(rows) - 0.4}]",
+            "set key below horizontal" if len(series) > 1 else "unset key"]
+    if log:
+        low = 10 ** math.floor(math.log10(max(min(values), 1e-9)))
+        cmds += ["set logscale y", f"set yrange [{low}:{max(values) * 3}]"]
+    else:
+        cmds += ["unset logscale y", f"set yrange [0:{max(values) * 1.2}]"]
+    plots = []
+    for j, (name, rgb) in enumerate(series):
+        x = f"($1+{(j - (len(series) - 1) / 2) * width})"
+        col = 3 + 3 * j
+        plots.append(f'"{data}" using {x}:{col}:({width * 0.9}){":xtic(2)" if j == 0 else ""} '
+                     f'with boxes lc rgb "{rgb}" title "{name}"')
+        plots.append(f'"" using {x}:{col}:{col + 1}:{col + 2} with yerrorbars lc "black" '
+                     "pt 7 ps 0.3 notitle")
+        plots.append(f'"" using {x}:{col + 2}:(sprintf("{label}", ${col})) with labels '
+                     "offset 0,0.6 font \",8\" notitle")
+    return cmds + ["plot " + ", ".join(plots)]
+
+
+def gnuplot(png, title, panels, work, panel_size=(620, 400), cols=2):
+    """Draws the panels (lists of gnuplot commands) into one PNG, `cols` to
+    a row; True when gnuplot made it."""
+    panels = [p for p in panels if p]
+    if not panels:
+        return False
+    cols = min(cols, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    script = [f'set terminal pngcairo size {panel_size[0] * cols},{panel_size[1] * rows + 60} '
+              'noenhanced font ",10"', f'set output "{png}"',
+              "set style fill solid 0.85 border -1", "set grid ytics", "set xtics rotate by -25",
+              f'set multiplot layout {rows},{cols} title "{title}"']
+    for p in panels:
+        script += p
+    script.append("unset multiplot")
+    path = os.path.join(work, os.path.basename(png) + ".gp")
+    with open(path, "w") as f:
+        f.write("\n".join(script) + "\n")
+    p = subprocess.run(["gnuplot", path], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"ci/bench: gnuplot failed on {png}: {p.stderr[-300:]}", file=sys.stderr)
+    return p.returncode == 0
+
+
 def plots(report, stem):
-    """PNGs with gnuplot: throughput, latency percentiles, memory."""
+    """PNGs with gnuplot, one panel per cell: [(path, title)]."""
     if not shutil.which("gnuplot"):
         return []
-    made = []
     work = tempfile.mkdtemp(prefix="bench-plot-")
+    by = {s: [c for c in report["cells"] if c["scenario"] == s]
+          for s in ("saturation", "efficiency", "memory")}
+    made = []
 
-    def bar_plot(fname, title, ylabel, rows, columns):
-        data = os.path.join(work, fname + ".dat")
-        with open(data, "w") as f:
-            f.write("server " + " ".join(f'"{c}"' for c in columns) + "\n")
-            for name, vals in rows:
-                f.write(f'"{name}" ' + " ".join("0" if v is None else str(v) for v in vals) + "\n")
-        png = f"{stem}-{fname}.png"
-        script = f"""
-set terminal pngcairo size 1100,600 noenhanced font ",10"
-set output "{png}"
-set title "{title}"
-set ylabel "{ylabel}"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.85 border -1
-set key outside right top
-set xtics rotate by -25
-set grid ytics
-plot for [i=2:{len(columns) + 1}] "{data}" using i:xtic(1) title columnheader(i)
-"""
-        sp = os.path.join(work, fname + ".gp")
-        with open(sp, "w") as f:
-            f.write(script)
-        if subprocess.run(["gnuplot", sp], capture_output=True).returncode == 0:
-            made.append(png)
+    def chart(suffix, title, panels, **kw):
+        png = f"{stem}-{suffix}.png"
+        if gnuplot(png, title, panels, work, **kw):
+            made.append((png, title))
 
-    def med(c, name, m):
-        s = c["summary"].get(name, {}).get(m)
-        return None if not s else s["median"]
+    def data(c, what):
+        return os.path.join(work, f"{report['cells'].index(c)}-{what}.dat")
 
-    servers = [s for s in report["servers"] if s not in WINE_ONLY and s not in EXTRA]
-    sat = [c for c in report["cells"] if c["scenario"] == "saturation"]
-    if sat:
-        bar_plot("throughput", "Saturation throughput (messages/s, median)", "messages/s",
-                 [(n, [med(c, n, "msgs_per_sec") for c in sat]) for n in servers],
-                 [c["name"].replace("saturation ", "") for c in sat])
-    eff = [c for c in report["cells"] if c["scenario"] == "efficiency"]
-    for c in eff:
-        tag = c["name"].split()[-1].replace("/", "")
-        bar_plot(f"latency-{tag}", f"Latency at {c['name']} (µs, median of runs)", "µs",
-                 [(n, [med(c, n, m) for m in ("p50_us", "p99_us", "p999_us")]) for n in servers],
-                 ["p50", "p99", "p99.9"])
-    if eff:
-        bar_plot("cpu", "Server CPU per message at fixed rates (µs)", "µs of CPU per message",
-                 [(n, [med(c, n, "server_cpu_us_per_msg") for c in eff]) for n in servers],
-                 [c["name"].replace("efficiency ", "") for c in eff])
-    mem = [c for c in report["cells"] if c["scenario"] == "memory"]
-    if mem:
-        bar_plot("memory", "Server RSS per idle connection (bytes)", "bytes",
-                 [(n, [med(mem[0], n, "rss_per_conn_bytes")]) for n in servers],
-                 ["bytes per connection"])
+    chart("throughput", f"Saturation throughput: msgs/s ÷ {BASELINE} (higher is better)",
+          [ratio_panel(c, "msgs_per_sec", data(c, "tp")) for c in by["saturation"]])
+    chart("cpu", f"Server CPU per message at fixed rates ÷ {BASELINE} (lower is better)",
+          [ratio_panel(c, "server_cpu_us_per_msg", data(c, "cpu")) for c in by["efficiency"]])
+
+    def stat(c, n, m, scale=1.0):
+        s = c["summary"].get(n, {}).get(m)
+        return None if not s else (s["median"] / scale, s["min"] / scale, s["max"] / scale)
+
+    pct = [("p50", "#9ecae1"), ("p99", "#3182bd"), ("p99.9", "#08519c")]
+    chart("latency", "Latency at fixed rates (µs, log scale; lower is better)",
+          [bars_panel(c["name"], [(n, [stat(c, n, m) for m in ("p50_us", "p99_us", "p999_us")])
+                                  for n in chart_servers(c)], pct, data(c, "lat"), log=True)
+           for c in by["efficiency"]], panel_size=(1100, 360), cols=1)
+    mem = []
+    for c in by["memory"]:
+        servers = chart_servers(c)
+        mem.append(bars_panel(
+            f"{c['name']}: whole-server RSS (MiB)",
+            [(n, [stat(c, n, "rss_before_kib", 1024), stat(c, n, "rss_held_kib", 1024)])
+             for n in servers],
+            [("before the first client", "#a8a8a8"), ("connections held", "#2c6fbb")],
+            data(c, "rss"), label="%.1f"))
+        mem.append(bars_panel(
+            f"{c['name']}: RSS growth per connection (bytes)",
+            [(n, [stat(c, n, "rss_per_conn_bytes")]) for n in servers],
+            [("bytes per connection", "#2c6fbb")], data(c, "conn")))
+    chart("memory", "Server memory with idle connections (lower is better)", mem)
     shutil.rmtree(work, ignore_errors=True)
     return made
 
@@ -458,6 +557,32 @@ def machine():
             "python": platform.python_version()}
 
 
+def write_pages(report, stem):
+    """STEM.md and STEM-*.png from a report; (the markdown, [(png, title)])."""
+    charts = plots(report, stem)
+    md = markdown(report, charts) + "\n" + micro_markdown(report.get("micro"))
+    if report.get("concurrent_connections"):
+        md += "\n" + scale.markdown(report["concurrent_connections"])
+    with open(stem + ".md", "w") as f:
+        f.write(md)
+    return md, charts
+
+
+def replot(path):
+    """--replot: the .md and PNGs of a results .json, from its runs (so the
+    figures added since it was written, such as rss_held_kib, are there)."""
+    with open(path) as f:
+        report = json.load(f)
+    for c in report["cells"]:
+        if c["scenario"] == "memory":
+            c["metrics"] = MEMORY_METRICS
+        summarize_cell(c)
+    stem = path[:-len(".json")]
+    _, charts = write_pages(report, stem)
+    print(f"ci/bench: wrote {stem}.md and {len(charts)} plots", file=sys.stderr)
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(
         prog="ci/bench",
@@ -484,7 +609,14 @@ def main():
                         "'ionet' gets ionet-echo's flags")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where results go")
     p.add_argument("--dry-run", action="store_true", help="print the plan and check the binaries, run nothing")
+    p.add_argument("--replot", metavar="JSON",
+                   help="run nothing: re-read a results .json and rewrite its .md and PNGs "
+                        "beside it")
     args = p.parse_args()
+    if args.replot:
+        if not os.path.isfile(args.replot) or not args.replot.endswith(".json"):
+            p.error(f"--replot: {args.replot} is not a results .json file")
+        return 0 if args.dry_run else replot(args.replot)
     if args.repetitions is None:
         args.repetitions = 1 if args.quick else 5
     if args.duration is None:
@@ -594,14 +726,11 @@ def main():
     failed = False
     for i, c in enumerate(cells):
         reps = 1 if c["scenario"] == "instructions" else args.repetitions
-        runs = [{name: results.get((i, rep, name), {}) for name in c["servers"]}
-                for rep in range(reps)]
-        summary = {name: {m: summarize([r[name].get(m) for r in runs]) for m in c["metrics"]}
-                   for name in c["servers"]}
-        ratios = {name: {m: ratio_summary(runs, name, m) for m in c["metrics"]}
-                  for name in c["servers"]}
-        report["cells"].append({**c, "runs": runs, "summary": summary, "ratios": ratios,
-                                "errors": errors.get(i, [])})
+        c["runs"] = [{name: results.get((i, rep, name), {}) for name in c["servers"]}
+                     for rep in range(reps)]
+        c["errors"] = errors.get(i, [])
+        summarize_cell(c)
+        report["cells"].append(c)
         if any("corrupted" in e or "errors" in e for e in errors.get(i, [])):
             failed = True
 
@@ -622,19 +751,12 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%MZ")
     stem = os.path.join(args.out, f"{stamp}-{report['machine']['host']}")
     report["micro"] = None if args.scenario else micro_benchmarks(args)
-    report["plots"] = [os.path.basename(x) for x in plots(report, stem)]
+    md, charts = write_pages(report, stem)
+    report["plots"] = [os.path.basename(png) for png, _ in charts]
     with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=1)
-    md = markdown(report) + micro_markdown(report["micro"])
-    if run_scale:
-        md += "\n" + scale.markdown(report["concurrent_connections"])
-    if report["plots"]:
-        md += "\nPlots: " + ", ".join(report["plots"]) + "\n"
-    with open(stem + ".md", "w") as f:
-        f.write(md)
     print(md)
-    print(f"ci/bench: wrote {stem}.json, {stem}.md and {len(report['plots'])} plots",
-          file=sys.stderr)
+    print(f"ci/bench: wrote {stem}.json, {stem}.md and {len(charts)} plots", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -6,8 +6,10 @@ each backend and the peers a user would pick instead (plain libuv, epoll,
 asio and io_uring echo servers). Servers are interleaved within each
 repetition, so the runs compared are adjacent in time; every figure is a
 median with its min-max, and every ratio is the median of per-repetition
-ratios against the plain libuv peer. Writes bench/results/<date>-<host>.json,
-a markdown table beside it (also printed) and PNG plots.
+ratios against the plain libuv peer. Writes bench/results/<date>-<host>.json
+and beside it PNG charts and a markdown page (also printed): where ionet
+wins and loses, the commit, compiler, kernel and run time, the charts and
+the tables. --replot rewrites the page and charts of an existing .json.
 """
 import argparse
 import datetime
@@ -47,9 +49,11 @@ WINE_ONLY = {"ionet-iocp-wine"}
 EXTRA = {"ionet-libuv-pull"}
 
 
-def cell(name, scenario, load, metrics, servers=None, note=""):
+def cell(name, scenario, load, metrics, run_s, servers=None, note="", **more):
+    """A cell of the matrix; run_s: the seconds one run of it takes (start,
+    load, stop), for the estimate of the whole."""
     return {"name": name, "scenario": scenario, "load": load, "metrics": metrics,
-            "servers": servers, "note": note}
+            "servers": servers, "note": note, "run_s": run_s, **more}
 
 
 def plan(args):
@@ -59,11 +63,12 @@ def plan(args):
     eff = ["server_cpu_us_per_msg", "p50_us", "p99_us", "p999_us", "msgs_per_sec",
            "late_sends", "skipped_sends"]
     sat = ["msgs_per_sec", "server_cpu_us_per_msg", "p99_us"]
+    timed = args.duration + args.warmup + 0.3
     cells = []
     for r in rates:
         cells.append(cell(f"efficiency {r // 1000}k/s", "efficiency",
                           ["--connections", "1000", "--size", "512", "--inflight", "16",
-                           "--rate", str(r)], eff,
+                           "--rate", str(r)], eff, timed,
                           servers="+pull" if r == 50000 else None,
                           note=f"open loop, {r} msg/s offered over 1,000 connections x 512 B"))
     sats = [("saturation 100x64", ["--connections", "100", "--size", "64", "--inflight", "1"]),
@@ -74,26 +79,26 @@ def plan(args):
         sats = sats[1:2]
     for name, load in sats:
         extra = {"saturation 100x64": "+wine", "saturation 1000x512": "+pull"}.get(name)
-        cells.append(cell(name, "saturation", load, sat, servers=extra, note="closed loop"))
+        cells.append(cell(name, "saturation", load, sat, timed, servers=extra,
+                          note="closed loop"))
     n_idle = 2000 if quick else 10000
     cells.append(cell(f"memory {n_idle} idle", "memory",
                       ["--mode", "idle", "--connections", str(n_idle), "--hold", "1"],
-                      MEMORY_METRICS,
+                      MEMORY_METRICS, 1.5 + n_idle / 5000,
                       note=f"whole-server RSS (VmRSS) before the first client and while "
                            f"{n_idle:,} idle connections are held, and its growth per "
                            f"connection; ionet runs with --max-connections {n_idle} (its "
-                           "pools sized for them)"))
-    cells[-1]["max_connections"] = n_idle
+                           "pools sized for them)", max_connections=n_idle))
     n_burst = 5000 if quick else 15000
     cells.append(cell(f"accept burst {n_burst}", "burst",
                       ["--mode", "connect-burst", "--connections", str(n_burst)],
-                      ["connect_seconds", "connect_failures"],
+                      ["connect_seconds", "connect_failures"], 1.0 + n_burst / 10000,
                       note=f"{n_burst} connects as fast as possible"))
     if not quick:
         cells.append(cell("instructions per message", "instructions",
                           ["--connections", "100", "--size", "512", "--inflight", "16",
                            "--rate", "2000"],
-                          ["instructions_per_msg"],
+                          ["instructions_per_msg"], 25.0,
                           note="callgrind, user space, 2,000 msg/s; two run lengths differenced"))
     if args.scenario:
         wanted = set(args.scenario)
@@ -272,6 +277,15 @@ def instructions_run(name, cell_, args, bins):
 
 # --- statistics and report ---------------------------------------------------
 
+# The ratios the summary judges, how it names them, and which way is better
+# (1: higher, -1: lower). Counts (late sends, failures) are not judged.
+JUDGED = {"msgs_per_sec": ("msgs/s", 1), "server_cpu_us_per_msg": ("CPU/msg", -1),
+          "p50_us": ("p50", -1), "p99_us": ("p99", -1), "p999_us": ("p99.9", -1),
+          "rss_held_kib": ("RSS held", -1), "rss_per_conn_bytes": ("RSS/conn", -1),
+          "rss_before_kib": ("RSS before", -1), "connect_seconds": ("connect time", -1),
+          "instructions_per_msg": ("instructions/msg", -1)}
+
+
 def summarize(values):
     v = [x for x in values if x is not None]
     if not v:
@@ -297,6 +311,14 @@ def summarize_cell(c):
                            for m in c["metrics"]} for name in c["servers"]}
     c["ratios"] = {name: {m: ratio_summary(runs, name, m) for m in c["metrics"]}
                    for name in c["servers"]}
+
+
+def verdict(metric, r):
+    """'win' or 'loss' against the baseline, or None: not judged, or the
+    spread of the per-repetition ratios includes 1."""
+    if metric not in JUDGED or not r or r["min"] <= 1.0 <= r["max"]:
+        return None
+    return "win" if (r["median"] > 1.0) == (JUDGED[metric][1] > 0) else "loss"
 
 
 def fmt(x):
@@ -325,9 +347,39 @@ def fmt_ratio(s):
     return f" {s['median']:.2f}x"
 
 
+def summary_markdown(report):
+    """Where each ionet row wins and loses against the baseline."""
+    lines = [f"## Summary: ionet against {BASELINE}", "",
+             f"Median ratios to `{BASELINE}` run next to it. A win or a loss is a ratio whose "
+             "whole min–max spread lies on that side of 1; higher is better for msgs/s, "
+             "lower for CPU per message, latency, RSS, connect time and instructions. The "
+             "other peers are in the tables; the Wine row (behaviour only) is left out."
+             + (" With one repetition there is no spread: each ratio is one run's."
+                if report["config"]["repetitions"] == 1 else ""), ""]
+    for name in report["servers"]:
+        if not name.startswith("ionet") or name in WINE_ONLY:
+            continue
+        found = {"win": [], "loss": [], None: []}
+        for c in report["cells"]:
+            for m in c["metrics"]:
+                r = c["ratios"].get(name, {}).get(m)
+                if m in JUDGED and r:
+                    found[verdict(m, r)].append(
+                        f"{c['name']}: {JUDGED[m][0]} {r['median']:.2f}x")
+        lines.append(f"- **{name}**")
+        lines.append(f"  - wins ({len(found['win'])}): {'; '.join(found['win']) or 'none'}")
+        lines.append(f"  - losses ({len(found['loss'])}): {'; '.join(found['loss']) or 'none'}")
+        lines.append(f"  - even ({len(found[None])}): spread includes 1")
+    return "\n".join(lines) + "\n"
+
+
+def fmt_time(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def markdown(report, charts):
-    """The results page: the run, the charts, the tables."""
-    m = report["machine"]
+    """The results page: the run, the summary, the charts, the tables."""
+    m, run = report["machine"], report.get("run")
     lines = [f"# ionet benchmark comparison — {report['date']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, "
              f"Linux {m['kernel']}. Server pinned to core 0, load to core 1. "
@@ -335,6 +387,15 @@ def markdown(report, charts):
              "median (min–max); ratios are medians of per-repetition ratios against "
              f"`{BASELINE}` run next to it in time; ≈ marks a ratio whose spread includes 1.",
              ""]
+    if run:
+        lines += [f"Commit `{run['commit']}` (the checkout that ran ci/bench), compiler "
+                  f"`{run['compiler']}`, kernel `{run['kernel']}`. The run took "
+                  f"{fmt_time(run['elapsed_s'])} (the plan estimated "
+                  f"{fmt_time(run['estimate_s'])}; building is not counted).", ""]
+    else:
+        lines += ["Commit, compiler and run time: not recorded (this results file predates "
+                  "them).", ""]
+    lines.append(summary_markdown(report))
     if charts:
         lines += ["## Charts", "",
                   "Error bars span min–max over the repetitions (on ratio charts, of the "
@@ -557,6 +618,32 @@ def machine():
             "python": platform.python_version()}
 
 
+def provenance():
+    """The checkout's commit, the compiler of the linux-release build, the kernel."""
+    def first_line(cmd):
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        lines = p.stdout.strip().splitlines()
+        return lines[0].strip() if p.returncode == 0 and lines else None
+
+    commit = first_line(["git", "-C", ROOT, "rev-parse", "HEAD"]) or "unknown"
+    if first_line(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
+        commit += "-dirty"
+    compiler = "c++"
+    try:
+        with open(binary("linux-release", "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_CXX_COMPILER:"):
+                    compiler = line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return {"commit": commit,
+            "compiler": first_line([compiler, "--version"]) or f"{compiler} (no --version)",
+            "kernel": platform.release()}
+
+
 def write_pages(report, stem):
     """STEM.md and STEM-*.png from a report; (the markdown, [(png, title)])."""
     charts = plots(report, stem)
@@ -617,6 +704,7 @@ def main():
         if not os.path.isfile(args.replot) or not args.replot.endswith(".json"):
             p.error(f"--replot: {args.replot} is not a results .json file")
         return 0 if args.dry_run else replot(args.replot)
+    started = time.monotonic()
     if args.repetitions is None:
         args.repetitions = 1 if args.quick else 5
     if args.duration is None:
@@ -679,10 +767,9 @@ def main():
         for rep in range(reps):
             for name in names:
                 work.append((i, rep, name))
-    per_run = {"efficiency": args.duration + args.warmup + 1.2,
-               "saturation": args.duration + args.warmup + 1.2,
-               "memory": 8.0, "burst": 5.0, "instructions": 25.0}
-    estimate = sum(per_run[cells[i]["scenario"]] for i, _, _ in work)
+    estimate = sum(cells[i]["run_s"] for i, _, _ in work)
+    if not args.scenario:
+        estimate += 10  # bench/micro
     run_scale = bool(args.scenario and "scale" in args.scenario)
     scale_servers = [s for s in servers if s in ("ionet-libuv", "ionet-uring")]
     if run_scale:
@@ -690,7 +777,7 @@ def main():
         if "ionet-iocp-wine" in servers:
             estimate += 2 * 60
     print(f"ci/bench: {len(work)} runs over {len(cells)} cells and {len(servers)} servers, "
-          f"about {estimate / 60:.1f} min", file=sys.stderr)
+          f"about {fmt_time(estimate)}", file=sys.stderr)
     if args.dry_run:
         for c in cells:
             print(f"  {c['name']}: {', '.join(c['servers'])} x "
@@ -703,7 +790,6 @@ def main():
 
     results = {}  # (cell, rep, server) -> figures
     errors = {}
-    started = time.monotonic()
     for k, (i, rep, name) in enumerate(work):
         c = cells[i]
         figures, err = one_run(name, c, args, bins)
@@ -722,6 +808,7 @@ def main():
               "config": {"repetitions": args.repetitions, "duration_s": args.duration,
                          "warmup_s": args.warmup, "quick": args.quick,
                          "baseline": BASELINE},
+              "run": {**provenance(), "estimate_s": round(estimate)},
               "cells": []}
     failed = False
     for i, c in enumerate(cells):
@@ -751,6 +838,9 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%MZ")
     stem = os.path.join(args.out, f"{stamp}-{report['machine']['host']}")
     report["micro"] = None if args.scenario else micro_benchmarks(args)
+    report["run"]["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(f"ci/bench: took {fmt_time(report['run']['elapsed_s'])} (estimated "
+          f"{fmt_time(estimate)})", file=sys.stderr)
     md, charts = write_pages(report, stem)
     report["plots"] = [os.path.basename(png) for png, _ in charts]
     with open(stem + ".json", "w") as f:

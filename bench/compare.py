@@ -663,6 +663,9 @@ def replot(path):
     for c in report["cells"]:
         if c["scenario"] == "memory":
             c["metrics"] = MEMORY_METRICS
+            if "max_connections" not in c:
+                c["note"] += ("; ionet ran with --max-connections 16000 (room for the "
+                              "burst cell), not sized for these connections")
         summarize_cell(c)
     stem = path[:-len(".json")]
     _, charts = write_pages(report, stem)

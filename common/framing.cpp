@@ -44,13 +44,21 @@ std::error_code append_in_place(slab_pool& pool, framing mode,
   if (total == 0) return {};
   const std::uint32_t old_tail = queue.tail;
   std::size_t room = queue.empty() ? 0 : unit - pool.length(old_tail);
+  const auto size = static_cast<std::uint32_t>(message.size());
+  if (total <= room) {
+    // The usual case for small messages: all of it behind the last bytes.
+    std::byte* at = pool.data(old_tail) + (unit - room);
+    if (hlen) put_header(at, size);
+    if (size) std::memcpy(at + hlen, message.data(), size);
+    pool.length(old_tail) += static_cast<std::uint32_t>(total);
+    queue.bytes += total;
+    return {};
+  }
   slice_chain fresh;
-  if (total > room) {
-    const auto need =
-        static_cast<std::uint32_t>((total - room + unit - 1) / unit);
-    if (!pool.take_chain(need, fresh)) {
-      return make_error_code(errc::pool_exhausted);
-    }
+  const auto need =
+      static_cast<std::uint32_t>((total - room + unit - 1) / unit);
+  if (!pool.take_chain(need, fresh)) {
+    return make_error_code(errc::pool_exhausted);
   }
   // Header and payload as one stream: the old tail's room first, then the
   // new slices, linked in behind it.
@@ -58,8 +66,7 @@ std::error_code append_in_place(slab_pool& pool, framing mode,
   if (!room) room = unit;
   pool.append(queue, fresh);
   queue.bytes += total;
-  const auto size = static_cast<std::uint32_t>(message.size());
-  if (hlen && room >= hlen) {  // the usual case: the header fits whole
+  if (hlen && room >= hlen) {  // the header fits whole
     put_header(pool.data(at) + (unit - room), size);
     pool.length(at) += static_cast<std::uint32_t>(hlen);
     room -= hlen;

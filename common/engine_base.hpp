@@ -77,10 +77,12 @@ class call_gate {
 
 // Marks the calling thread as one of `e`'s for the marker's lifetime (an
 // IOCP worker or housekeeper, a libuv loop, an io_uring ring): the one rule
-// of which thread stop() runs on.
+// of which thread stop() runs on. The thread counts into a block of `c`'s
+// of its own meanwhile.
 class engine_thread {
  public:
-  explicit engine_thread(const engine* e) noexcept : previous_(current_) {
+  engine_thread(const engine* e, counters& c) noexcept
+      : previous_(current_), block_(c) {
     current_ = e;
   }
   ~engine_thread() { current_ = previous_; }
@@ -93,14 +95,13 @@ class engine_thread {
  private:
   static inline thread_local const engine* current_ = nullptr;
   const engine* previous_;
+  counters::thread_block block_;
 };
 
 template <class Backend>
 class engine_base : public engine {
  public:
-  explicit engine_base(const options& opts) : core_(*this, opts) {
-    core_.set_wake_hook(&engine_base::wake_hook, this);
-  }
+  explicit engine_base(const options& opts) : core_(*this, opts) {}
 
   // On one of the engine's own threads (an inline handler) stop() cannot
   // wait for those threads, its own among them, and must not take
@@ -125,18 +126,30 @@ class engine_base : public engine {
                    std::chrono::milliseconds timeout) override {
     return core_.poll(out, timeout);
   }
+  // A connection whose peer's EOF waited for these events to be released
+  // is handed to its thread, which closes it once its replies are out.
   void release(std::span<const event> events) noexcept override {
-    core_.release(events);
+    for (const event& e : events) {
+      if (core_.release_one(e) && gate_.enter()) {
+        backend().hand_off(e.conn);
+        gate_.leave();
+      }
+    }
   }
 
   std::error_code send(connection_id id,
                        std::span<const std::byte> bytes) override {
-    if (!gate_.enter()) return make_error_code(errc::not_running);
+    // On one of the engine's threads (an inline handler) the gate's count
+    // is not needed: stop() tears nothing down before it has joined this
+    // very thread. Only a begun stop refuses, as the gate would.
+    const bool mine = engine_thread::of(this);
+    if (mine ? gate_.stopping() : !gate_.enter())
+      return make_error_code(errc::not_running);
     std::uint32_t slot = 0;
     bool wake = false;
     const std::error_code ec = core_.send(id, bytes, slot, wake);
     if (!ec && wake) backend().hand_off(id);
-    gate_.leave();
+    if (!mine) gate_.leave();
     return ec;
   }
 
@@ -164,15 +177,6 @@ class engine_base : public engine {
 
  private:
   Backend& backend() noexcept { return static_cast<Backend&>(*this); }
-
-  // The core's way back in (a connection whose replies can now go, or
-  // whose peer's EOF can now be acted on), from any thread.
-  static void wake_hook(void* ctx, connection_id id) {
-    auto* self = static_cast<engine_base*>(ctx);
-    if (!self->gate_.enter()) return;
-    self->backend().hand_off(id);
-    self->gate_.leave();
-  }
 };
 
 }  // namespace ionet::detail

@@ -19,14 +19,9 @@ engine_core::engine_core(engine& self, const options& opts)
 engine_core::~engine_core() { discard_unpolled(); }
 
 void engine_core::discard_unpolled() noexcept {
-  if (queue_) {
-    // Events nobody polled: give their buffers back.
-    queue_->drain([this](event& e) {
-      if (e.type == event_type::message) {
-        messages_.give(static_cast<msg_buffer*>(e.owner_));
-      }
-    });
-  }
+  // Events nobody polled: their buffers and holds go back as release()
+  // would give them (no connection needs waking: the engine has stopped).
+  if (queue_) queue_->drain([this](event& e) { (void)release_one(e); });
   if (slices_ && states_) {
     for (std::uint32_t i = 0; i < opts_.max_connections; ++i) {
       slices_->give_chain(states_[i].queue);
@@ -37,7 +32,6 @@ void engine_core::discard_unpolled() noexcept {
 
 status engine_core::init(std::uint32_t default_threads) {
   if (status s = validate(opts_); !s) return s;
-  discard_unpolled();  // a restart: what the last run left behind
   if (opts_.threads == options::backend_default)
     opts_.threads = default_threads;
   std::uint32_t slices = opts_.pool_slices;
@@ -52,33 +46,41 @@ status engine_core::init(std::uint32_t default_threads) {
     slices =
         static_cast<std::uint32_t>(std::min<std::uint64_t>(want, 1u << 22));
   }
-  try {
-    states_.reset(new conn_state[opts_.max_connections]);
-    for (std::uint32_t i = 0; i < opts_.max_connections; ++i) {
-      states_[i].decoder.configure(opts_.mode, opts_.max_message_bytes);
+  if (states_) {
+    // A restart keeps the pools and the slot table: generations go on, so
+    // an id of the last run never names a connection of this one, and a
+    // slot whose closed event the user still holds stays out of use until
+    // that event is released. What nobody polled is let go now.
+    discard_unpolled();
+  } else {
+    try {
+      states_.reset(new conn_state[opts_.max_connections]);
+      for (std::uint32_t i = 0; i < opts_.max_connections; ++i) {
+        states_[i].decoder.configure(opts_.mode, opts_.max_message_bytes);
+      }
+      table_ = std::make_unique<connection_table>(opts_.max_connections);
+      slices_ = std::make_unique<slab_pool>(opts_.slice_bytes, slices);
+      queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity,
+                                             opts_.max_connections);
+      // A block for each engine thread, and for a backend's helper (the
+      // IOCP housekeeper); more threads would share the atomic one.
+      counters_.reset(opts_.threads + 2);
+    } catch (const std::bad_alloc&) {
+      states_.reset();
+      table_.reset();
+      slices_.reset();
+      queue_.reset();
+      return {errc::out_of_memory,
+              "could not pre-allocate pools for max_connections=" +
+                  std::to_string(opts_.max_connections) + " and " +
+                  std::to_string(slices) + " slices of " +
+                  std::to_string(opts_.slice_bytes) + " bytes"};
     }
-    table_ = std::make_unique<connection_table>(opts_.max_connections);
-    slices_ = std::make_unique<slab_pool>(opts_.slice_bytes, slices);
-    queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity,
-                                           opts_.max_connections);
-  } catch (const std::bad_alloc&) {
-    states_.reset();
-    table_.reset();
-    slices_.reset();
-    queue_.reset();
-    return {errc::out_of_memory,
-            "could not pre-allocate pools for max_connections=" +
-                std::to_string(opts_.max_connections) + " and " +
-                std::to_string(slices) + " slices of " +
-                std::to_string(opts_.slice_bytes) + " bytes"};
   }
   // A restart counts from zero, like a new engine.
-  for (std::atomic<std::uint64_t>* c :
-       {&accepted_, &rejected_, &bytes_sent_, &closed_, &bytes_received_,
-        &messages_received_, &messages_sent_, &bytes_queued_, &bytes_dropped_,
-        &send_stale_, &send_queue_full_, &frames_too_large_, &read_pauses_}) {
-    c->store(0, std::memory_order_relaxed);
-  }
+  counters_.reset(opts_.threads + 2);
+  accepted_.store(0, std::memory_order_relaxed);
+  closed_.store(0, std::memory_order_relaxed);
   message_allocs_at_start_ = messages_.allocations();
   total_queued_cap_ = opts_.max_total_queued_bytes
                           ? opts_.max_total_queued_bytes
@@ -181,7 +183,7 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
     // open == false; one after us cannot resolve it at all.
     table_->retire(slot);
   }
-  bytes_dropped_.fetch_add(dropped.bytes, std::memory_order_relaxed);
+  counters_.add(counter::bytes_dropped, dropped.bytes);
   total_queued_.fetch_sub(dropped.bytes, std::memory_order_relaxed);
   slices_->give_chain(dropped);
   st.decoder.reset();
@@ -189,7 +191,7 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
   st.write_since.store(0, std::memory_order_relaxed);
   st.last_active.store(0, std::memory_order_relaxed);
   if (reason == errc::message_too_large) {
-    frames_too_large_.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(counter::frames_too_large, 1);
   }
   closed_.fetch_add(1, std::memory_order_relaxed);
   event e;
@@ -226,14 +228,14 @@ std::error_code engine_core::send(connection_id id,
   }
   auto s = table_->resolve(id);
   if (!s) {
-    send_stale_.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(counter::send_stale, 1);
     return make_error_code(errc::stale_connection);
   }
   slot = *s;
   const std::uint64_t total =
       bytes.size() + (opts_.mode == framing::length_prefix ? header_bytes : 0);
   if (total > opts_.max_queued_bytes) {
-    send_queue_full_.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(counter::send_queue_full, 1);
     return make_error_code(errc::queue_full);
   }
   if (total == 0) return {};
@@ -241,7 +243,7 @@ std::error_code engine_core::send(connection_id id,
   if (total_queued_.fetch_add(total, std::memory_order_relaxed) + total >
       total_queued_cap_) {
     total_queued_.fetch_sub(total, std::memory_order_relaxed);
-    send_queue_full_.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(counter::send_queue_full, 1);
     return make_error_code(errc::queue_full);
   }
   // A message of up to in_place_slices slices is copied straight into
@@ -282,16 +284,15 @@ std::error_code engine_core::send(connection_id id,
     }
   }
   if (ec) {
-    if (ec == errc::queue_full)
-      send_queue_full_.fetch_add(1, std::memory_order_relaxed);
-    if (ec == errc::stale_connection)
-      send_stale_.fetch_add(1, std::memory_order_relaxed);
+    if (ec == errc::queue_full) counters_.add(counter::send_queue_full, 1);
+    if (ec == errc::stale_connection) counters_.add(counter::send_stale, 1);
     total_queued_.fetch_sub(total, std::memory_order_relaxed);
     slices_->give_chain(chain);
     return ec;
   }
-  messages_sent_.fetch_add(1, std::memory_order_relaxed);
-  bytes_queued_.fetch_add(total, std::memory_order_relaxed);
+  counters::block* const mine = counters_.local();
+  counters_.add(mine, counter::messages_sent, 1);
+  counters_.add(mine, counter::bytes_queued, total);
   return {};
 }
 
@@ -361,24 +362,21 @@ bool engine_core::on_peer_eof(std::uint32_t slot) {
          st.unreleased.load(std::memory_order_acquire) == 0;
 }
 
-void engine_core::message_released(const event& e) noexcept {
+bool engine_core::message_released(const event& e) noexcept {
   // Only count for the connection the event came from: if its slot has
   // been reused (generation moved on by two), the event is old news.
   const std::uint32_t slot = slot_of(e.conn);
   const std::uint32_t gen_now = generation_of(table_->id_of(slot));
   if (gen_now != generation_of(e.conn) && gen_now != generation_of(e.conn) + 1)
-    return;
+    return false;
   conn_state& st = states_[slot];
-  if (st.unreleased.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  bool wake = false;
-  {
-    std::lock_guard g(st.lock);
-    if (st.peer_eof && st.open && !st.scheduled) {
-      st.scheduled = true;
-      wake = true;
-    }
+  if (st.unreleased.fetch_sub(1, std::memory_order_acq_rel) != 1) return false;
+  std::lock_guard g(st.lock);
+  if (st.peer_eof && st.open && !st.scheduled) {
+    st.scheduled = true;
+    return true;
   }
-  if (wake && wake_hook_) wake_hook_(wake_ctx_, e.conn);
+  return false;
 }
 
 void engine_core::write_done(std::uint32_t slot, slice_chain& chain,
@@ -397,21 +395,22 @@ void engine_core::write_done(std::uint32_t slot, slice_chain& chain,
     }
   }
   total_queued_.fetch_sub(chain.bytes, std::memory_order_relaxed);
-  (sent ? bytes_sent_ : bytes_dropped_)
-      .fetch_add(chain.bytes, std::memory_order_relaxed);
+  counters_.add(sent ? counter::bytes_sent : counter::bytes_dropped,
+                chain.bytes);
   slices_->give_chain(chain);
 }
 
 std::error_code engine_core::on_read(std::uint32_t slot,
                                      std::span<const std::byte> bytes,
                                      event_batch& out) {
-  bytes_received_.fetch_add(bytes.size(), std::memory_order_relaxed);
+  counters_.add(counter::bytes_received, bytes.size());
   conn_state& st = states_[slot];
   const std::uint32_t now = now_.load(std::memory_order_relaxed);
   st.last_active.store(now, std::memory_order_relaxed);
   const connection_id id = table_->id_of(slot);
   std::error_code copy_failed;
   std::size_t completed = 0;
+  std::uint32_t delivered = 0;  // completed, less any that could not be kept
   auto ec = st.decoder.feed(bytes, messages_, [&](decoded_message&& m) {
     ++completed;
     event e;
@@ -434,10 +433,15 @@ std::error_code engine_core::on_read(std::uint32_t slot,
       e.data = {b->data(), m.bytes.size()};
       e.owner_ = b;
     }
-    messages_received_.fetch_add(1, std::memory_order_relaxed);
-    if (!inline_mode()) st.unreleased.fetch_add(1, std::memory_order_relaxed);
+    ++delivered;
     out.events.push_back(e);
   });
+  if (delivered) {
+    counters_.add(counter::messages_received, delivered);
+    // Before the events reach the user (deliver() comes later).
+    if (!inline_mode())
+      st.unreleased.fetch_add(delivered, std::memory_order_relaxed);
+  }
   // A message left partial starts the read timeout; completing it stops
   // it. The partial one is new when this read completed any (a stream of
   // large messages is rarely read on a boundary, and is not slow).
@@ -461,10 +465,9 @@ void engine_core::emit_connected(std::uint32_t slot, const endpoint& peer,
 }
 
 void engine_core::event_dropped(event& e) noexcept {
-  if (e.type == event_type::message) {
-    messages_.give(static_cast<msg_buffer*>(e.owner_));
-    message_released(e);
-  }
+  // Only once the engine has begun to stop, which closes every connection:
+  // none needs waking.
+  if (e.type == event_type::message) (void)release_one(e);
 }
 
 void engine_core::deliver(event_batch& batch) {
@@ -490,15 +493,13 @@ std::size_t engine_core::poll(std::span<event> out,
   return queue_->pop(out, timeout);
 }
 
-void engine_core::release(std::span<const event> events) noexcept {
-  for (const event& e : events) {
-    if (e.type == event_type::message) {
-      messages_.give(static_cast<msg_buffer*>(e.owner_));
-      message_released(e);
-    } else if (e.type == event_type::closed) {
-      drop_user_hold(slot_of(e.conn));
-    }
+bool engine_core::release_one(const event& e) noexcept {
+  if (e.type == event_type::message) {
+    messages_.give(static_cast<msg_buffer*>(e.owner_));
+    return message_released(e);
   }
+  if (e.type == event_type::closed) drop_user_hold(slot_of(e.conn));
+  return false;
 }
 
 bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
@@ -519,7 +520,7 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
   }
   if (pause) {
     st.read_paused.store(true, std::memory_order_relaxed);
-    read_pauses_.fetch_add(1, std::memory_order_relaxed);
+    counters_.add(counter::read_pauses, 1);
   }
   return pause;
 }
@@ -553,17 +554,17 @@ engine_stats engine_core::stats() const {
   s.closed = get(closed_);
   s.accepted = get(accepted_);
   s.connections_open = s.accepted > s.closed ? s.accepted - s.closed : 0;
-  s.rejected = get(rejected_);
-  s.bytes_received = get(bytes_received_);
-  s.bytes_sent = get(bytes_sent_);
-  s.messages_received = get(messages_received_);
-  s.messages_sent = get(messages_sent_);
-  s.bytes_queued = get(bytes_queued_);
-  s.bytes_dropped = get(bytes_dropped_);
-  s.send_stale = get(send_stale_);
-  s.send_queue_full = get(send_queue_full_);
-  s.read_pauses = get(read_pauses_);
-  s.frames_too_large = get(frames_too_large_);
+  s.rejected = counters_.sum(counter::rejected);
+  s.bytes_received = counters_.sum(counter::bytes_received);
+  s.bytes_sent = counters_.sum(counter::bytes_sent);
+  s.messages_received = counters_.sum(counter::messages_received);
+  s.messages_sent = counters_.sum(counter::messages_sent);
+  s.bytes_queued = counters_.sum(counter::bytes_queued);
+  s.bytes_dropped = counters_.sum(counter::bytes_dropped);
+  s.send_stale = counters_.sum(counter::send_stale);
+  s.send_queue_full = counters_.sum(counter::send_queue_full);
+  s.read_pauses = counters_.sum(counter::read_pauses);
+  s.frames_too_large = counters_.sum(counter::frames_too_large);
   if (slices_) {
     s.send_pool_exhausted = slices_->exhausted();
     s.pool_slices_total = slices_->capacity();

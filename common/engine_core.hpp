@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/connection_table.hpp"
+#include "common/counters.hpp"
 #include "common/event_queue.hpp"
 #include "common/framing.hpp"
 #include "common/message_pool.hpp"
@@ -92,7 +93,8 @@ class engine_core {
   // zero (a restart after stop() too). options::backend_default threads
   // become `default_threads`, the backend's own choice, so opts().threads
   // is the number of engine threads from here on. On failure nothing is
-  // kept.
+  // kept. A restart keeps the pools and the slot table (generations go
+  // on) and lets go of the events nobody polled.
   status init(std::uint32_t default_threads);
   const options& opts() const noexcept { return opts_; }
   bool inline_mode() const noexcept { return static_cast<bool>(opts_.handler); }
@@ -136,7 +138,7 @@ class engine_core {
   slice_chain take_queue(std::uint32_t slot, std::error_code& close_now);
   // The peer sent EOF (owner thread). Returns true when the connection can
   // close at once (nothing to write, nothing unreleased); otherwise the
-  // backend is woken through the wake hook when it can.
+  // backend is handed the connection when it can (release_one()).
   bool on_peer_eof(std::uint32_t slot);
   // Owner thread: a write of `chain` finished (sent or not); gives slices
   // back and counts. `sent` is false when the write failed.
@@ -171,21 +173,18 @@ class engine_core {
 
   // --- user side ---
   std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout);
-  void release(std::span<const event> events) noexcept;
+  // Gives back what one polled event holds. True when its connection now
+  // needs its owner thread (the peer's EOF waited for this message to be
+  // released, and nothing else has scheduled it): the caller hands it off.
+  [[nodiscard]] bool release_one(const event& e) noexcept;
   engine_stats stats() const;
-  // The backend's way to be told a slot needs its owner thread (flush or
-  // close); called from any thread, at most once per idle->busy change.
-  void set_wake_hook(void (*hook)(void* ctx, connection_id id), void* ctx) {
-    wake_hook_ = hook;
-    wake_ctx_ = ctx;
-  }
   void stop_events() { queue_->close(); }
   void restart_events() { queue_->reopen(); }
   slab_pool& slices() noexcept { return *slices_; }
   // Counted by backends: connections refused beyond max_connections.
-  void count_rejected() noexcept {
-    rejected_.fetch_add(1, std::memory_order_relaxed);
-  }
+  void count_rejected() noexcept { counters_.add(counter::rejected, 1); }
+  // Where an engine thread's counts go (engine_thread claims a block).
+  counters& thread_counters() noexcept { return counters_; }
 
   // --- timeouts ---
   // Backends call tick() from their periodic timer (a few times a second):
@@ -206,10 +205,7 @@ class engine_core {
   void discard_unpolled() noexcept;
   void free_slot(std::uint32_t slot) noexcept;
   void event_dropped(event& e) noexcept;
-  void message_released(const event& e) noexcept;
-
-  void (*wake_hook_)(void*, connection_id) = nullptr;
-  void* wake_ctx_ = nullptr;
+  bool message_released(const event& e) noexcept;
 
   engine& self_;
   options opts_;
@@ -219,19 +215,10 @@ class engine_core {
   message_pool messages_;
   std::unique_ptr<event_queue> queue_;
 
+  // Per connection, and read by should_pause_reading: shared.
   std::atomic<std::uint64_t> accepted_{0};
-  std::atomic<std::uint64_t> rejected_{0};
-  std::atomic<std::uint64_t> bytes_sent_{0};
   std::atomic<std::uint64_t> closed_{0};
-  std::atomic<std::uint64_t> bytes_received_{0};
-  std::atomic<std::uint64_t> messages_received_{0};
-  std::atomic<std::uint64_t> messages_sent_{0};
-  std::atomic<std::uint64_t> bytes_queued_{0};
-  std::atomic<std::uint64_t> bytes_dropped_{0};
-  std::atomic<std::uint64_t> send_stale_{0};
-  std::atomic<std::uint64_t> send_queue_full_{0};
-  std::atomic<std::uint64_t> frames_too_large_{0};
-  std::atomic<std::uint64_t> read_pauses_{0};
+  counters counters_;  // the rest, per engine thread
   std::uint64_t message_allocs_at_start_ = 0;
   std::atomic<std::uint64_t> total_queued_{0};  // across connections
   std::uint64_t total_queued_cap_ = 0;

@@ -100,7 +100,7 @@ status engine_impl::start() {
 }
 
 void engine_impl::worker_main() {
-  const detail::engine_thread mark(this);
+  const detail::engine_thread mark(this, core_.thread_counters());
   (void)detail::thread_batch();  // its reserve is made now, not after start
   OVERLAPPED_ENTRY batch[completion_batch];
   for (bool quit = false; !quit;) {
@@ -130,7 +130,7 @@ void engine_impl::worker_main() {
 
 void engine_impl::housekeeper_main() {
   // It runs handlers too (closes on a timeout, stop's close_all).
-  const detail::engine_thread mark(this);
+  const detail::engine_thread mark(this, core_.thread_counters());
   HANDLE handles[2] = {housekeeper_wake_, accept_event_};
   (void)detail::thread_batch();
   std::vector<std::uint32_t> watched;

@@ -107,7 +107,7 @@ status engine_impl::start() {
   for (auto& l : loops_) {
     loop* lp = l.get();
     lp->thread = std::thread([this, lp] {
-      const detail::engine_thread mark(this);
+      const detail::engine_thread mark(this, core_.thread_counters());
       // libuv writes with write(2): to a socket the peer has reset that
       // raises SIGPIPE, whose default action ends the process. Blocked on
       // this thread (it is directed at the writing thread), the write just

@@ -118,7 +118,7 @@ status engine_impl::start() {
 }
 
 void engine_impl::run(loop& l) {
-  const detail::engine_thread mark(this);
+  const detail::engine_thread mark(this, core_.thread_counters());
   current_loop = &l;
   l.r.enable();
   // The wake-up read and the accepts are armed here, on the ring's own

@@ -18,7 +18,7 @@ connection_table::connection_table(std::uint32_t capacity)
   free_top_ = capacity;
 }
 
-std::optional<connection_id> connection_table::acquire() noexcept {
+std::optional<std::uint32_t> connection_table::take() noexcept {
   std::uint32_t slot;
   {
     std::lock_guard g(lock_);
@@ -26,6 +26,10 @@ std::optional<connection_id> connection_table::acquire() noexcept {
     slot = free_[--free_top_];
   }
   in_use_.fetch_add(1, std::memory_order_relaxed);
+  return slot;
+}
+
+connection_id connection_table::publish(std::uint32_t slot) noexcept {
   const std::uint32_t gen =
       gen_[slot].fetch_add(1, std::memory_order_acq_rel) + 1;
   return make_connection_id(slot, gen);

@@ -22,7 +22,16 @@ class connection_table {
   connection_table& operator=(const connection_table&) = delete;
 
   // A free slot's id, or nullopt when every slot is in use.
-  std::optional<connection_id> acquire() noexcept;
+  std::optional<connection_id> acquire() noexcept {
+    const auto slot = take();
+    if (!slot) return std::nullopt;
+    return publish(*slot);
+  }
+  // The two halves of acquire(), for an engine that readies the slot's
+  // state in between: a free slot (the lowest), not yet resolvable; then
+  // its new id, live from here on.
+  std::optional<std::uint32_t> take() noexcept;
+  connection_id publish(std::uint32_t slot) noexcept;
   // The slot of a live id, or nullopt when the id is stale or malformed.
   std::optional<std::uint32_t> resolve(connection_id id) const noexcept;
   // Bumps the slot's generation and frees it. The id it had is dead.

@@ -22,8 +22,8 @@ void engine_core::discard_unpolled() noexcept {
   // Events nobody polled: their buffers and holds go back as release()
   // would give them (no connection needs waking: the engine has stopped).
   if (queue_) queue_->drain([this](event& e) { (void)release_one(e); });
-  if (slices_ && states_) {
-    for (std::uint32_t i = 0; i < opts_.max_connections; ++i) {
+  if (slices_) {
+    for (std::uint32_t i = 0; i < states_.made(); ++i) {
       slices_->give_chain(states_[i].queue);
       states_[i].decoder.reset();
     }
@@ -46,7 +46,7 @@ status engine_core::init(std::uint32_t default_threads) {
     slices =
         static_cast<std::uint32_t>(std::min<std::uint64_t>(want, 1u << 22));
   }
-  if (states_) {
+  if (states_.reserved()) {
     // A restart keeps the pools and the slot table: generations go on, so
     // an id of the last run never names a connection of this one, and a
     // slot whose closed event the user still holds stays out of use until
@@ -54,10 +54,7 @@ status engine_core::init(std::uint32_t default_threads) {
     discard_unpolled();
   } else {
     try {
-      states_.reset(new conn_state[opts_.max_connections]);
-      for (std::uint32_t i = 0; i < opts_.max_connections; ++i) {
-        states_[i].decoder.configure(opts_.mode, opts_.max_message_bytes);
-      }
+      states_.reserve(opts_.max_connections);
       table_ = std::make_unique<connection_table>(opts_.max_connections);
       slices_ = std::make_unique<slab_pool>(opts_.slice_bytes, slices);
       queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity,
@@ -127,12 +124,18 @@ std::error_code engine_core::expired(std::uint32_t slot) const noexcept {
 }
 
 std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
-  auto id = table_->acquire();
-  if (!id) {
+  const auto slot = table_->take();
+  if (!slot) {
     count_rejected();
     return std::nullopt;
   }
-  conn_state& st = states_[slot_of(*id)];
+  // Made and set up before the id is live, so whatever resolves the new id
+  // (a send() to a guessed one included) finds the connection whole, on
+  // its owner thread. The old id of the slot never resolves again.
+  conn_state& st =
+      states_.make(*slot, [this](conn_state& s, std::uint32_t) {
+        s.decoder.configure(opts_.mode, opts_.max_message_bytes);
+      });
   {
     std::lock_guard g(st.lock);
     st.open = true;
@@ -151,7 +154,7 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   st.write_since.store(0, std::memory_order_relaxed);
   st.read_paused.store(false, std::memory_order_relaxed);
   accepted_.fetch_add(1, std::memory_order_relaxed);
-  return id;
+  return table_->publish(*slot);  // acq_rel: the stores above come first
 }
 
 void engine_core::cancel_open(std::uint32_t slot) noexcept {
@@ -547,7 +550,7 @@ engine_stats engine_core::stats() const {
   auto get = [](const std::atomic<std::uint64_t>& a) {
     return a.load(std::memory_order_relaxed);
   };
-  if (states_) s.threads = opts_.threads;  // resolved by init()
+  if (states_.reserved()) s.threads = opts_.threads;  // resolved by init()
   // Closed first: a connection is counted closed only after it was counted
   // accepted, so a reader stalled between the two loads sees accepted ahead
   // (the clamp covers what relaxed loads do not promise).

@@ -19,6 +19,7 @@
 #include "common/framing.hpp"
 #include "common/message_pool.hpp"
 #include "common/slab_pool.hpp"
+#include "common/slot_array.hpp"
 #include "common/spin_lock.hpp"
 #include "ionet/engine.hpp"
 
@@ -107,6 +108,9 @@ class engine_core {
   // freed at once and not counted as accepted.
   void cancel_open(std::uint32_t slot) noexcept;
   conn_state& state(std::uint32_t slot) noexcept { return states_[slot]; }
+  // Slots [0, slots_made()) have had a connection; a slot beyond has no
+  // state yet (a backend that sweeps every slot stops there).
+  std::uint32_t slots_made() const noexcept { return states_.made(); }
   connection_id id_of(std::uint32_t slot) const noexcept {
     return table_->id_of(slot);
   }
@@ -209,7 +213,7 @@ class engine_core {
 
   engine& self_;
   options opts_;
-  std::unique_ptr<conn_state[]> states_;
+  slot_array<conn_state> states_;  // made as slots first come into use
   std::unique_ptr<connection_table> table_;
   std::unique_ptr<slab_pool> slices_;
   message_pool messages_;

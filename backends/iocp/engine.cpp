@@ -180,7 +180,7 @@ void engine_impl::housekeeper_main() {
 }
 
 void engine_impl::sweep_timeouts() {
-  const std::uint32_t n = core_.opts().max_connections;
+  const std::uint32_t n = core_.slots_made();
   for (std::uint32_t slot = 0; slot < n; ++slot) {
     // A cheap look first (atomics); the lock only for the few that expired.
     if (!core_.expired(slot)) continue;

@@ -126,7 +126,7 @@ void engine_impl::open_connection(loop& l, int fd) {
     return;
   }
   const std::uint32_t slot = slot_of(*id);
-  connection& c = conns_[slot];
+  connection& c = conns_.make(slot);
   c.owner = &l;
   c.slot = slot;
   c.closing = false;

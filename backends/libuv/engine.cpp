@@ -57,7 +57,7 @@ status engine_impl::start() {
     return s;
   }
 
-  conns_.reset(new connection[core_.opts().max_connections]);
+  conns_.reserve(core_.opts().max_connections);  // made as slots are used
   loops_.clear();
   for (std::uint32_t i = 0; i < threads; ++i) {
     auto l = std::make_unique<loop>();

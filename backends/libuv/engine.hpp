@@ -22,7 +22,7 @@ namespace ionet::libuv {
 class engine_impl;
 struct loop;
 
-// One per connection slot, made at start and reused.
+// One per connection slot, made when the slot is first used and reused.
 inline constexpr std::uint32_t not_lingering = ~std::uint32_t{0};
 
 struct connection {
@@ -111,7 +111,7 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void stop_locked() noexcept;
   void shutdown_loop(loop& l);
 
-  std::unique_ptr<connection[]> conns_;
+  detail::slot_array<connection> conns_;  // made as slots come into use
   std::vector<std::unique_ptr<loop>> loops_;
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;

@@ -67,18 +67,11 @@ status engine_impl::start() {
     return s;
   }
   try {
-    conns_.reset(new connection[o.max_connections]);
+    conns_.reserve(o.max_connections);  // each made as its slot is first used
   } catch (const std::bad_alloc&) {
     release_resources();
     return {errc::out_of_memory, "connection slots for max_connections=" +
                                      std::to_string(o.max_connections)};
-  }
-  for (std::uint32_t i = 0; i < o.max_connections; ++i) {
-    connection& c = conns_[i];
-    c.p.slot = i;
-    c.recv_op = {&engine_impl::on_recv, i, 0};
-    c.send_op = {&engine_impl::on_send, i, 0};
-    c.ctl_op = {&engine_impl::on_ctl, i, 0};
   }
   for (std::uint32_t i = 0; i < o.threads; ++i) {
     auto l = std::make_unique<loop>();
@@ -300,8 +293,8 @@ void engine_impl::release_resources() noexcept {
     l->wake_fd = -1;
   }
   loops_.clear();  // each ring is torn down with its loop
-  if (conns_) {
-    for (std::uint32_t i = 0; i < core_.opts().max_connections; ++i) {
+  if (conns_.reserved()) {
+    for (std::uint32_t i = 0; i < conns_.made(); ++i) {
       connection& c = conns_[i];
       core_.slices().give_chain(c.p.backlog);
       core_.slices().give_chain(c.sending);

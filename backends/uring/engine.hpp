@@ -169,7 +169,7 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   features features_;
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
-  std::unique_ptr<connection[]> conns_;
+  detail::slot_array<connection> conns_;  // made as slots come into use
   std::vector<std::unique_ptr<loop>> loops_;
 
   std::atomic<std::uint64_t> stale_completions_{0};

@@ -292,3 +292,21 @@ TEST_CASE(
   CHECK(slots.size() == capacity);
   CHECK_FALSE(t.acquire().has_value());
 }
+
+TEST_CASE(
+    "connection_table: take() leaves the slot unresolvable until publish()",
+    "[unit][connection_table]") {
+  ionet::detail::connection_table t(2);
+  const auto old_id = t.acquire();
+  REQUIRE(old_id);
+  t.recycle(ionet::slot_of(*old_id));
+  const auto slot = t.take();
+  REQUIRE(slot);
+  CHECK(*slot == ionet::slot_of(*old_id));  // the lowest free slot again
+  CHECK_FALSE(t.resolve(*old_id));
+  CHECK(t.in_use() == 1);
+  const ionet::connection_id id = t.publish(*slot);
+  CHECK(id != *old_id);
+  CHECK(t.resolve(id) == slot);
+  CHECK_FALSE(t.resolve(*old_id));
+}

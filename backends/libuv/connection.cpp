@@ -82,6 +82,7 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void on_write(uv_write_t* req, int status) {
   connection& c = *static_cast<connection*>(req->data);
+  engine_impl::give_request(c, reinterpret_cast<request*>(req));
   loop& l = *c.owner;
   engine_impl& e = *l.engine;
   detail::slice_chain done = c.writing;
@@ -99,6 +100,7 @@ void on_write(uv_write_t* req, int status) {
 
 void on_shutdown(uv_shutdown_t* req, int status) {
   connection& c = *static_cast<connection*>(req->data);
+  engine_impl::give_request(c, reinterpret_cast<request*>(req));
   auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
   if (uv_is_closing(h)) return;  // stop() cut it short
   loop& l = *c.owner;
@@ -134,8 +136,6 @@ void engine_impl::open_connection(loop& l, int fd) {
   c.paused = false;
   c.writing = detail::slice_chain{};
   c.tcp.data = &c;
-  c.write_req.data = &c;
-  c.shutdown_req.data = &c;
   c.member_index = static_cast<std::uint32_t>(l.members.size());
   l.members.push_back(slot);
   uv_tcp_init(&l.uv, &c.tcp);
@@ -190,15 +190,21 @@ void engine_impl::flush(connection& c) {
     while (skip >= l.bufs[first].len) skip -= l.bufs[first++].len;
     l.bufs[first].base += skip;
     l.bufs[first].len -= static_cast<unsigned>(skip);
-    c.writing = chain;
+    request* req = take_request(c);
     const int r =
-        uv_write(&c.write_req, stream, l.bufs.data() + first,
-                 static_cast<unsigned>(l.bufs.size() - first), on_write);
+        req ? uv_write(&req->write, stream, l.bufs.data() + first,
+                       static_cast<unsigned>(l.bufs.size() - first), on_write)
+            : UV_ENOMEM;
     if (r != 0) {
-      core_.write_done(c.slot, c.writing, false);
-      c.writing = detail::slice_chain{};
-      close_connection(c, make_error_code(errc::connection_reset), false);
+      if (req) give_request(c, req);
+      core_.write_done(c.slot, chain, false);
+      close_connection(c,
+                       r == UV_ENOMEM ? make_error_code(errc::out_of_memory)
+                                      : make_error_code(errc::connection_reset),
+                       false);
+      return;
     }
+    c.writing = chain;
     return;
   }
 }
@@ -228,10 +234,13 @@ void engine_impl::close_connection(connection& c, std::error_code reason,
   auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&c.tcp));
   if (graceful) {
-    if (uv_shutdown(&c.shutdown_req, reinterpret_cast<uv_stream_t*>(&c.tcp),
+    request* req = take_request(c);
+    if (req &&
+        uv_shutdown(&req->shutdown, reinterpret_cast<uv_stream_t*>(&c.tcp),
                     on_shutdown) == 0) {
       return;
     }
+    if (req) give_request(c, req);  // and close without the shutdown
   } else if (!uv_is_closing(h) && uv_tcp_close_reset(&c.tcp, on_closed) == 0) {
     // Abortive, as on the other backends: SO_LINGER {on, 0 s}, then close;
     // the peer sees a reset, not a graceful end.
@@ -255,6 +264,28 @@ void engine_impl::on_handle_closed(connection& c) {
   conns_[last].member_index = c.member_index;
   l.members.pop_back();
   core_.backend_done(c.slot);
+}
+
+request* engine_impl::take_request(connection& c) noexcept {
+  auto& spares = c.owner->spare_requests;
+  request* r = nullptr;
+  if (spares.empty()) {
+    r = new (std::nothrow) request{};
+  } else {
+    r = spares.back().release();
+    spares.pop_back();
+  }
+  if (r) r->write.data = &c;  // the same place in either member
+  return r;
+}
+
+void engine_impl::give_request(connection& c, request* r) noexcept {
+  auto& spares = c.owner->spare_requests;
+  try {
+    spares.emplace_back(r);
+  } catch (const std::bad_alloc&) {
+    delete r;  // no room to keep it
+  }
 }
 
 void engine_impl::drop_lingering(loop& l, connection& c) {

@@ -22,13 +22,20 @@ namespace ionet::libuv {
 class engine_impl;
 struct loop;
 
-// One per connection slot, made when the slot is first used and reused.
 inline constexpr std::uint32_t not_lingering = ~std::uint32_t{0};
 
+// A write that waits for the socket, or a shutdown under way. A connection
+// needs one only then, so requests come from its loop's spares (made as
+// needed, kept for reuse) instead of living in every connection: an idle
+// connection is its handle and a few fields.
+union request {
+  uv_write_t write;
+  uv_shutdown_t shutdown;
+};
+
+// One per connection slot, made when the slot is first used and reused.
 struct connection {
   uv_tcp_t tcp{};
-  uv_write_t write_req{};
-  uv_shutdown_t shutdown_req{};
   detail::slice_chain writing;  // slices owned by the write in flight
   loop* owner = nullptr;
   std::uint32_t slot = 0;
@@ -65,6 +72,7 @@ struct loop {
   std::vector<std::uint32_t> members;    // slots this loop serves
   std::vector<std::uint32_t> paused;     // members not read for now
   std::vector<connection_id> direct;     // hand_off() calls made on this loop
+  std::vector<std::unique_ptr<request>> spare_requests;
 
   // Loop 0 only: the listening socket.
   uv_poll_t listen_poll{};
@@ -102,6 +110,10 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   // serves flushes that the user's inline handler scheduled meanwhile.
   void finish(loop& l);
   void on_handle_closed(connection& c);
+  // A request for `c` from its loop's spares (null when none can be
+  // made), and back when its callback has run.
+  static request* take_request(connection& c) noexcept;
+  static void give_request(connection& c, request* r) noexcept;
   // Takes the connection off its loop's linger list, if it is on it.
   void drop_lingering(loop& l, connection& c);
 

@@ -7,7 +7,9 @@ slice_chain next_send(engine_core& core, conn_protocol& c,
   close_now.clear();
   if (c.state != phase::open || c.writing) return {};
   if (c.backlog.empty()) {
-    c.backlog = core.take_queue(c.slot, close_now);
+    engine_core::taken t = core.take_queue(c.slot);
+    c.backlog = t.chain;
+    close_now = t.close_now;
     if (c.backlog.empty()) return {};
   }
   return core.slices().split_front(c.backlog, max_slices);

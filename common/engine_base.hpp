@@ -145,22 +145,18 @@ class engine_base : public engine {
     const bool mine = engine_thread::of(this);
     if (mine ? gate_.stopping() : !gate_.enter())
       return make_error_code(errc::not_running);
-    std::uint32_t slot = 0;
-    bool wake = false;
-    const std::error_code ec = core_.send(id, bytes, slot, wake);
-    if (!ec && wake) backend().hand_off(id);
+    const auto r = core_.send(id, bytes);
+    if (r.wake) backend().hand_off(id);
     if (!mine) gate_.leave();
-    return ec;
+    return r.ec;
   }
 
   std::error_code close(connection_id id) override {
     if (!gate_.enter()) return make_error_code(errc::not_running);
-    std::uint32_t slot = 0;
-    bool wake = false;
-    const std::error_code ec = core_.request_close(id, slot, wake);
-    if (!ec && wake) backend().hand_off(id);
+    const auto r = core_.request_close(id);
+    if (r.wake) backend().hand_off(id);
     gate_.leave();
-    return ec;
+    return r.ec;
   }
 
   std::error_code set_context(connection_id id, void* context) override {

@@ -132,10 +132,9 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   // Made and set up before the id is live, so whatever resolves the new id
   // (a send() to a guessed one included) finds the connection whole, on
   // its owner thread. The old id of the slot never resolves again.
-  conn_state& st =
-      states_.make(*slot, [this](conn_state& s, std::uint32_t) {
-        s.decoder.configure(opts_.mode, opts_.max_message_bytes);
-      });
+  conn_state& st = states_.make(*slot, [this](conn_state& s, std::uint32_t) {
+    s.decoder.configure(opts_.mode, opts_.max_message_bytes);
+  });
   {
     std::lock_guard g(st.lock);
     st.open = true;
@@ -221,25 +220,22 @@ void engine_core::free_slot(std::uint32_t slot) noexcept {
   table_->free(slot);
 }
 
-std::error_code engine_core::send(connection_id id,
-                                  std::span<const std::byte> bytes,
-                                  std::uint32_t& slot, bool& wake) {
-  wake = false;
+engine_core::queued_result engine_core::send(connection_id id,
+                                             std::span<const std::byte> bytes) {
   if (opts_.mode == framing::length_prefix &&
       bytes.size() > opts_.max_message_bytes) {
-    return make_error_code(errc::message_too_large);
+    return {make_error_code(errc::message_too_large)};
   }
-  auto s = table_->resolve(id);
-  if (!s) {
+  const auto slot = table_->resolve(id);
+  if (!slot) {
     counters_.add(counter::send_stale, 1);
-    return make_error_code(errc::stale_connection);
+    return {make_error_code(errc::stale_connection)};
   }
-  slot = *s;
   const std::uint64_t total =
       bytes.size() + (opts_.mode == framing::length_prefix ? header_bytes : 0);
   if (total > opts_.max_queued_bytes) {
     counters_.add(counter::send_queue_full, 1);
-    return make_error_code(errc::queue_full);
+    return {make_error_code(errc::queue_full)};
   }
   if (total == 0) return {};
   // The engine-wide cap: reserved before the copy, returned on failure.
@@ -247,7 +243,7 @@ std::error_code engine_core::send(connection_id id,
       total_queued_cap_) {
     total_queued_.fetch_sub(total, std::memory_order_relaxed);
     counters_.add(counter::send_queue_full, 1);
-    return make_error_code(errc::queue_full);
+    return {make_error_code(errc::queue_full)};
   }
   // A message of up to in_place_slices slices is copied straight into
   // the queue under the lock, behind the bytes already there: messages
@@ -262,11 +258,12 @@ std::error_code engine_core::send(connection_id id,
   if (!small) {
     if (auto ec = encode_to_slices(*slices_, opts_.mode, bytes, chain)) {
       total_queued_.fetch_sub(total, std::memory_order_relaxed);
-      return ec;
+      return {ec};
     }
   }
-  conn_state& st = states_[slot];
+  conn_state& st = states_[*slot];
   std::error_code ec;
+  bool wake = false;
   {
     std::lock_guard g(st.lock);
     if (!st.open || !table_->resolve(id)) {
@@ -291,32 +288,29 @@ std::error_code engine_core::send(connection_id id,
     if (ec == errc::stale_connection) counters_.add(counter::send_stale, 1);
     total_queued_.fetch_sub(total, std::memory_order_relaxed);
     slices_->give_chain(chain);
-    return ec;
+    return {ec};
   }
   counters::block* const mine = counters_.local();
   counters_.add(mine, counter::messages_sent, 1);
   counters_.add(mine, counter::bytes_queued, total);
-  return {};
+  return {{}, wake};
 }
 
-std::error_code engine_core::request_close(connection_id id,
-                                           std::uint32_t& slot, bool& wake) {
-  wake = false;
-  auto s = table_->resolve(id);
-  if (!s) return make_error_code(errc::stale_connection);
-  slot = *s;
-  conn_state& st = states_[slot];
+engine_core::queued_result engine_core::request_close(connection_id id) {
+  const auto slot = table_->resolve(id);
+  if (!slot) return {make_error_code(errc::stale_connection)};
+  conn_state& st = states_[*slot];
   std::lock_guard g(st.lock);
-  if (!table_->resolve(id)) return make_error_code(errc::stale_connection);
+  if (!table_->resolve(id)) return {make_error_code(errc::stale_connection)};
   if (!st.open) {
-    return make_error_code(st.close_requested ? errc::closing
-                                              : errc::stale_connection);
+    return {make_error_code(st.close_requested ? errc::closing
+                                               : errc::stale_connection)};
   }
   st.open = false;
   st.close_requested = true;
-  wake = !st.scheduled;
+  const bool wake = !st.scheduled;
   st.scheduled = true;
-  return {};
+  return {{}, wake};
 }
 
 std::error_code engine_core::set_context(connection_id id, void* context) {
@@ -333,13 +327,12 @@ std::error_code engine_core::set_context(connection_id id, void* context) {
   return {};
 }
 
-slice_chain engine_core::take_queue(std::uint32_t slot,
-                                    std::error_code& close_now) {
+engine_core::taken engine_core::take_queue(std::uint32_t slot) {
   conn_state& st = states_[slot];
   std::lock_guard g(st.lock);
-  slice_chain chain = st.queue;
+  taken t{st.queue, {}};
+  const slice_chain& chain = t.chain;
   st.queue = slice_chain{};
-  close_now.clear();
   if (!chain.empty() && st.write_since.load(std::memory_order_relaxed) == 0) {
     st.write_since.store(now_.load(std::memory_order_relaxed),
                          std::memory_order_relaxed);
@@ -348,13 +341,13 @@ slice_chain engine_core::take_queue(std::uint32_t slot,
     st.scheduled = false;
     st.write_since.store(0, std::memory_order_relaxed);
     if (st.close_requested) {
-      close_now = make_error_code(errc::closed_by_user);
+      t.close_now = make_error_code(errc::closed_by_user);
     } else if (st.peer_eof &&
                st.unreleased.load(std::memory_order_acquire) == 0) {
-      close_now = make_error_code(errc::peer_closed);
+      t.close_now = make_error_code(errc::peer_closed);
     }
   }
-  return chain;
+  return t;
 }
 
 bool engine_core::on_peer_eof(std::uint32_t slot) {

@@ -126,20 +126,30 @@ class engine_core {
   void backend_done(std::uint32_t slot) noexcept;
 
   // --- send side ---
-  // Any thread. `wake` is set when the backend must schedule a flush of
-  // `slot` on its owner thread (the queue went from idle to busy).
-  std::error_code send(connection_id id, std::span<const std::byte> bytes,
-                       std::uint32_t& slot, bool& wake);
-  std::error_code request_close(connection_id id, std::uint32_t& slot,
-                                bool& wake);
+  // What send() and request_close() did. `wake`: the backend must hand the
+  // connection to its owner thread, to flush or close it (its queue went
+  // from idle to busy).
+  struct queued_result {
+    std::error_code ec;
+    bool wake = false;
+  };
+  // Any thread.
+  queued_result send(connection_id id, std::span<const std::byte> bytes);
+  queued_result request_close(connection_id id);
   std::error_code set_context(connection_id id, void* context);
+  // What take_queue() found: the bytes to write, and when there were none,
+  // whether the connection should now close gracefully.
+  struct taken {
+    slice_chain chain;
+    std::error_code close_now;
+  };
   // Owner thread, with no write in flight on the slot: takes what is
   // queued. When nothing is, the slot goes idle (the next send() wakes the
-  // backend again) and `close_now` is set when the connection should now
+  // backend again) and `close_now` says whether the connection should now
   // close gracefully: closed_by_user when close() was requested,
   // peer_closed when the peer sent EOF and the user has released every
   // message of the connection.
-  slice_chain take_queue(std::uint32_t slot, std::error_code& close_now);
+  taken take_queue(std::uint32_t slot);
   // The peer sent EOF (owner thread). Returns true when the connection can
   // close at once (nothing to write, nothing unreleased); otherwise the
   // backend is handed the connection when it can (release_one()).

@@ -158,8 +158,7 @@ void engine_impl::flush(connection& c) {
   auto& pool = core_.slices();
   auto* stream = reinterpret_cast<uv_stream_t*>(&c.tcp);
   while (c.active && !c.closing && c.writing.empty()) {
-    std::error_code close_now;
-    detail::slice_chain chain = core_.take_queue(c.slot, close_now);
+    auto [chain, close_now] = core_.take_queue(c.slot);
     if (chain.empty()) {
       if (close_now) close_connection(c, close_now, true);
       return;

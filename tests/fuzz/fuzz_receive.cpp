@@ -61,11 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   if (data[0] & 0x80) {
     // Inline: echo from inside the handler, as servers do.
     o.handler = [&](ionet::engine&, const ionet::event& e) {
-      if (e.type == ionet::event_type::message) {
-        std::uint32_t slot = 0;
-        bool wake = false;
-        (void)core_ptr->send(e.conn, e.data, slot, wake);
-      }
+      if (e.type == ionet::event_type::message)
+        (void)core_ptr->send(e.conn, e.data);
     };
   }
   engine_core core(self, o);
@@ -89,9 +86,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
       for (std::size_t i = 0; i < n; ++i) {
         const ionet::event& e = events[i];
         if (e.type == ionet::event_type::message) {
-          std::uint32_t s = 0;
-          bool wake = false;
-          (void)core.send(e.conn, e.data, s, wake);
+          (void)core.send(e.conn, e.data);
         }
       }
       // No backend to hand a woken connection to: the drain below takes
@@ -101,9 +96,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   };
   // The backend's side of sending: take what is queued, "write" it.
   auto write_all = [&](bool ok) {
-    std::error_code close_now;
     for (;;) {
-      slice_chain chain = core.take_queue(slot, close_now);
+      slice_chain chain = core.take_queue(slot).chain;
       if (chain.empty()) return;
       core.write_done(slot, chain, ok);
     }

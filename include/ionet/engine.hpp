@@ -2,8 +2,10 @@
 // operations; nothing above a backend knows which one it is.
 //
 // A backend provides:
-//   start()        bind, listen, pre-allocate every pool, start threads;
-//                  on failure nothing is left running.
+//   start()        bind, listen, reserve every pool, start threads;
+//                  on failure nothing is left running. After a stop() it
+//                  starts again with the same pools: ids go on from the
+//                  last run's, so none of them names a new connection.
 //   port()         the bound port (useful with options::port == 0).
 //   poll/release   the pull model: batches of events for the user's thread.
 //   send()         any thread; copies into pool slices; never blocks on I/O.

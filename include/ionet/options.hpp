@@ -37,7 +37,10 @@ struct options {
   // 0 picks a free port; engine::port() tells which.
   std::uint16_t port = 0;
   // Connections open at once; more are accepted, reset at once (the client
-  // sees connection_reset) and counted (stats().rejected).
+  // sees connection_reset) and counted (stats().rejected). Memory for this
+  // many is reserved at start; a connection slot's state is made, and its
+  // pages touched, the first time the slot is used (Linux backends), so
+  // resident memory follows the most connections open at once.
   std::uint32_t max_connections = 10000;
   // Accepts kept ready ahead of clients (IOCP AcceptEx posts, io_uring
   // accept SQEs); the libuv backend uses it as the listen backlog floor.

@@ -101,7 +101,14 @@ std::error_code framed_client::write_raw(std::span<const std::byte> bytes) {
         static_cast<int>(std::min<std::size_t>(bytes.size(), 1 << 30));
     const int n = ::send(sock(fd_), reinterpret_cast<const char*>(bytes.data()),
                          chunk, 0);
-    if (n == SOCKET_ERROR) return last_error();
+    if (n == SOCKET_ERROR) {
+      const int err = WSAGetLastError();
+      // Named as read_some names it.
+      if (err == WSAECONNRESET || err == WSAECONNABORTED) {
+        return make_error_code(errc::connection_reset);
+      }
+      return iocp::wsa_error(err);
+    }
     bytes = bytes.subspan(static_cast<std::size_t>(n));
   }
   return {};

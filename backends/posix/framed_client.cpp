@@ -103,6 +103,9 @@ std::error_code framed_client::write_raw(std::span<const std::byte> bytes) {
     const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
+      // Named as read_some names it. Linux reports a reset once: to the
+      // call that meets it first, write or read; the other then sees EOF.
+      if (errno == ECONNRESET) return make_error_code(errc::connection_reset);
       return last_error();
     }
     bytes = bytes.subspan(static_cast<std::size_t>(n));

@@ -37,6 +37,9 @@ class IONET_API framed_client {
   // Sends one message: a 4-byte big-endian length, then the bytes.
   std::error_code write(std::span<const std::byte> message);
   // Sends bytes as they are (raw framing, or hand-made frames).
+  // Both fail with errc::connection_reset when the peer reset the
+  // connection: a reset is reported once, to whichever call, write or
+  // read, meets it first (the other may then see errc::peer_closed).
   std::error_code write_raw(std::span<const std::byte> bytes);
 
   // Reads one whole message into `out`. Errors: errc::peer_closed on EOF,

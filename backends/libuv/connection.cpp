@@ -46,12 +46,12 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   connection& c = conn_of(reinterpret_cast<uv_handle_t*>(s));
   loop& l = *c.owner;
   engine_impl& e = *l.engine;
-  if (c.lingering) {
+  if (l.lingering.contains(c.slot)) {
     // Shut down on our side: discard until the peer's EOF, then close.
     // Closing earlier with unread bytes would make the kernel send a reset
     // that can destroy our last replies before the peer reads them.
     if (nread < 0) {
-      c.lingering = false;
+      l.lingering.remove(c.slot);
       uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
     }
     return;
@@ -75,8 +75,7 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     // Its peer sends more than it reads (engine_core::should_pause_reading):
     // no reads until its queue drains (on_write, or on_sweep, resumes).
     uv_read_stop(s);
-    c.paused = true;
-    l.paused.push_back(c.slot);
+    l.paused.add(c.slot);
   }
 }
 
@@ -106,15 +105,13 @@ void on_shutdown(uv_shutdown_t* req, int status) {
   loop& l = *c.owner;
   if (status == 0 && !l.engine->core().state(c.slot).peer_eof &&
       !l.engine->stopping()) {
-    c.lingering = true;
     c.linger_deadline_ms = uv_now(&l.uv) + linger_ms;
-    c.linger_index = static_cast<std::uint32_t>(l.lingering.size());
-    l.lingering.push_back(c.slot);
+    l.lingering.add(c.slot);
     if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
                       on_read) == 0) {
       return;
     }
-    c.lingering = false;
+    l.lingering.remove(c.slot);
   }
   uv_close(h, on_closed);
 }
@@ -132,12 +129,9 @@ void engine_impl::open_connection(loop& l, int fd) {
   c.owner = &l;
   c.slot = slot;
   c.closing = false;
-  c.lingering = false;
-  c.paused = false;
   c.writing = detail::slice_chain{};
   c.tcp.data = &c;
-  c.member_index = static_cast<std::uint32_t>(l.members.size());
-  l.members.push_back(slot);
+  l.members.add(slot);
   uv_tcp_init(&l.uv, &c.tcp);
   c.active = true;
   core_.emit_connected(slot, posix::peer_of(fd), l.batch);
@@ -209,15 +203,17 @@ void engine_impl::flush(connection& c) {
 }
 
 void engine_impl::resume_reading(loop& l) {
-  const std::vector<std::uint32_t> paused = l.paused;  // try_resume edits it
-  for (std::uint32_t slot : paused) try_resume(conns_[slot]);
+  l.paused.sweep([&](std::uint32_t slot) { try_resume(conns_[slot]); });
   finish(l);
 }
 
 void engine_impl::try_resume(connection& c) {
-  if (!c.paused || c.closing || !core_.may_resume_reading(c.slot)) return;
-  c.paused = false;
-  std::erase(c.owner->paused, c.slot);
+  loop& l = *c.owner;
+  if (!l.paused.contains(c.slot) || c.closing ||
+      !core_.may_resume_reading(c.slot)) {
+    return;
+  }
+  l.paused.remove(c.slot);
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
                     on_read) != 0) {
     close_connection(c, make_error_code(errc::connection_reset), false);
@@ -251,17 +247,10 @@ void engine_impl::close_connection(connection& c, std::error_code reason,
 void engine_impl::on_handle_closed(connection& c) {
   loop& l = *c.owner;
   c.active = false;
-  c.lingering = false;
-  if (c.paused) {
-    c.paused = false;
-    std::erase(l.paused, c.slot);
-  }
-  drop_lingering(l, c);
-  // Swap-remove from the loop's member list.
-  const std::uint32_t last = l.members.back();
-  l.members[c.member_index] = last;
-  conns_[last].member_index = c.member_index;
-  l.members.pop_back();
+  // Off every list of its loop before the slot can serve another loop.
+  l.paused.remove(c.slot);
+  l.lingering.remove(c.slot);
+  l.members.remove(c.slot);
   core_.backend_done(c.slot);
 }
 
@@ -285,18 +274,6 @@ void engine_impl::give_request(connection& c, request* r) noexcept {
   } catch (const std::bad_alloc&) {
     delete r;  // no room to keep it
   }
-}
-
-void engine_impl::drop_lingering(loop& l, connection& c) {
-  // Swap-remove: the last one takes its place. Kept until the handle
-  // closes, its slot would stay on this loop's list while it serves
-  // another loop, whose handle this loop's sweep would then close.
-  if (c.linger_index == not_lingering) return;
-  const std::uint32_t tail = l.lingering.back();
-  l.lingering[c.linger_index] = tail;
-  conns_[tail].linger_index = c.linger_index;
-  l.lingering.pop_back();
-  c.linger_index = not_lingering;
 }
 
 }  // namespace ionet::libuv

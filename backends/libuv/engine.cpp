@@ -63,6 +63,9 @@ status engine_impl::start() {
     auto l = std::make_unique<loop>();
     l->engine = this;
     l->index = i;
+    l->members.attach(conns_);
+    l->paused.attach(conns_);
+    l->lingering.attach(conns_);
     l->read_buf.reset(new char[read_buffer_bytes]);
     if (int r = uv_loop_init(&l->uv); r != 0) {
       gate_.begin_stop();
@@ -236,8 +239,8 @@ void engine_impl::shutdown_loop(loop& l) {
     l.incoming.clear();
     l.pending.clear();
   }
-  const std::vector<std::uint32_t> members = l.members;
-  for (std::uint32_t slot : members) {
+  // Handles close later, in callbacks: none leaves the list meanwhile.
+  l.members.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];
     auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
     if (!c.closing) {
@@ -246,7 +249,7 @@ void engine_impl::shutdown_loop(loop& l) {
       // Shutting down or lingering: cut it short.
       uv_close(h, on_conn_closed);
     }
-  }
+  });
   auto* wake = reinterpret_cast<uv_handle_t*>(&l.wake);
   if (!uv_is_closing(wake)) uv_close(wake, nullptr);
   auto* sweep = reinterpret_cast<uv_handle_t*>(&l.sweep);
@@ -262,37 +265,29 @@ void engine_impl::on_sweep(loop& l) {
   if (l.index == 0) core_.tick();
   if (!l.paused.empty()) resume_reading(l);
   if (core_.timeouts_on() && !stopping()) {
-    for (std::size_t i = 0; i < l.members.size(); ++i) {
-      connection& c = conns_[l.members[i]];
-      if (c.closing) continue;
+    l.members.sweep([&](std::uint32_t slot) {
+      connection& c = conns_[slot];
+      if (c.closing) return;
       if (const std::error_code ec = core_.expired(c.slot)) {
         // Idle: a polite close. Slowloris or a peer that does not read: reset.
         close_connection(c, ec, ec == errc::idle_timeout);
       }
-    }
+    });
     finish(l);
   }
   if (l.accept_paused && !stopping()) {
     l.accept_paused = false;
     uv_poll_start(&l.listen_poll, UV_READABLE, on_listen_readable);
   }
-  // By index: a connection that leaves the list is replaced by the last.
   const std::uint64_t now = uv_now(&l.uv);
-  for (std::size_t i = 0; i < l.lingering.size();) {
-    connection& c = conns_[l.lingering[i]];
-    if (c.lingering && now < c.linger_deadline_ms) {
-      ++i;
-      continue;
-    }
-    // The peer never sent its FIN (or its EOF came and the handle is on
-    // its way out): give up on it.
-    drop_lingering(l, c);
-    if (c.lingering) {
-      c.lingering = false;
-      auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
-      if (!uv_is_closing(h)) uv_close(h, on_conn_closed);
-    }
-  }
+  l.lingering.sweep([&](std::uint32_t slot) {
+    connection& c = conns_[slot];
+    if (now < c.linger_deadline_ms) return;
+    // The peer never sent its FIN: give up on it.
+    l.lingering.remove(slot);
+    auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
+    if (!uv_is_closing(h)) uv_close(h, on_conn_closed);
+  });
 }
 
 }  // namespace ionet::libuv

@@ -16,13 +16,12 @@
 #include <vector>
 
 #include "common/engine_base.hpp"
+#include "common/slot_list.hpp"
 
 namespace ionet::libuv {
 
 class engine_impl;
 struct loop;
-
-inline constexpr std::uint32_t not_lingering = ~std::uint32_t{0};
 
 // A write that waits for the socket, or a shutdown under way. A connection
 // needs one only then, so requests come from its loop's spares (made as
@@ -39,15 +38,11 @@ struct connection {
   detail::slice_chain writing;  // slices owned by the write in flight
   loop* owner = nullptr;
   std::uint32_t slot = 0;
-  bool active = false;     // the handle is initialised and not yet closed
-  bool closing = false;    // close_slot() done; the handle is on its way out
-  bool lingering = false;  // shut down; draining the peer until EOF
-  bool paused = false;  // not read for now: its peer sends more than it reads
+  bool active = false;   // the handle is initialised and not yet closed
+  bool closing = false;  // close_slot() done; the handle is on its way out
   std::uint64_t linger_deadline_ms = 0;
-  std::uint32_t member_index = 0;  // position in owner->members
-  // Position in owner->lingering, until its handle closes or the sweep
-  // drops it (the slot may then serve another loop).
-  std::uint32_t linger_index = not_lingering;
+  // Its places in its loop's lists (loop::members, paused, lingering).
+  detail::list_place member, paused, lingering;
 };
 
 struct loop {
@@ -65,13 +60,16 @@ struct loop {
   std::vector<connection_id> pending_local;
   std::vector<int> incoming_local;
 
-  std::vector<uv_buf_t> bufs;            // scratch for gathering a write
-  detail::event_batch batch;             // events of the current callback
-  std::unique_ptr<char[]> read_buf;      // shared by every read on this loop
-  std::vector<std::uint32_t> lingering;  // slots draining after shutdown
-  std::vector<std::uint32_t> members;    // slots this loop serves
-  std::vector<std::uint32_t> paused;     // members not read for now
-  std::vector<connection_id> direct;     // hand_off() calls made on this loop
+  std::vector<uv_buf_t> bufs;        // scratch for gathering a write
+  detail::event_batch batch;         // events of the current callback
+  std::unique_ptr<char[]> read_buf;  // shared by every read on this loop
+  // Slots this loop serves; of those, the ones not read for now (their
+  // peers send more than they read), and the ones shut down and draining
+  // their peers until EOF or the linger deadline.
+  detail::slot_list<connection, &connection::member> members;
+  detail::slot_list<connection, &connection::paused> paused;
+  detail::slot_list<connection, &connection::lingering> lingering;
+  std::vector<connection_id> direct;  // hand_off() calls made on this loop
   std::vector<std::unique_ptr<request>> spare_requests;
 
   // Loop 0 only: the listening socket.
@@ -114,8 +112,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   // made), and back when its callback has run.
   static request* take_request(connection& c) noexcept;
   static void give_request(connection& c, request* r) noexcept;
-  // Takes the connection off its loop's linger list, if it is on it.
-  void drop_lingering(loop& l, connection& c);
 
  private:
   friend class detail::engine_base<engine_impl>;

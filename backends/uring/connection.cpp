@@ -63,11 +63,9 @@ void engine_impl::open_connection(loop& l, connection& c, int fd,
   c.p.open(generation_of(id));
   c.fd = fd;
   c.loop = l.index;
-  c.member_index = static_cast<std::uint32_t>(l.members.size());
-  l.members.push_back(c.p.slot);
+  l.members.add(c.p.slot);
   c.head_offset = 0;
   c.cancelling = false;
-  c.paused = false;
   c.recv_cut = false;
   c.send_inline = features_.inline_send;
   c.sending = detail::slice_chain{};
@@ -135,17 +133,17 @@ void engine_impl::on_recv(loop& l, op& o, const io_uring_cqe& cqe) {
   } else {
     e.on_error(l, c, res);
   }
-  if (res > 0 && !c.paused && c.p.state == phase::open &&
+  if (res > 0 && !l.paused.contains(c.p.slot) && c.p.state == phase::open &&
       e.core_.should_pause_reading(c.p.slot)) {
     e.pause_reading(l, c);
   }
-  if (c.p.live() && !c.p.reading && !c.p.eof && !c.paused) e.arm_recv(l, c);
+  if (c.p.live() && !c.p.reading && !c.p.eof && !l.paused.contains(c.p.slot))
+    e.arm_recv(l, c);
   e.maybe_finish(l, c);
 }
 
 void engine_impl::pause_reading(loop& l, connection& c) {
-  c.paused = true;
-  l.paused.push_back(c.p.slot);
+  l.paused.add(c.p.slot);
   // A multishot receive stays armed: cancel it (its last completion comes
   // with -ECANCELED). A single receive is simply not re-armed.
   if (c.p.reading && features_.multishot_recv) {
@@ -158,14 +156,13 @@ void engine_impl::pause_reading(loop& l, connection& c) {
 }
 
 void engine_impl::resume_reading(loop& l) {
-  const std::vector<std::uint32_t> paused = l.paused;  // try_resume edits it
-  for (std::uint32_t slot : paused) try_resume(l, conns_[slot]);
+  l.paused.sweep([&](std::uint32_t slot) { try_resume(l, conns_[slot]); });
 }
 
 void engine_impl::try_resume(loop& l, connection& c) {
-  if (!c.paused || !core_.may_resume_reading(c.p.slot)) return;
-  c.paused = false;
-  std::erase(l.paused, c.p.slot);
+  if (!l.paused.contains(c.p.slot) || !core_.may_resume_reading(c.p.slot))
+    return;
+  l.paused.remove(c.p.slot);
   if (c.p.live() && !c.p.reading && !c.p.eof) arm_recv(l, c);
 }
 
@@ -307,8 +304,7 @@ void engine_impl::on_send(loop& l, op& o, const io_uring_cqe& cqe) {
   --l.ops;
   if (!e.current(l, c, o)) return;
   e.send_done(l, c, cqe.res);
-  if (c.paused && c.p.state == phase::open)
-    e.try_resume(l, c);  // its peer reads again
+  if (c.p.state == phase::open) e.try_resume(l, c);  // its peer reads again
 }
 
 void engine_impl::send_done(loop& l, connection& c, int res) {
@@ -350,8 +346,7 @@ void engine_impl::begin_close(loop& l, connection& c, std::error_code reason,
     // reset the connection and destroy replies the peer has not read.
     if (::shutdown(c.fd, SHUT_WR) == 0) {
       detail::linger(c.p, now_ms());
-      c.linger_index = static_cast<std::uint32_t>(l.lingering.size());
-      l.lingering.push_back(c.p.slot);
+      l.lingering.add(c.p.slot);
       if (!c.p.reading) arm_recv(l, c);
       return;
     }
@@ -400,21 +395,9 @@ void engine_impl::maybe_finish(loop& l, connection& c) {
   if (!c.p.finished()) return;
   // Swap-remove from the loop's lists: once idle, the slot may be taken
   // by another loop's thread, so this loop must not look at it again.
-  const std::uint32_t last = l.members.back();
-  l.members[c.member_index] = last;
-  conns_[last].member_index = c.member_index;
-  l.members.pop_back();
-  if (c.paused) {
-    c.paused = false;
-    std::erase(l.paused, c.p.slot);
-  }
-  if (c.linger_index != not_lingering) {
-    const std::uint32_t tail = l.lingering.back();
-    l.lingering[c.linger_index] = tail;
-    conns_[tail].linger_index = c.linger_index;
-    l.lingering.pop_back();
-    c.linger_index = not_lingering;
-  }
+  l.paused.remove(c.p.slot);
+  l.lingering.remove(c.p.slot);
+  l.members.remove(c.p.slot);
   if (c.p.abortive) {
     // A reset, so the peer does not wait on a connection we gave up on.
     linger lg{1, 0};
@@ -427,33 +410,26 @@ void engine_impl::maybe_finish(loop& l, connection& c) {
 }
 
 void engine_impl::check_timeouts(loop& l) {
-  // By index: a close may finish a connection at once, and then the last
-  // member takes its place (looked at next, not skipped).
-  for (std::size_t i = 0; i < l.members.size();) {
-    connection& c = conns_[l.members[i]];
-    const std::error_code ec =
-        c.p.state == phase::open ? core_.expired(c.p.slot) : std::error_code{};
-    if (ec) {
+  // A close may finish a connection at once: it leaves the list.
+  l.members.sweep([&](std::uint32_t slot) {
+    connection& c = conns_[slot];
+    if (c.p.state != phase::open) return;
+    if (const std::error_code ec = core_.expired(c.p.slot)) {
       // Idle: a polite close. Slowloris or a peer that does not read: reset.
       begin_close(l, c, ec, ec == errc::idle_timeout);
-      if (c.p.state == phase::idle) continue;
     }
-    ++i;
-  }
+  });
 }
 
 void engine_impl::check_lingering(loop& l, std::uint64_t now) {
-  // By index, as in check_timeouts: a finished connection leaves the list
-  // and the last one takes its place.
-  for (std::size_t i = 0; i < l.lingering.size();) {
-    connection& c = conns_[l.lingering[i]];
+  // A finished connection leaves the list.
+  l.lingering.sweep([&](std::uint32_t slot) {
+    connection& c = conns_[slot];
     if (c.p.state == phase::lingering && detail::linger_expired(c.p, now)) {
       cancel_ops(l, c);  // the peer never sent its FIN: give up on it
       maybe_finish(l, c);
-      if (c.p.state == phase::idle) continue;
     }
-    ++i;
-  }
+  });
 }
 
 }  // namespace ionet::uring

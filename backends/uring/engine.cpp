@@ -77,6 +77,9 @@ status engine_impl::start() {
     auto l = std::make_unique<loop>();
     l->engine = this;
     l->index = static_cast<std::uint16_t>(i);
+    l->members.attach(conns_);
+    l->paused.attach(conns_);
+    l->lingering.attach(conns_);
     l->wake_op = {&engine_impl::on_wake, 0, 0};
     l->accept_op = {&engine_impl::on_accept, 0, 0};
     l->ignore_op = {&engine_impl::on_ignored, 0, 0};
@@ -252,9 +255,8 @@ void engine_impl::wind_down(loop& l) {
     io_uring_sqe_set_data(s, &l.ignore_op);
     ++l.ops;
   }
-  // A copy: closing finishes connections, which leave the members list.
-  const std::vector<std::uint32_t> members = l.members;
-  for (std::uint32_t slot : members) {
+  // Closing may finish a connection at once: it leaves the list.
+  l.members.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];
     if (c.p.state == phase::open) {
       begin_close(l, c, make_error_code(errc::engine_stopped), false);
@@ -264,7 +266,7 @@ void engine_impl::wind_down(loop& l) {
       cancel_ops(l, c);
       maybe_finish(l, c);
     }
-  }
+  });
   finish(l);
 }
 

@@ -32,6 +32,7 @@
 #include "backends/uring/ring.hpp"
 #include "common/completion.hpp"
 #include "common/engine_base.hpp"
+#include "common/slot_list.hpp"
 
 namespace ionet::uring {
 
@@ -46,21 +47,17 @@ inline constexpr std::uint32_t recv_buffer_bytes = 16 * 1024;
 // One per connection slot, made at start and reused; only its loop's
 // thread touches it. The protocol state is common/completion.hpp's, shared
 // with the IOCP backend.
-inline constexpr std::uint32_t not_lingering = ~std::uint32_t{0};
-
 struct connection {
   op recv_op;  // the (multishot) receive, or the readiness poll
   op send_op;  // the gathered sendmsg
   op ctl_op;   // a cancel
   detail::conn_protocol p;
   int fd = -1;
-  std::uint32_t head_offset = 0;   // bytes of the backlog's first slice sent
-  std::uint16_t loop = 0;          // the owning loop
-  std::uint32_t member_index = 0;  // position in its loop's members
-  std::uint32_t linger_index =
-      not_lingering;        // position in its loop's lingering
+  std::uint32_t head_offset = 0;  // bytes of the backlog's first slice sent
+  std::uint16_t loop = 0;         // the owning loop
+  // Its places in its loop's lists (loop::members, paused, lingering).
+  detail::list_place member, paused, lingering;
   bool cancelling = false;  // ctl_op (a cancel) is issued
-  bool paused = false;  // not read for now: its peer sends more than it reads
   // pause_reading() cancelled the multishot receive: its last completion
   // (-ECANCELED) is expected, even if reading resumed meanwhile.
   bool recv_cut = false;
@@ -81,13 +78,16 @@ struct loop {
   op ignore_op;  // completions nobody waits for (cancels of loop ops)
   std::uint32_t accepts_armed = 0;
 
-  std::mutex lock;                         // guards inbox
-  std::vector<connection_id> inbox;        // hand-offs from other threads
-  std::vector<connection_id> work;         // the inbox, taken
-  std::vector<connection_id> direct;       // hand-offs made on this thread
-  std::vector<std::uint32_t> lingering;    // slots waiting for the peer's FIN
-  std::vector<std::uint32_t> members;      // slots of this loop not idle
-  std::vector<std::uint32_t> paused;       // members not read for now
+  std::mutex lock;                    // guards inbox
+  std::vector<connection_id> inbox;   // hand-offs from other threads
+  std::vector<connection_id> work;    // the inbox, taken
+  std::vector<connection_id> direct;  // hand-offs made on this thread
+  // Slots of this loop not idle; of those, the ones not read for now
+  // (their peers send more than they read), and the ones waiting for their
+  // peers' FIN after a graceful close.
+  detail::slot_list<connection, &connection::member> members;
+  detail::slot_list<connection, &connection::paused> paused;
+  detail::slot_list<connection, &connection::lingering> lingering;
   std::uint64_t ops = 0;                   // operations in flight on this ring
   std::atomic<std::uint64_t> ops_seen{0};  // copies for stats()
   std::atomic<std::uint32_t> accepts_seen{0};

@@ -156,17 +156,10 @@ void engine_impl::hand_off(connection_id id) {
   loop& l =
       *loops_[core_.state(slot_of(id)).owner.load(std::memory_order_relaxed)];
   if (current_loop == &l) {
-    l.direct.push_back(id);  // served by finish() before the callback returns
-    return;
+    l.handoffs.push_local(id);  // served by finish() before the callback ends
+  } else if (l.handoffs.push_remote(id)) {
+    uv_async_send(&l.wake);
   }
-  bool first;
-  {
-    std::lock_guard g(l.lock);
-    first = l.pending.empty();
-    l.pending.push_back(id);
-  }
-  // One wake-up serves everything queued before the loop looks.
-  if (first) uv_async_send(&l.wake);
 }
 
 void engine_impl::on_accept(loop& l) {
@@ -193,7 +186,7 @@ void engine_impl::on_accept(loop& l) {
     bool first;
     {
       std::lock_guard g(target.lock);
-      first = target.incoming.empty() && target.pending.empty();
+      first = target.incoming.empty();
       target.incoming.push_back(fd);
     }
     if (first) uv_async_send(&target.wake);
@@ -209,27 +202,20 @@ void engine_impl::on_wake(loop& l) {
   {
     std::lock_guard g(l.lock);
     l.incoming_local.swap(l.incoming);
-    l.pending_local.swap(l.pending);
   }
   for (int fd : l.incoming_local) open_connection(l, fd);
   l.incoming_local.clear();
-  for (connection_id id : l.pending_local) {
-    if (auto slot = core_.resolve(id)) flush(conns_[*slot]);
-  }
-  l.pending_local.clear();
+  l.handoffs.take_remote();
   finish(l);
 }
 
 void engine_impl::finish(loop& l) {
   core_.deliver(l.batch);
-  while (!l.direct.empty()) {
-    l.pending_local.swap(l.direct);
-    for (connection_id id : l.pending_local) {
-      if (auto slot = core_.resolve(id)) flush(conns_[*slot]);
-    }
-    l.pending_local.clear();
-    core_.deliver(l.batch);
-  }
+  l.handoffs.serve_local(
+      [&](connection_id id) {
+        if (auto slot = core_.resolve(id)) flush(conns_[*slot]);
+      },
+      [&] { core_.deliver(l.batch); });
 }
 
 void engine_impl::shutdown_loop(loop& l) {
@@ -237,8 +223,8 @@ void engine_impl::shutdown_loop(loop& l) {
     std::lock_guard g(l.lock);
     for (int fd : l.incoming) ::close(fd);
     l.incoming.clear();
-    l.pending.clear();
   }
+  l.handoffs.clear();
   // Handles close later, in callbacks: none leaves the list meanwhile.
   l.members.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];

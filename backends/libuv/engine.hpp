@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/engine_base.hpp"
+#include "common/handoffs.hpp"
 #include "common/slot_list.hpp"
 
 namespace ionet::libuv {
@@ -54,10 +55,9 @@ struct loop {
   std::thread thread;
   std::thread::id thread_id;
 
-  std::mutex lock;                     // guards the two lists below
-  std::vector<connection_id> pending;  // flush/close requests
-  std::vector<int> incoming;           // accepted sockets for this loop
-  std::vector<connection_id> pending_local;
+  detail::handoffs handoffs;  // connections with something to send
+  std::mutex lock;            // guards incoming
+  std::vector<int> incoming;  // accepted sockets for this loop
   std::vector<int> incoming_local;
 
   std::vector<uv_buf_t> bufs;        // scratch for gathering a write
@@ -69,7 +69,6 @@ struct loop {
   detail::slot_list<connection, &connection::member> members;
   detail::slot_list<connection, &connection::paused> paused;
   detail::slot_list<connection, &connection::lingering> lingering;
-  std::vector<connection_id> direct;  // hand_off() calls made on this loop
   std::vector<std::unique_ptr<request>> spare_requests;
 
   // Loop 0 only: the listening socket.

@@ -175,21 +175,18 @@ void engine_impl::run(loop& l) {
 
 void engine_impl::finish(loop& l) {
   core_.deliver(l.batch);
-  while (!l.direct.empty()) {
-    l.work.swap(l.direct);
-    for (connection_id id : l.work) {
-      auto slot = core_.resolve(id);
-      connection* c = slot ? &conns_[*slot] : nullptr;
-      if (c && c->p.state == phase::open &&
-          c->p.generation == generation_of(id)) {
-        flush(l, *c);
-      } else {
-        stale_completions_.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
-    l.work.clear();
-    core_.deliver(l.batch);
-  }
+  l.handoffs.serve_local(
+      [&](connection_id id) {
+        auto slot = core_.resolve(id);
+        connection* c = slot ? &conns_[*slot] : nullptr;
+        if (c && c->p.state == phase::open &&
+            c->p.generation == generation_of(id)) {
+          flush(l, *c);
+        } else {
+          stale_completions_.fetch_add(1, std::memory_order_relaxed);
+        }
+      },
+      [&] { core_.deliver(l.batch); });
 }
 
 void engine_impl::on_wake(loop& l, op&, const io_uring_cqe& cqe) {
@@ -201,16 +198,7 @@ void engine_impl::on_wake(loop& l, op&, const io_uring_cqe& cqe) {
     io_uring_sqe_set_data(s, &l.wake_op);
     ++l.ops;
   }
-  e.take_inbox(l);
-}
-
-void engine_impl::take_inbox(loop& l) {
-  {
-    std::lock_guard g(l.lock);
-    l.direct.insert(l.direct.end(), l.inbox.begin(), l.inbox.end());
-    l.inbox.clear();
-  }
-  // finish() serves them once this batch of completions is done.
+  l.handoffs.take_remote();  // finish() serves them after this batch
 }
 
 void engine_impl::on_ignored(loop& l, op&, const io_uring_cqe&) { --l.ops; }
@@ -220,16 +208,8 @@ void engine_impl::hand_off(connection_id id) {
       core_.state(slot_of(id)).owner.load(std::memory_order_relaxed);
   loop& l = *loops_[owner];
   if (current_loop == &l) {
-    l.direct.push_back(id);  // served by finish() before the loop sleeps
-    return;
-  }
-  bool first;
-  {
-    std::lock_guard g(l.lock);
-    first = l.inbox.empty();
-    l.inbox.push_back(id);
-  }
-  if (first) {
+    l.handoffs.push_local(id);  // served by finish() before the loop sleeps
+  } else if (l.handoffs.push_remote(id)) {
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(l.wake_fd, &one, sizeof one);
   }

@@ -32,6 +32,7 @@
 #include "backends/uring/ring.hpp"
 #include "common/completion.hpp"
 #include "common/engine_base.hpp"
+#include "common/handoffs.hpp"
 #include "common/slot_list.hpp"
 
 namespace ionet::uring {
@@ -78,10 +79,7 @@ struct loop {
   op ignore_op;  // completions nobody waits for (cancels of loop ops)
   std::uint32_t accepts_armed = 0;
 
-  std::mutex lock;                    // guards inbox
-  std::vector<connection_id> inbox;   // hand-offs from other threads
-  std::vector<connection_id> work;    // the inbox, taken
-  std::vector<connection_id> direct;  // hand-offs made on this thread
+  detail::handoffs handoffs;  // connections with something to send
   // Slots of this loop not idle; of those, the ones not read for now
   // (their peers send more than they read), and the ones waiting for their
   // peers' FIN after a graceful close.
@@ -127,7 +125,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   // engine.cpp
   void run(loop& l);
   void finish(loop& l);
-  void take_inbox(loop& l);
   void wind_down(loop& l);
   void hand_off(connection_id id);
   void release_resources() noexcept;

@@ -168,11 +168,12 @@ void engine_impl::on_accept(loop& l) {
     int fd =
         ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-          errno == ENOMEM) {
-        // Out of descriptors: stop polling (it would spin) and retry from
-        // the sweep timer.
+      const auto next = posix::classify_accept_error(errno);
+      if (next == posix::after_accept_error::retry) continue;
+      if (next == posix::after_accept_error::pause) {
+        // A shortage, or a listener that fails every accept while it stays
+        // readable: stop polling (it would spin) and retry from the sweep
+        // timer.
         uv_poll_stop(&l.listen_poll);
         l.accept_paused = true;
       }

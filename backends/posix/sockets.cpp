@@ -105,6 +105,15 @@ void refuse(int fd) noexcept {
   ::close(fd);
 }
 
+after_accept_error classify_accept_error(int err) noexcept {
+  if (err == EAGAIN || err == EWOULDBLOCK) return after_accept_error::drained;
+  if (err == EINTR || err == ECONNABORTED) return after_accept_error::retry;
+  // accept(2) also lists network errors (EPROTO, ENETDOWN, EHOSTUNREACH,
+  // ...) for one connection; Linux's TCP does not report them, and pausing
+  // for one costs a tick, where a lasting one retried at once would spin.
+  return after_accept_error::pause;
+}
+
 void tune_accepted(int fd, const options& o) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -29,4 +29,22 @@ void tune_accepted(int fd, const options& o);
 // keeps no TIME_WAIT for it. The IOCP backend refuses the same way.
 void refuse(int fd) noexcept;
 
+// What to do after an accept on the listener failed with `err` (an errno
+// value), the one rule of both Linux backends.
+enum class after_accept_error {
+  // EAGAIN: no connection is waiting (a non-blocking accept()).
+  drained,
+  // EINTR, or ECONNABORTED (a client reset before it was taken, which
+  // dequeued it): accept again at once.
+  retry,
+  // Anything else: a shortage of descriptors or memory (EMFILE, ENFILE,
+  // ENOBUFS, ENOMEM), or an error of the listener itself that trying again
+  // at once will not cure, while the listener stays readable: EINVAL once
+  // it was shut down (shutdown(SHUT_RD)), EPERM or EACCES from a security
+  // module or seccomp (the connection stays queued). Accepting pauses
+  // until the backend's next tick; retried at once, the loop would spin.
+  pause,
+};
+after_accept_error classify_accept_error(int err) noexcept;
+
 }  // namespace ionet::posix

@@ -3,8 +3,11 @@
 // clients arrive: one multishot accept where the kernel has it (Linux
 // 5.19; it stays armed across connections), otherwise `accept_depth`
 // single accepts, each re-posted as it completes. A shortage of
-// descriptors or memory pauses accepting until the next tick instead of
-// spinning on the error.
+// descriptors or memory, or a listener that fails every accept (shut down,
+// refused by a security module), pauses accepting until the next tick
+// instead of spinning on the error (posix::classify_accept_error, the
+// libuv backend's rule too); that tick arms one accept, and the others
+// follow once it succeeds.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,13 +17,6 @@
 #include "backends/uring/engine.hpp"
 
 namespace ionet::uring {
-namespace {
-
-bool is_shortage(int err) {
-  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
-
-}  // namespace
 
 status engine_impl::open_listener(const endpoint& ep) {
   return posix::open_listener(ep, core_.opts(), 0, listen_fd_, port_);
@@ -30,8 +26,9 @@ void engine_impl::arm_accepts(loop& l) {
   // Non-blocking sockets: the poll fallback reads until EAGAIN, and
   // io_uring itself handles either kind.
   constexpr int flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
-  const std::uint32_t want =
-      features_.multishot_accept ? 1 : core_.opts().accept_depth;
+  const std::uint32_t want = features_.multishot_accept || l.accept_probing
+                                 ? 1
+                                 : core_.opts().accept_depth;
   while (l.accepts_armed < want) {
     io_uring_sqe* s = l.r.sqe();
     if (features_.multishot_accept) {
@@ -54,11 +51,17 @@ void engine_impl::on_accept(loop& l, op&, const io_uring_cqe& cqe) {
   }
   const bool stopping = e.gate_.stopping();
   if (cqe.res >= 0) {
+    l.accept_probing = false;  // the re-arm below arms them all again
     e.accepted(l, cqe.res);
   } else if (cqe.res != -ECANCELED) {
-    // A client that reset before we took it, or a shortage.
+    // A client that reset before we took it, a shortage, or a listener
+    // that fails every accept.
     e.accept_failures_.fetch_add(1, std::memory_order_relaxed);
-    if (is_shortage(-cqe.res)) return;  // the next tick re-arms
+    if (posix::classify_accept_error(-cqe.res) ==
+        posix::after_accept_error::pause) {
+      l.accept_probing = true;
+      return;  // the next tick re-arms, once every accept has ended
+    }
   }
   if (!more && !stopping && cqe.res != -ECANCELED) e.arm_accepts(l);
 }

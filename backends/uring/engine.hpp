@@ -78,6 +78,9 @@ struct loop {
   op accept_op;
   op ignore_op;  // completions nobody waits for (cancels of loop ops)
   std::uint32_t accepts_armed = 0;
+  // Accepting paused after a failure (posix::classify_accept_error): the
+  // next tick arms one accept, and the rest follow once one succeeds.
+  bool accept_probing = false;
 
   detail::handoffs handoffs;  // connections with something to send
   // Slots of this loop not idle; of those, the ones not read for now

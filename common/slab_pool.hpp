@@ -1,8 +1,13 @@
-// Fixed-size slices made once at start. take() and give() are O(1) and
+// Fixed-size slices reserved once at start. take() and give() are O(1) and
 // lock-free (a Treiber stack of slice indices with an ABA tag), so send()
 // from many threads does not serialise on a lock. Exhaustion is reported,
 // never undefined. Slices chain through a per-slice `next` index so a send
 // queue is a list of slices with no other allocation.
+//
+// Nothing is touched at start: slices given back go on the free stack, and
+// when it is empty the next never-used slice is taken (a high-water index),
+// so the pool's resident memory, its per-slice links and lengths included,
+// follows the most slices ever in use at once, not its capacity.
 #pragma once
 
 #include <atomic>
@@ -46,10 +51,10 @@ class slab_pool {
   }
   std::uint32_t& length(std::uint32_t slice) noexcept { return length_[slice]; }
   std::uint32_t next(std::uint32_t slice) const noexcept {
-    return next_[slice].load(std::memory_order_relaxed);
+    return next_ref(slice).load(std::memory_order_relaxed);
   }
   void set_next(std::uint32_t slice, std::uint32_t next) noexcept {
-    next_[slice].store(next, std::memory_order_relaxed);
+    next_ref(slice).store(next, std::memory_order_relaxed);
   }
   // Appends `b` to `a`; `b` is left empty.
   void append(slice_chain& a, slice_chain& b) noexcept;
@@ -70,12 +75,23 @@ class slab_pool {
  private:
   void push_run(std::uint32_t first, std::uint32_t last,
                 std::uint32_t n) noexcept;
+  // A slice off the free stack, else a never-used one; no_slice (not
+  // counted as exhaustion) when there is none.
+  std::uint32_t take_one() noexcept;
+  // `n` never-used slices, linked, into `out`; false when fewer are left.
+  bool take_fresh(std::uint32_t n, slice_chain& out) noexcept;
+  std::atomic_ref<std::uint32_t> next_ref(std::uint32_t slice) const noexcept {
+    return std::atomic_ref<std::uint32_t>(next_[slice]);
+  }
 
   std::unique_ptr<std::byte[]> memory_;
+  // Left uninitialised (untouched) until a slice is first taken. The links
+  // are read by take() while another thread may relink: atomic_ref.
   std::unique_ptr<std::uint32_t[]> length_;
-  std::unique_ptr<std::atomic<std::uint32_t>[]> next_;
+  std::unique_ptr<std::uint32_t[]> next_;
   // Free-stack head: index in the low 32 bits, ABA tag in the high 32.
   std::atomic<std::uint64_t> head_{no_slice};
+  std::atomic<std::uint32_t> fresh_{0};  // slices from here on never used
   std::atomic<std::uint32_t> in_use_{0};
   std::atomic<std::uint64_t> exhausted_{0};
   std::uint32_t slice_bytes_ = 0;

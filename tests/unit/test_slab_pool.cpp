@@ -204,6 +204,52 @@ TEST_CASE("slab_pool: take_chain is all or nothing", "[unit][slab_pool]") {
   CHECK(pool.in_use() == 0);
 }
 
+TEST_CASE(
+    "slab_pool: slices come from the free stack first, then never-used "
+    "ones, and a chain may take from both",
+    "[unit][slab_pool]") {
+  slab_pool pool(16, 8);
+  const std::uint32_t a = pool.take();
+  const std::uint32_t b = pool.take();
+  const std::uint32_t c = pool.take();
+  CHECK(std::set<std::uint32_t>{a, b, c} == std::set<std::uint32_t>{0, 1, 2});
+  pool.give(a);
+  pool.give(b);
+  // Given back first, taken first: the pages already resident.
+  CHECK(pool.take() == b);
+  pool.give(b);
+
+  // 2 on the free stack, 5 never used: 6 takes from both.
+  slice_chain six;
+  REQUIRE(pool.take_chain(6, six));
+  const auto got = chain_slices(pool, six);
+  CHECK(got.size() == 6);
+  CHECK(std::set<std::uint32_t>(got.begin(), got.end()).size() == 6);
+  CHECK(std::set<std::uint32_t>(got.begin(), got.end()).count(c) == 0);
+  CHECK(pool.in_use() == 7);
+  for (std::uint32_t s : got) CHECK(pool.length(s) == 0);
+
+  // One left: a chain of 2 fails whole, and the one is still there.
+  const std::uint64_t exhausted_before = pool.exhausted();
+  slice_chain two;
+  CHECK_FALSE(pool.take_chain(2, two));
+  CHECK(two.empty());
+  CHECK(pool.exhausted() == exhausted_before + 1);
+  CHECK(pool.in_use() == 7);
+  const std::uint32_t last = pool.take();
+  CHECK(last != no_slice);
+  CHECK(pool.take() == no_slice);
+  pool.give(last);
+  pool.give(c);
+  pool.give_chain(six);
+  CHECK(pool.in_use() == 0);
+  // Every slice now on the free stack: a chain of all 8 comes from it.
+  slice_chain all;
+  REQUIRE(pool.take_chain(8, all));
+  CHECK(chain_slices(pool, all).size() == 8);
+  pool.give_chain(all);
+}
+
 TEST_CASE("slab_pool: append joins chains and sums their bytes",
           "[unit][slab_pool]") {
   slab_pool pool(16, 8);

@@ -5,9 +5,9 @@ namespace ionet::detail {
 event_queue::event_queue(std::size_t capacity, std::uint32_t slots)
     : capacity_(capacity),
       slots_(slots),
-      held_(new held_list[slots]),
       holding_(new std::atomic<bool>[slots]),
       waiting_(new std::uint32_t[slots]) {
+  held_.reserve(slots);
   for (std::uint32_t i = 0; i < slots; ++i)
     holding_[i].store(false, std::memory_order_relaxed);
 }
@@ -39,7 +39,7 @@ void event_queue::hold_locked(std::uint32_t slot, const event& e) {
     waiting_[(waiting_head_ + waiting_count_) % slots_] = slot;
     ++waiting_count_;
   }
-  held_[slot].events.push_back(e);
+  held_.make(slot).events.push_back(e);
   ++held_count_;
 }
 

@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "common/slot_array.hpp"
 #include "ionet/events.hpp"
 
 namespace ionet::detail {
@@ -87,7 +88,9 @@ class event_queue {
   bool closed_ = false;
 
   std::uint32_t slots_;
-  std::unique_ptr<held_list[]> held_;
+  // Made for a slot the first time one of its events is held back: most
+  // engines hold none, and those that do, for few slots.
+  slot_array<held_list> held_;
   std::unique_ptr<std::atomic<bool>[]> holding_;  // held_[slot] not empty
   // Slots with events held back, oldest first: a ring of `slots_`, since a
   // slot is in it at most once.

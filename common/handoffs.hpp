@@ -30,8 +30,12 @@ class handoffs {
   // list.
   void take_remote() {
     std::lock_guard g(lock_);
-    local_.insert(local_.end(), remote_.begin(), remote_.end());
-    remote_.clear();
+    if (local_.empty()) {
+      local_.swap(remote_);
+    } else {
+      local_.insert(local_.end(), remote_.begin(), remote_.end());
+      remote_.clear();
+    }
   }
   // The loop: serve(id) for each id on the local list, then after(), and
   // again while either handed over more (an inline handler's sends).

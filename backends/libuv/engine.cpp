@@ -189,6 +189,7 @@ void engine_impl::on_accept(loop& l) {
       std::lock_guard g(target.lock);
       first = target.incoming.empty();
       target.incoming.push_back(fd);
+      target.has_incoming.store(true, std::memory_order_release);
     }
     if (first) uv_async_send(&target.wake);
   }
@@ -200,12 +201,15 @@ void engine_impl::on_wake(loop& l) {
     shutdown_loop(l);
     return;
   }
-  {
-    std::lock_guard g(l.lock);
-    l.incoming_local.swap(l.incoming);
+  // Most wake-ups bring sends, not sockets: the lock only when there are.
+  if (l.has_incoming.exchange(false, std::memory_order_acquire)) {
+    {
+      std::lock_guard g(l.lock);
+      l.incoming_local.swap(l.incoming);
+    }
+    for (int fd : l.incoming_local) open_connection(l, fd);
+    l.incoming_local.clear();
   }
-  for (int fd : l.incoming_local) open_connection(l, fd);
-  l.incoming_local.clear();
   l.handoffs.take_remote();
   finish(l);
 }

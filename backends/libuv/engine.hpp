@@ -55,9 +55,10 @@ struct loop {
   std::thread thread;
   std::thread::id thread_id;
 
-  detail::handoffs handoffs;  // connections with something to send
-  std::mutex lock;            // guards incoming
-  std::vector<int> incoming;  // accepted sockets for this loop
+  detail::handoffs handoffs;              // connections with something to send
+  std::mutex lock;                        // guards incoming
+  std::vector<int> incoming;              // accepted sockets for this loop
+  std::atomic<bool> has_incoming{false};  // set with each push to incoming
   std::vector<int> incoming_local;
 
   std::vector<uv_buf_t> bufs;        // scratch for gathering a write

@@ -2,17 +2,15 @@
 
 namespace ionet::detail {
 
-slice_chain next_send(engine_core& core, conn_protocol& c,
-                      std::uint32_t max_slices, std::error_code& close_now) {
-  close_now.clear();
+engine_core::taken next_send(engine_core& core, conn_protocol& c,
+                             std::uint32_t max_slices) {
   if (c.state != phase::open || c.writing) return {};
   if (c.backlog.empty()) {
     engine_core::taken t = core.take_queue(c.slot);
     c.backlog = t.chain;
-    close_now = t.close_now;
-    if (c.backlog.empty()) return {};
+    if (c.backlog.empty()) return {{}, t.close_now};
   }
-  return core.slices().split_front(c.backlog, max_slices);
+  return {core.slices().split_front(c.backlog, max_slices), {}};
 }
 
 void requeue_send(engine_core& core, conn_protocol& c,

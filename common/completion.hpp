@@ -70,8 +70,8 @@ inline constexpr std::uint64_t linger_ms = 2000;
 // the core's queue when empty. An empty chain means nothing to send (or
 // not now: closed, or a send already in flight); then `close_now` tells
 // whether the connection should close gracefully, and why.
-slice_chain next_send(engine_core& core, conn_protocol& c,
-                      std::uint32_t max_slices, std::error_code& close_now);
+engine_core::taken next_send(engine_core& core, conn_protocol& c,
+                             std::uint32_t max_slices);
 
 // A send the system refused for now (short of buffers; nothing was sent):
 // its slices go back in front of the backlog, to go out first next time.

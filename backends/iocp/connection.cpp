@@ -301,9 +301,7 @@ void engine_impl::on_read(engine_impl& e, operation& op,
 void engine_impl::flush(connection& c) {
   auto& pool = core_.slices();
   for (;;) {
-    std::error_code close_now;
-    detail::slice_chain chain =
-        detail::next_send(core_, c.p, gather_max, close_now);
+    auto [chain, close_now] = detail::next_send(core_, c.p, gather_max);
     if (chain.empty()) {
       if (close_now) begin_close(c, close_now, true);
       return;

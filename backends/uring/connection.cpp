@@ -215,9 +215,7 @@ void engine_impl::on_eof(loop& l, connection& c) {
 void engine_impl::flush(loop& l, connection& c) {
   auto& pool = core_.slices();
   for (int round = 0;; ++round) {
-    std::error_code close_now;
-    detail::slice_chain chain =
-        detail::next_send(core_, c.p, gather_max, close_now);
+    auto [chain, close_now] = detail::next_send(core_, c.p, gather_max);
     if (chain.empty()) {
       if (close_now) begin_close(l, c, close_now, true);
       return;

@@ -145,7 +145,15 @@ class engine_base : public engine {
     const bool mine = engine_thread::of(this);
     if (mine ? gate_.stopping() : !gate_.enter())
       return make_error_code(errc::not_running);
-    const auto r = core_.send(id, bytes);
+    engine_core::queued_result r;
+    if constexpr (requires { &Backend::write_now; }) {
+      // On an engine thread a connection with nothing queued may be written
+      // at once from the caller's buffer (the backend says when it can).
+      const engine_core::direct_write now{&Backend::write_now, &backend()};
+      r = core_.send(id, bytes, mine ? &now : nullptr);
+    } else {
+      r = core_.send(id, bytes);
+    }
     if (r.wake) backend().hand_off(id);
     if (!mine) gate_.leave();
     return r.ec;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <string>
 
 namespace ionet::detail {
@@ -221,7 +222,8 @@ void engine_core::free_slot(std::uint32_t slot) noexcept {
 }
 
 engine_core::queued_result engine_core::send(connection_id id,
-                                             std::span<const std::byte> bytes) {
+                                             std::span<const std::byte> bytes,
+                                             const direct_write* now) {
   if (opts_.mode == framing::length_prefix &&
       bytes.size() > opts_.max_message_bytes) {
     return {make_error_code(errc::message_too_large)};
@@ -261,9 +263,17 @@ engine_core::queued_result engine_core::send(connection_id id,
       return {ec};
     }
   }
+  // A direct write's slices, for what the socket may not take.
+  slice_chain spare;
+  if (now && small) {
+    const auto need = static_cast<std::uint32_t>(
+        (total + opts_.slice_bytes - 1) / opts_.slice_bytes);
+    if (!slices_->take_chain(need, spare)) spare = slice_chain{};
+  }
   conn_state& st = states_[*slot];
   std::error_code ec;
   bool wake = false;
+  bool direct = false;
   {
     std::lock_guard g(st.lock);
     if (!st.open || !table_->resolve(id)) {
@@ -272,6 +282,11 @@ engine_core::queued_result engine_core::send(connection_id id,
                                : errc::stale_connection);
     } else if (st.queued + total > opts_.max_queued_bytes) {
       ec = make_error_code(errc::queue_full);
+    } else if (!spare.empty() && st.queue.empty() && !st.scheduled) {
+      // Nothing queued or being written: claimed below (scheduled), so no
+      // flush starts and senders on other threads queue behind us while
+      // send_now writes.
+      direct = true;
     } else if (small) {
       ec = append_in_place(*slices_, opts_.mode, bytes, st.queue);
     } else {
@@ -283,6 +298,8 @@ engine_core::queued_result engine_core::send(connection_id id,
       st.scheduled = true;
     }
   }
+  if (direct) return send_now(*slot, bytes, total, spare, *now);
+  slices_->give_chain(spare);
   if (ec) {
     if (ec == errc::queue_full) counters_.add(counter::send_queue_full, 1);
     if (ec == errc::stale_connection) counters_.add(counter::send_stale, 1);
@@ -293,6 +310,70 @@ engine_core::queued_result engine_core::send(connection_id id,
   counters::block* const mine = counters_.local();
   counters_.add(mine, counter::messages_sent, 1);
   counters_.add(mine, counter::bytes_queued, total);
+  return {{}, wake};
+}
+
+engine_core::queued_result engine_core::send_now(
+    std::uint32_t slot, std::span<const std::byte> bytes, std::uint64_t total,
+    slice_chain& spare, const direct_write& now) {
+  std::byte header[header_bytes];
+  std::span<const std::byte> head;
+  if (opts_.mode == framing::length_prefix) {
+    put_header(header, static_cast<std::uint32_t>(bytes.size()));
+    head = header;
+  }
+  const std::size_t sent = now.fn(now.backend, slot, head, bytes);
+  // What the socket did not take goes into the spare slices, to be
+  // written as any queued bytes are; the slices it does not need go back.
+  slice_chain rest;
+  if (const std::uint64_t left = total - sent) {
+    const std::uint32_t unit = opts_.slice_bytes;
+    rest = slices_->split_front(
+        spare, static_cast<std::uint32_t>((left + unit - 1) / unit));
+    std::uint32_t s = rest.head;
+    std::uint32_t len = 0;
+    auto put = [&](std::span<const std::byte> from) {
+      while (!from.empty()) {
+        if (len == unit) {
+          slices_->length(s) = len;
+          s = slices_->next(s);
+          len = 0;
+        }
+        const std::size_t k = std::min<std::size_t>(from.size(), unit - len);
+        std::memcpy(slices_->data(s) + len, from.data(), k);
+        len += static_cast<std::uint32_t>(k);
+        from = from.subspan(k);
+      }
+    };
+    const std::size_t skip = std::min<std::size_t>(sent, head.size());
+    put(head.subspan(skip));
+    put(bytes.subspan(sent - skip));
+    slices_->length(s) = len;
+    rest.bytes = left;
+  }
+  slices_->give_chain(spare);
+  conn_state& st = states_[slot];
+  bool wake;
+  {
+    std::lock_guard g(st.lock);
+    st.queued -= sent;
+    // In front of whatever other threads queued meanwhile.
+    slices_->append(rest, st.queue);
+    st.queue = rest;
+    // The claim is let go unless there is something for the owner to do:
+    // bytes to write, or a close to make once they are out.
+    wake = !st.queue.empty() || st.close_requested || st.peer_eof;
+    if (!wake) st.scheduled = false;
+  }
+  total_queued_.fetch_sub(sent, std::memory_order_relaxed);
+  counters::block* const mine = counters_.local();
+  counters_.add(mine, counter::messages_sent, 1);
+  counters_.add(mine, counter::bytes_queued, total);
+  if (sent) {
+    counters_.add(mine, counter::bytes_sent, sent);
+    st.last_active.store(now_.load(std::memory_order_relaxed),
+                         std::memory_order_relaxed);
+  }
   return {{}, wake};
 }
 

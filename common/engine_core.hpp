@@ -133,8 +133,22 @@ class engine_core {
     std::error_code ec;
     bool wake = false;
   };
-  // Any thread.
-  queued_result send(connection_id id, std::span<const std::byte> bytes);
+  // A backend that can write on the spot, on a connection's own thread:
+  // fn(backend, slot, head, body) writes what the socket takes at once,
+  // straight from these buffers, and returns how many bytes it wrote (0
+  // when it cannot: not the slot's thread, or no room).
+  struct direct_write {
+    std::size_t (*fn)(void* backend, std::uint32_t slot,
+                      std::span<const std::byte> head,
+                      std::span<const std::byte> body);
+    void* backend;
+  };
+  // Any thread. With `now`, a frame that fits one slice and finds nothing
+  // queued or being written goes out through it, and only what the socket
+  // did not take is queued (into a slice taken first: once part of a frame
+  // is out, the rest must be able to follow).
+  queued_result send(connection_id id, std::span<const std::byte> bytes,
+                     const direct_write* now = nullptr);
   queued_result request_close(connection_id id);
   std::error_code set_context(connection_id id, void* context);
   // What take_queue() found: the bytes to write, and when there were none,
@@ -215,6 +229,10 @@ class engine_core {
   }
 
  private:
+  // send()'s direct write, the slot claimed; `spare` takes what is left.
+  queued_result send_now(std::uint32_t slot, std::span<const std::byte> bytes,
+                         std::uint64_t total, slice_chain& spare,
+                         const direct_write& now);
   void drop_user_hold(std::uint32_t slot) noexcept;
   void discard_unpolled() noexcept;
   void free_slot(std::uint32_t slot) noexcept;

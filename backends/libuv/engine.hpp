@@ -94,6 +94,11 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   bool stopping() const noexcept { return gate_.stopping(); }
   // Flush or close `id` on its loop (any thread; see engine_base).
   void hand_off(connection_id id);
+  // engine_core::direct_write: on the connection's own loop, with nothing
+  // queued or being written, what the socket takes now (uv_try_write).
+  static std::size_t write_now(void* self, std::uint32_t slot,
+                               std::span<const std::byte> head,
+                               std::span<const std::byte> body);
   void on_accept(loop& l);
   void on_wake(loop& l);
   void open_connection(loop& l, int fd);

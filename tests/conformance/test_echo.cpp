@@ -250,3 +250,88 @@ TEST_CASE(
   CHECK(s.snapshot().echo_failures == 0);
   CHECK(s.snapshot().closed.empty());  // still open: nothing cut it off
 }
+
+TEST_CASE(
+    "echo: an inline handler's replies and another thread's sends to a "
+    "reader that lags arrive whole and in order",
+    "[conformance][echo]") {
+  // An inline handler's send() runs on the connection's own thread, where a
+  // connection with nothing queued is written at once from the handler's
+  // buffer and only what the socket does not take is queued. With a reader
+  // that lags, the socket fills: replies go out whole, in part, or not at
+  // once, while another thread's sends to the same connection queue behind
+  // them. Every frame must arrive whole, each sender's in its order.
+  ionet::options o = local_options();
+  o.threads = 2;
+  o.max_message_bytes = 4096;
+  o.max_queued_bytes = 4u << 20;
+  server s(o, {}, server::delivery::inline_handler);
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  std::string why;
+  const auto id = connect_one(s, c, why);
+  INFO(why);
+  REQUIRE(id);
+
+  const std::uint32_t echoes = slow_platform ? 1000 : 4000;
+  const std::uint32_t sides = echoes / 2;
+  constexpr std::size_t side_size = 333;
+  constexpr std::uint64_t side_seed = 1u << 30;
+  std::vector<std::size_t> sizes(echoes);
+  std::mt19937 rng(11);
+  for (auto& n : sizes) n = rng() % 3000;
+
+  std::uint32_t got_echoes = 0;
+  std::uint32_t got_sides = 0;
+  std::string read_error;
+  std::thread reader([&] {
+    std::vector<std::byte> got;
+    for (std::uint32_t i = 0; got_echoes + got_sides < echoes + sides; ++i) {
+      if (const auto ec = c.read(got, wait_budget)) {
+        read_error = "frame " + std::to_string(i) + ": " + ec.message();
+        return;
+      }
+      if (got_echoes < echoes &&
+          same_bytes(got, pattern(sizes[got_echoes], got_echoes))) {
+        ++got_echoes;
+      } else if (got_sides < sides &&
+                 same_bytes(got, pattern(side_size, side_seed + got_sides))) {
+        ++got_sides;
+      } else {
+        read_error =
+            "frame " + std::to_string(i) + " (" + std::to_string(got.size()) +
+            " bytes) is neither the next echo (" + std::to_string(got_echoes) +
+            ") nor the next send (" + std::to_string(got_sides) + ")";
+        return;
+      }
+      if (i % 8 == 0) std::this_thread::sleep_for(1ms);  // lags
+    }
+  });
+  std::uint32_t side_errors = 0;
+  std::thread sender([&] {
+    for (std::uint32_t j = 0; j < sides; ++j) {
+      const auto m = pattern(side_size, side_seed + j);
+      std::error_code ec;
+      for (int tries = 0; tries < 5000; ++tries) {
+        ec = s.engine().send(*id, m);
+        if (ec != ionet::errc::queue_full) break;
+        std::this_thread::sleep_for(1ms);
+      }
+      if (ec) ++side_errors;
+      if (j % 16 == 0) std::this_thread::sleep_for(1ms);
+    }
+  });
+  std::uint32_t written = 0;
+  for (; written < echoes; ++written) {
+    if (c.write(pattern(sizes[written], written))) break;
+  }
+  sender.join();
+  reader.join();
+  INFO(read_error);
+  CHECK(written == echoes);
+  CHECK(side_errors == 0);
+  CHECK(got_echoes == echoes);
+  CHECK(got_sides == sides);
+  CHECK(s.snapshot().echo_failures == 0);
+  CHECK(s.snapshot().closed.empty());
+}

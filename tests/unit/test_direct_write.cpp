@@ -1,0 +1,167 @@
+// engine_core::send with a direct write: what the socket took at once is
+// written from the caller's buffer, the rest queued, for every point the
+// socket may stop at (inside the header too); and never while something is
+// queued or being written, so bytes keep their order.
+#include <cstring>
+#include <vector>
+
+#include "catch.hpp"
+#include "common/engine_core.hpp"
+#include "common/framing.hpp"
+
+namespace {
+
+using ionet::detail::engine_core;
+using ionet::detail::slice_chain;
+
+// The engine the core reports to: nothing here calls it.
+class direct_null_engine final : public ionet::engine {
+ public:
+  ionet::status start() override { return {}; }
+  std::uint16_t port() const noexcept override { return 0; }
+  std::size_t poll(std::span<ionet::event>,
+                   std::chrono::milliseconds) override {
+    return 0;
+  }
+  void release(std::span<const ionet::event>) noexcept override {}
+  std::error_code send(ionet::connection_id,
+                       std::span<const std::byte>) override {
+    return {};
+  }
+  std::error_code close(ionet::connection_id) override { return {}; }
+  std::error_code set_context(ionet::connection_id, void*) override {
+    return {};
+  }
+  ionet::engine_stats stats() const override { return {}; }
+  void stop() noexcept override {}
+  const char* backend_name() const noexcept override { return "unit"; }
+};
+
+// A socket that takes `room` bytes at once and records them.
+struct fake_socket {
+  std::size_t room = 0;
+  int calls = 0;
+  std::vector<std::byte> wrote;
+  static std::size_t write(void* self, std::uint32_t,
+                           std::span<const std::byte> head,
+                           std::span<const std::byte> body) {
+    auto& s = *static_cast<fake_socket*>(self);
+    ++s.calls;
+    std::size_t n = 0;
+    for (auto part : {head, body}) {
+      const std::size_t k = std::min(part.size(), s.room - n);
+      s.wrote.insert(s.wrote.end(), part.begin(), part.begin() + k);
+      n += k;
+    }
+    return n;
+  }
+};
+
+// What the backend would write, as a flush does: take and write until the
+// queue runs dry (which also lets the slot go idle again).
+std::vector<std::byte> queued_bytes(engine_core& core, std::uint32_t slot) {
+  std::vector<std::byte> out;
+  for (;;) {
+    slice_chain chain = core.take_queue(slot).chain;
+    if (chain.empty()) return out;
+    std::size_t got = 0;
+    for (std::uint32_t s = chain.head; s != ionet::detail::no_slice;
+         s = core.slices().next(s)) {
+      const std::byte* p = core.slices().data(s);
+      out.insert(out.end(), p, p + core.slices().length(s));
+      got += core.slices().length(s);
+    }
+    CHECK(got == chain.bytes);
+    core.write_done(slot, chain, true);
+  }
+}
+
+std::vector<std::byte> direct_pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i)
+    v[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("direct write: the socket may stop anywhere, the rest is queued",
+          "[unit][direct_write]") {
+  direct_null_engine self;
+  ionet::options o;
+  o.max_connections = 2;
+  o.slice_bytes = 64;  // messages of several slices, the header split too
+  o.max_message_bytes = 4096;
+  o.max_queued_bytes = 1u << 20;
+  engine_core core(self, o);
+  REQUIRE(core.init(1).ok());
+  const auto id = core.open_slot(0);
+  REQUIRE(id);
+  const std::uint32_t slot = ionet::slot_of(*id);
+
+  for (std::size_t size : {0u, 1u, 59u, 60u, 61u, 200u, 1019u, 1020u, 1021u}) {
+    const auto msg = direct_pattern(size, static_cast<unsigned>(size));
+    std::vector<std::byte> frame(4);
+    ionet::detail::put_header(frame.data(), static_cast<std::uint32_t>(size));
+    frame.insert(frame.end(), msg.begin(), msg.end());
+    for (std::size_t room = 0; room <= frame.size(); ++room) {
+      INFO("message " << size << " bytes, the socket takes " << room);
+      fake_socket sock;
+      sock.room = room;
+      const engine_core::direct_write now{&fake_socket::write, &sock};
+      const auto before = core.slices().in_use();
+      const auto r = core.send(*id, msg, &now);
+      REQUIRE_FALSE(r.ec);
+      // Messages of up to 16 slices (engine_core's in-place limit) only;
+      // a larger one is queued whole.
+      const bool direct = frame.size() <= 16u * o.slice_bytes;
+      CHECK(sock.calls == (direct ? 1 : 0));
+      // Woken only when bytes are left for the backend to write.
+      CHECK(r.wake == (!direct || room < frame.size()));
+      std::vector<std::byte> all = sock.wrote;
+      const auto rest = queued_bytes(core, slot);
+      all.insert(all.end(), rest.begin(), rest.end());
+      CHECK(all == frame);
+      CHECK(core.slices().in_use() == before);  // every slice came back
+    }
+  }
+  const auto st = core.stats();
+  CHECK(st.bytes_sent == st.bytes_queued);
+  // Nothing is left counted against the connection: its reading is not
+  // paused for bytes that went out directly.
+  CHECK(core.may_resume_reading(slot));
+  CHECK_FALSE(core.should_pause_reading(slot));
+}
+
+TEST_CASE("direct write: not while bytes are queued, so order is kept",
+          "[unit][direct_write]") {
+  direct_null_engine self;
+  ionet::options o;
+  o.max_connections = 2;
+  engine_core core(self, o);
+  REQUIRE(core.init(1).ok());
+  const auto id = core.open_slot(0);
+  REQUIRE(id);
+  const std::uint32_t slot = ionet::slot_of(*id);
+  fake_socket sock;
+  sock.room = 1u << 20;
+  const engine_core::direct_write now{&fake_socket::write, &sock};
+
+  // Queued from another thread (no direct write there): the owner's next
+  // send must queue behind it, not write past it.
+  const auto first = direct_pattern(10, 1);
+  auto r = core.send(*id, first);
+  REQUIRE_FALSE(r.ec);
+  CHECK(r.wake);
+  r = core.send(*id, direct_pattern(20, 2), &now);
+  REQUIRE_FALSE(r.ec);
+  CHECK(sock.calls == 0);
+  CHECK(queued_bytes(core, slot).size() == 4 + 10 + 4 + 20);
+  // Written, and the queue ran dry: the slot is idle again, and the next
+  // send goes straight out.
+  r = core.send(*id, direct_pattern(30, 3), &now);
+  REQUIRE_FALSE(r.ec);
+  CHECK(sock.calls == 1);
+  CHECK_FALSE(r.wake);
+  CHECK(sock.wrote.size() == 4 + 30);
+}

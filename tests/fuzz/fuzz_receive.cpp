@@ -13,6 +13,7 @@
 
 #include "common/engine_core.hpp"
 #include "ionet/engine.hpp"
+#include "tests/null_engine.hpp"
 
 using namespace ionet::detail;
 
@@ -20,35 +21,12 @@ namespace {
 
 [[noreturn]] void fail() { __builtin_trap(); }
 
-// The engine the core reports to: only inline handlers see it.
-class null_engine final : public ionet::engine {
- public:
-  ionet::status start() override { return {}; }
-  std::uint16_t port() const noexcept override { return 0; }
-  std::size_t poll(std::span<ionet::event>,
-                   std::chrono::milliseconds) override {
-    return 0;
-  }
-  void release(std::span<const ionet::event>) noexcept override {}
-  std::error_code send(ionet::connection_id,
-                       std::span<const std::byte>) override {
-    return {};
-  }
-  std::error_code close(ionet::connection_id) override { return {}; }
-  std::error_code set_context(ionet::connection_id, void*) override {
-    return {};
-  }
-  ionet::engine_stats stats() const override { return {}; }
-  void stop() noexcept override {}
-  const char* backend_name() const noexcept override { return "fuzz"; }
-};
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
                                       std::size_t size) {
   if (size < 2) return 0;
-  null_engine self;
+  ionet_test::null_engine self;
   ionet::options o;
   o.max_connections = 2;
   o.mode = (data[0] & 1) ? ionet::framing::raw : ionet::framing::length_prefix;

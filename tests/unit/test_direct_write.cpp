@@ -8,34 +8,12 @@
 #include "catch.hpp"
 #include "common/engine_core.hpp"
 #include "common/framing.hpp"
+#include "tests/null_engine.hpp"
 
 namespace {
 
 using ionet::detail::engine_core;
 using ionet::detail::slice_chain;
-
-// The engine the core reports to: nothing here calls it.
-class direct_null_engine final : public ionet::engine {
- public:
-  ionet::status start() override { return {}; }
-  std::uint16_t port() const noexcept override { return 0; }
-  std::size_t poll(std::span<ionet::event>,
-                   std::chrono::milliseconds) override {
-    return 0;
-  }
-  void release(std::span<const ionet::event>) noexcept override {}
-  std::error_code send(ionet::connection_id,
-                       std::span<const std::byte>) override {
-    return {};
-  }
-  std::error_code close(ionet::connection_id) override { return {}; }
-  std::error_code set_context(ionet::connection_id, void*) override {
-    return {};
-  }
-  ionet::engine_stats stats() const override { return {}; }
-  void stop() noexcept override {}
-  const char* backend_name() const noexcept override { return "unit"; }
-};
 
 // A socket that takes `room` bytes at once and records them.
 struct fake_socket {
@@ -87,7 +65,7 @@ std::vector<std::byte> direct_pattern(std::size_t n, unsigned seed) {
 
 TEST_CASE("direct write: the socket may stop anywhere, the rest is queued",
           "[unit][direct_write]") {
-  direct_null_engine self;
+  ionet_test::null_engine self;
   ionet::options o;
   o.max_connections = 2;
   o.slice_bytes = 64;  // messages of several slices, the header split too
@@ -135,7 +113,7 @@ TEST_CASE("direct write: the socket may stop anywhere, the rest is queued",
 
 TEST_CASE("direct write: not while bytes are queued, so order is kept",
           "[unit][direct_write]") {
-  direct_null_engine self;
+  ionet_test::null_engine self;
   ionet::options o;
   o.max_connections = 2;
   engine_core core(self, o);

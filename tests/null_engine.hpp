@@ -1,0 +1,32 @@
+// An engine that does nothing, for tests that drive engine_core by hand
+// (the unit tests, the fuzz targets): the core reports to an engine, and
+// only inline handlers would see it.
+#pragma once
+
+#include "ionet/engine.hpp"
+
+namespace ionet_test {
+
+class null_engine final : public ionet::engine {
+ public:
+  ionet::status start() override { return {}; }
+  std::uint16_t port() const noexcept override { return 0; }
+  std::size_t poll(std::span<ionet::event>,
+                   std::chrono::milliseconds) override {
+    return 0;
+  }
+  void release(std::span<const ionet::event>) noexcept override {}
+  std::error_code send(ionet::connection_id,
+                       std::span<const std::byte>) override {
+    return {};
+  }
+  std::error_code close(ionet::connection_id) override { return {}; }
+  std::error_code set_context(ionet::connection_id, void*) override {
+    return {};
+  }
+  ionet::engine_stats stats() const override { return {}; }
+  void stop() noexcept override {}
+  const char* backend_name() const noexcept override { return "null"; }
+};
+
+}  // namespace ionet_test

@@ -32,7 +32,7 @@ constexpr const char* names[fault_count] = {
     "wouldblock_io",  "post_fail",
     "non_ifs",        "fd_accept_once",
     "reset_accept",   "update_context_fail",
-    "wine_disconnect"};
+    "netdown_accept", "wine_disconnect"};
 constexpr int benign_count = 4;  // the first four
 
 struct schedule {

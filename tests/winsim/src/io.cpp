@@ -443,6 +443,21 @@ BOOL accept_ex(SOCKET listen_socket, SOCKET accept_socket, PVOID output,
            l->next_decision(fault::reset_accept))) {
     return fail(WSAECONNRESET, BOOL{FALSE});
   }
+  // The network subsystem failed: the call was taken (ERROR_IO_PENDING) and
+  // its completion reports WSAENETDOWN, which WSAGetOverlappedResult's
+  // documentation lists ("The network subsystem has failed"). No client is
+  // taken; the ones waiting stay in the backlog. A failure that lasts as
+  // long as the network is down: at rate 1 every AcceptEx ends so, at once.
+  if (roll(fault::netdown_accept, l->serial,
+           l->next_decision(fault::netdown_accept))) {
+    op o;
+    o.k = op::kind::accept;
+    o.ov = ov;
+    ov->Internal = status_pending;
+    ov->InternalHigh = 0;
+    complete(*l, o, WSAENETDOWN);
+    return fail(WSA_IO_PENDING, BOOL{FALSE});
+  }
   // Re-enables FD_ACCEPT (see check_fd_accept), unless the fault says the
   // provider does not.
   if (!l->fd_accept_enabled && !roll(fault::fd_accept_once, l->serial,

@@ -90,6 +90,7 @@ enum class fault : int {
   fd_accept_once,       // FD_ACCEPT is not recorded again after the first time
   reset_accept,         // AcceptEx fails with WSAECONNRESET
   update_context_fail,  // setsockopt(SO_UPDATE_ACCEPT_CONTEXT) fails
+  netdown_accept,       // AcceptEx pends, then completes with WSAENETDOWN
   // Wine's DisconnectEx: ntdll exports wine_get_version (so the backend
   // knows it is under Wine), and DisconnectEx finishes at once but says
   // ERROR_IO_PENDING, with no packet on a skip-on-success socket. Its rate

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "process_cpu.hpp"
 #include "support.hpp"
 
 using namespace ionet_test;
@@ -74,24 +75,6 @@ std::string engine_lines(const std::string& text) {
     at = end;
   }
   return kept;
-}
-
-// CPU time (user + kernel) of this process so far.
-std::chrono::milliseconds process_cpu() {
-#if !defined(_WIN32)
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  auto ms = [](const timeval& t) { return t.tv_sec * 1000 + t.tv_usec / 1000; };
-  return std::chrono::milliseconds(ms(u.ru_utime) + ms(u.ru_stime));
-#else
-  FILETIME created, exited, kernel, user;
-  GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user);
-  auto ticks = [](const FILETIME& f) {
-    return (static_cast<std::uint64_t>(f.dwHighDateTime) << 32) |
-           f.dwLowDateTime;
-  };
-  return std::chrono::milliseconds((ticks(kernel) + ticks(user)) / 10000);
-#endif
 }
 
 }  // namespace

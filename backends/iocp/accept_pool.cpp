@@ -8,7 +8,11 @@
 // socket whose peer closed first comes back through
 // DisconnectEx(TF_REUSE_SOCKET) and accepts again (on Windows; under Wine it
 // is closed and replaced: see give_back); one we closed first (it holds
-// TIME_WAIT) or reset is closed, and its entry gets a new socket.
+// TIME_WAIT) or reset is closed, and its entry gets a new socket. A failed
+// accept that was not a client's reset (is_accept_reset) pauses posting
+// for a backoff, whether the call or its completion failed: a shortage,
+// or an error that lasts (the network down), which posting again at once
+// would turn into a loop through the port on every worker.
 #include <algorithm>
 #include <string>
 
@@ -20,8 +24,8 @@ namespace {
 void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
 void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
 
-// After a resource shortage (is_resource_shortage) accepts are posted again
-// after a pause that doubles up to a second.
+// After a failure that pauses the pool (pause_accepts) accepts are posted
+// again after a backoff that doubles up to a second, until one succeeds.
 constexpr std::uint32_t min_backoff_ms = 10;
 constexpr std::uint32_t max_backoff_ms = 1000;
 
@@ -145,40 +149,49 @@ std::error_code engine_impl::make_pool() {
   return {};
 }
 
-void engine_impl::top_up_accepts() {
+std::uint32_t engine_impl::top_up_accepts() {
   std::lock_guard g(accept_lock_);
-  if (accepts_closed_ || gate_.stopping()) return;
+  if (accepts_closed_ || gate_.stopping()) return 0;
   if (retry_after_ms_) {
-    if (GetTickCount64() < retry_after_ms_) return;
-    retry_after_ms_ = 0;  // a new shortage sets it again, backing off further
+    if (GetTickCount64() < retry_after_ms_) return 0;
+    retry_after_ms_ = 0;  // a new failure sets it again, backing off further
   }
   // From the back (the most recently freed entries first). An entry whose
-  // post failed stays free and the next one is tried, as many failures as
-  // accepts were missing (so a listener that refuses every post does not
-  // cost a socket per free entry each round); a shortage of system
-  // resources ends the round until the backoff has passed.
+  // post failed with a client's reset stays free and the next one is
+  // tried, as many failures as accepts were missing (so a listener that
+  // resets every post does not cost a socket per free entry each round);
+  // any other failure pauses the pool and ends the round.
+  std::uint32_t posted_now = 0;
   std::uint32_t failures_left =
       accept_target_ > posted_accepts_ ? accept_target_ - posted_accepts_ : 0;
   for (std::size_t i = free_entries_.size();
        i > 0 && posted_accepts_ < accept_target_;) {
     --i;
     const posted r = post_accept(entries_[free_entries_[i]]);
-    if (r == posted::shortage) break;
+    if (r == posted::paused) break;
     if (r == posted::ok) {
       free_entries_.erase(free_entries_.begin() +
                           static_cast<std::ptrdiff_t>(i));
       ++posted_accepts_;
+      ++posted_now;
     } else if (--failures_left == 0) {
       break;
     }
   }
   accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
+  return posted_now;
+}
+
+void engine_impl::pause_accepts() {
+  retry_backoff_ms_ =
+      std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
+  retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
 }
 
 DWORD engine_impl::accept_retry_wait(DWORD longest) {
-  // The housekeeper posts accepts again as soon as a shortage's backoff
-  // has passed, not at its next round: otherwise each shortage would
-  // stall accepting for a whole round, whatever the backoff.
+  // The housekeeper posts accepts again as soon as a pause's backoff has
+  // passed, not at its next round: otherwise each pause would stall
+  // accepting for a whole round, whatever the backoff.
   std::lock_guard g(accept_lock_);
   if (!retry_after_ms_) return longest;
   const std::uint64_t now = GetTickCount64();
@@ -191,11 +204,9 @@ engine_impl::posted engine_impl::post_accept(socket_entry& e) {
   // With accept_lock_ held.
   auto failed = [&](int error) {
     accept_failures_.fetch_add(1, std::memory_order_relaxed);
-    if (!is_resource_shortage(error)) return posted::failed;
-    retry_backoff_ms_ =
-        std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
-    retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
-    return posted::shortage;
+    if (is_accept_reset(error)) return posted::failed;
+    pause_accepts();
+    return posted::paused;
   };
   if (e.s == INVALID_SOCKET) {
     e.s = open_tcp_socket(family_);
@@ -225,12 +236,12 @@ engine_impl::posted engine_impl::post_accept(socket_entry& e) {
   op_started();
   DWORD bytes = 0;
   // The listener is not in skip-on-success mode: even an AcceptEx that
-  // succeeds at once completes through the port.
+  // succeeds at once completes through the port. A post that was taken
+  // does not end a pause's backoff: its completion may still fail (the
+  // network down); an accept that succeeds does (accept_done).
   if (ext_.accept_ex(listen_, e.s, e.addresses, 0, socket_entry::address_bytes,
                      socket_entry::address_bytes, &bytes, &e.accept_op.ov) ||
       WSAGetLastError() == ERROR_IO_PENDING) {
-    retry_backoff_ms_ = 0;
-    retry_after_ms_ = 0;
     return posted::ok;
   }
   const int err = WSAGetLastError();
@@ -294,25 +305,24 @@ void engine_impl::on_accept(engine_impl& e, operation& op,
 }
 
 void engine_impl::accept_done(socket_entry& entry, DWORD error) {
+  const bool stopping = gate_.stopping();
   {
     std::lock_guard g(accept_lock_);
     --posted_accepts_;
     accepts_pending_.store(posted_accepts_, std::memory_order_relaxed);
-  }
-  if (gate_.stopping()) {
-    give_back(entry, false);
-    return;
-  }
-  if (error) {
-    // A client that reset before we took it, or a shortage: counted, and
-    // the entry accepts again with a new socket.
-    accept_failures_.fetch_add(1, std::memory_order_relaxed);
-    if (is_resource_shortage(static_cast<int>(error))) {
-      std::lock_guard g(accept_lock_);
-      retry_backoff_ms_ =
-          std::clamp(retry_backoff_ms_ * 2, min_backoff_ms, max_backoff_ms);
-      retry_after_ms_ = GetTickCount64() + retry_backoff_ms_;
+    if (!stopping && error) {
+      // A client that reset before we took it: the entry accepts again at
+      // once, with a new socket. Anything else (a shortage, the network
+      // down) fails the next post's completion too: paused.
+      accept_failures_.fetch_add(1, std::memory_order_relaxed);
+      if (!is_accept_reset(static_cast<int>(error))) pause_accepts();
+    } else if (!stopping) {
+      // Whatever paused the pool is over: no more backing off.
+      retry_backoff_ms_ = 0;
+      retry_after_ms_ = 0;
     }
+  }
+  if (stopping || error) {
     give_back(entry, false);
     return;
   }

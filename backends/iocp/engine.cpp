@@ -88,8 +88,9 @@ status engine_impl::start() {
   }
   if (s.ok()) {
     // The first accept_depth accepts, posted before any client arrives.
-    top_up_accepts();
-    if (accepts_pending_.load() == 0) {
+    // Counted as posted, not as pending now: their completions may have
+    // come already (failed ones, if the network is down).
+    if (top_up_accepts() == 0) {
       s = status{errc::out_of_memory,
                  "could not post any AcceptEx (sockets: " +
                      std::to_string(sockets_created_.load()) + ")"};

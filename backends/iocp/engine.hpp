@@ -85,18 +85,23 @@ class engine_impl final : public detail::engine_base<engine_impl> {
  private:
   friend class detail::engine_base<engine_impl>;
   enum class next_read : std::uint8_t { none, ready, data };
-  // How a post of an AcceptEx went: a shortage stops the round (the
-  // backoff applies); another failure is the entry's alone.
-  enum class posted : std::uint8_t { ok, failed, shortage };
+  // How a post of an AcceptEx went: a client's reset (is_accept_reset) is
+  // the entry's alone; any other failure pauses posting (the backoff
+  // applies) and ends the round.
+  enum class posted : std::uint8_t { ok, failed, paused };
 
   // accept_pool.cpp
   status open_listener(const endpoint& ep);
   std::error_code make_pool();
-  void top_up_accepts();
-  // How long the housekeeper may wait: `longest`, or less when a shortage's
+  // Posts accepts up to the target, unless paused; how many it posted.
+  std::uint32_t top_up_accepts();
+  // How long the housekeeper may wait: `longest`, or less when a pause's
   // backoff ends sooner.
   DWORD accept_retry_wait(DWORD longest);
   posted post_accept(socket_entry& entry);
+  // After a failed AcceptEx that was not a client's reset: no accept is
+  // posted until a backoff has passed. With accept_lock_ held.
+  void pause_accepts();
   void give_back(socket_entry& entry, bool reusable);
   // Resets the entry's connection and gives the entry back without its socket.
   void abort_socket(socket_entry& entry);
@@ -167,7 +172,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::uint32_t accept_target_ = 0;  // accepts to keep posted
   // close_all() cancelled the posted accepts: none is posted any more.
   bool accepts_closed_ = false;
-  std::uint64_t retry_after_ms_ = 0;  // after WSAENOBUFS: when to post again
+  // Paused (pause_accepts): when to post again, and the backoff, which
+  // doubles with each failure until an accept succeeds.
+  std::uint64_t retry_after_ms_ = 0;
   std::uint32_t retry_backoff_ms_ = 0;
 
   // Slots the housekeeper looks at on its next round (see watch()); each

@@ -65,6 +65,18 @@ inline bool is_resource_shortage(int error) noexcept {
          error == ERROR_NOT_ENOUGH_MEMORY || error == ERROR_NO_SYSTEM_RESOURCES;
 }
 
+// A failed AcceptEx (the call or its completion) that was one client's:
+// AcceptEx's WSAECONNRESET, "an incoming connection was indicated, but was
+// subsequently terminated by the remote peer prior to accepting the call"
+// (ERROR_NETNAME_DELETED is the same reset as the port's status). The
+// accept pool posts again at once. Any other failure, a shortage or one of
+// the network or the listener that lasts (WSAENETDOWN, WSAEINVAL,
+// WSAEACCES), pauses posting for a backoff: posted again at once, it would
+// fail again at once, and the pool would spin its workers on the port.
+inline bool is_accept_reset(int error) noexcept {
+  return error == WSAECONNRESET || error == ERROR_NETNAME_DELETED;
+}
+
 // Winsock error as a std::error_code in the system category (Windows error
 // numbers, so message() is the system's text).
 inline std::error_code wsa_error(int code) noexcept {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backends/iocp/platform.hpp"
+#include "process_cpu.hpp"
 #include "support.hpp"
 
 using namespace ionet_test;
@@ -228,12 +229,12 @@ TEST_CASE(
 
 // Run by the ctest entry "iocp[winsim reset_accept:0.3]: ..." with the
 // simulated Winsock failing 30% of AcceptEx calls with WSAECONNRESET (a
-// client that reset before the call could take it). That is not a
-// shortage: the entry's post failed, the next one is tried at once, and
-// only a shortage ends a top-up round (a round that ended at the first
-// failure left the pool short until the housekeeper's next round, every
-// time). Hidden from plain runs: without the fault it checks nothing of
-// its own.
+// client that reset before the call could take it). That one client's
+// failure pauses nothing: the entry's post failed, the next one is tried
+// at once, and only a failure that pauses the pool (any other) ends a
+// top-up round (a round that ended at the first reset left the pool short
+// until the housekeeper's next round, every time). Hidden from plain runs:
+// without the fault it checks nothing of its own.
 TEST_CASE("iocp: a failed AcceptEx (WSAECONNRESET) costs only its own post",
           "[.][iocp][accept][winsim]") {
   require_winsim_fault("reset_accept");
@@ -247,6 +248,56 @@ TEST_CASE("iocp: a failed AcceptEx (WSAECONNRESET) costs only its own post",
 
   check_all_served(s, 100);
   CHECK(s.engine().stats().accept_failures > started.accept_failures);
+}
+
+// Run by the ctest entry "iocp[winsim netdown_accept:1]: ..." with every
+// AcceptEx taken and then completing with WSAENETDOWN (the network
+// subsystem failed): an error that lasts, unlike a client's reset, so an
+// accept posted again at once fails again at once. Re-posting after each
+// failed completion made the pool a loop through the port on every worker;
+// it pauses instead, as after a shortage, until its backoff has passed.
+// Hidden from plain runs: without the fault it checks nothing of its own.
+TEST_CASE("iocp: an AcceptEx that fails for good (WSAENETDOWN) does not spin",
+          "[.][iocp][accept][winsim]") {
+  require_winsim_fault("netdown_accept:1");
+  server s(accept_fault_options());
+  REQUIRE(s.start().ok());  // every post is taken; each completion fails
+  std::this_thread::sleep_for(200ms);  // the first failures
+  const std::uint64_t failed_before = s.engine().stats().accept_failures;
+  const auto cpu_before = process_cpu();
+  const auto t0 = steady::now();
+  std::this_thread::sleep_for(1000ms);
+  const auto cpu = process_cpu() - cpu_before;
+  const auto wall =
+      std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
+  const std::uint64_t failed =
+      s.engine().stats().accept_failures - failed_before;
+  INFO("process CPU " << cpu.count() << " ms in " << wall.count()
+                      << " ms; accepts failed: " << failed);
+  // Idle, the engine's threads wait; re-posting at once keeps its workers
+  // busy on the port.
+  CHECK(cpu < wall / 4);
+  // Each failure pauses the pool and doubles the backoff, up to a second,
+  // until an accept succeeds: a round of accept_depth (8) posts a second.
+  CHECK(failed < 100);
+  CHECK(s.engine().stats().accept_failures > 0);  // the fault did fail them
+}
+
+// Run by the ctest entry "iocp[winsim netdown_accept:0.3]: ..." with 30%
+// of AcceptEx calls completing with WSAENETDOWN. Each such failure pauses
+// posting for a backoff, yet every client is still served and, once the
+// burst has passed, the pool is whole again: a pause ends when its backoff
+// has passed, and an accept that succeeds shows the error over. Hidden
+// from plain runs: without the fault it checks nothing of its own.
+TEST_CASE(
+    "iocp: AcceptEx failures (WSAENETDOWN) pause the pool and lose no client",
+    "[.][iocp][accept][winsim]") {
+  require_winsim_fault("netdown_accept");
+  server s(accept_fault_options());
+  REQUIRE(s.start().ok());
+
+  check_all_served(s, 100);
+  CHECK(s.engine().stats().accept_failures > 0);  // the fixed seed fails some
 }
 
 // Run by the ctest entry "iocp[winsim update_context_fail:0.5]: ..." with

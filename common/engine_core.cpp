@@ -330,25 +330,12 @@ engine_core::queued_result engine_core::send_now(
     const std::uint32_t unit = opts_.slice_bytes;
     rest = slices_->split_front(
         spare, static_cast<std::uint32_t>((left + unit - 1) / unit));
-    std::uint32_t s = rest.head;
-    std::uint32_t len = 0;
-    auto put = [&](std::span<const std::byte> from) {
-      while (!from.empty()) {
-        if (len == unit) {
-          slices_->length(s) = len;
-          s = slices_->next(s);
-          len = 0;
-        }
-        const std::size_t k = std::min<std::size_t>(from.size(), unit - len);
-        std::memcpy(slices_->data(s) + len, from.data(), k);
-        len += static_cast<std::uint32_t>(k);
-        from = from.subspan(k);
-      }
-    };
+    std::uint32_t at = rest.head;  // taken slices: their lengths are 0
+    std::size_t room = unit;
     const std::size_t skip = std::min<std::size_t>(sent, head.size());
-    put(head.subspan(skip));
-    put(bytes.subspan(sent - skip));
-    slices_->length(s) = len;
+    copy_on(*slices_, at, room, head.data() + skip, head.size() - skip);
+    copy_on(*slices_, at, room, bytes.data() + (sent - skip),
+            bytes.size() - (sent - skip));
     rest.bytes = left;
   }
   slices_->give_chain(spare);

@@ -143,9 +143,9 @@ class engine_core {
                       std::span<const std::byte> body);
     void* backend;
   };
-  // Any thread. With `now`, a frame that fits one slice and finds nothing
+  // Any thread. With `now`, a frame of up to 16 slices that finds nothing
   // queued or being written goes out through it, and only what the socket
-  // did not take is queued (into a slice taken first: once part of a frame
+  // did not take is queued (into slices taken first: once part of a frame
   // is out, the rest must be able to follow).
   queued_result send(connection_id id, std::span<const std::byte> bytes,
                      const direct_write* now = nullptr);

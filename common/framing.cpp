@@ -12,10 +12,6 @@ void frame_decoder::reset() noexcept {
   have_header_ = 0;
 }
 
-namespace {
-
-// Copies `n` bytes into a chain's slices from slice `at` with `room` bytes
-// left in it, going on to the next slice whenever one is full.
 void copy_on(slab_pool& pool, std::uint32_t& at, std::size_t& room,
              const std::byte* src, std::size_t n) noexcept {
   const std::size_t unit = pool.slice_bytes();
@@ -32,8 +28,6 @@ void copy_on(slab_pool& pool, std::uint32_t& at, std::size_t& room,
     n -= k;
   }
 }
-
-}  // namespace
 
 std::error_code append_in_place(slab_pool& pool, framing mode,
                                 std::span<const std::byte> message,

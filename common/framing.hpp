@@ -78,6 +78,12 @@ class frame_decoder {
   std::uint32_t max_ = 0;
 };
 
+// Copies `n` bytes into a chain's slices from slice `at` with `room` bytes
+// left in it, going on to the next slice whenever one is full (the chain
+// must have the slices), and adds to each slice's length.
+void copy_on(slab_pool& pool, std::uint32_t& at, std::size_t& room,
+             const std::byte* src, std::size_t n) noexcept;
+
 // The send side: a message (with its header in length_prefix mode) copied
 // into slices of its own, appended to `out`. On failure nothing is taken
 // from the pool.

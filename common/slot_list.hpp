@@ -76,4 +76,27 @@ class slot_list {
   std::vector<std::uint32_t> slots_;
 };
 
+// A loop's lists of its connections (T, with list_place members `member`,
+// `paused` and `lingering`): the slots it serves; of those, the ones not
+// read for now (their peers send more than they read), and the ones that
+// wait for their peers' FIN after a graceful close.
+template <class T>
+struct loop_lists {
+  slot_list<T, &T::member> members;
+  slot_list<T, &T::paused> paused;
+  slot_list<T, &T::lingering> lingering;
+
+  void attach_lists(slot_array<T>& objects) noexcept {
+    members.attach(objects);
+    paused.attach(objects);
+    lingering.attach(objects);
+  }
+  // Off every list, before the slot may serve another loop.
+  void leave_lists(std::uint32_t slot) noexcept {
+    paused.remove(slot);
+    lingering.remove(slot);
+    members.remove(slot);
+  }
+};
+
 }  // namespace ionet::detail

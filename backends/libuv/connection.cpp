@@ -247,10 +247,7 @@ void engine_impl::close_connection(connection& c, std::error_code reason,
 void engine_impl::on_handle_closed(connection& c) {
   loop& l = *c.owner;
   c.active = false;
-  // Off every list of its loop before the slot can serve another loop.
-  l.paused.remove(c.slot);
-  l.lingering.remove(c.slot);
-  l.members.remove(c.slot);
+  l.leave_lists(c.slot);
   core_.backend_done(c.slot);
 }
 

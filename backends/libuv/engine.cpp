@@ -63,9 +63,7 @@ status engine_impl::start() {
     auto l = std::make_unique<loop>();
     l->engine = this;
     l->index = i;
-    l->members.attach(conns_);
-    l->paused.attach(conns_);
-    l->lingering.attach(conns_);
+    l->attach_lists(conns_);
     l->read_buf.reset(new char[read_buffer_bytes]);
     if (int r = uv_loop_init(&l->uv); r != 0) {
       gate_.begin_stop();

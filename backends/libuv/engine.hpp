@@ -46,7 +46,7 @@ struct connection {
   detail::list_place member, paused, lingering;
 };
 
-struct loop {
+struct loop : detail::loop_lists<connection> {
   uv_loop_t uv{};
   uv_async_t wake{};
   uv_timer_t sweep{};  // linger deadlines, accept retry
@@ -64,12 +64,6 @@ struct loop {
   std::vector<uv_buf_t> bufs;        // scratch for gathering a write
   detail::event_batch batch;         // events of the current callback
   std::unique_ptr<char[]> read_buf;  // shared by every read on this loop
-  // Slots this loop serves; of those, the ones not read for now (their
-  // peers send more than they read), and the ones shut down and draining
-  // their peers until EOF or the linger deadline.
-  detail::slot_list<connection, &connection::member> members;
-  detail::slot_list<connection, &connection::paused> paused;
-  detail::slot_list<connection, &connection::lingering> lingering;
   std::vector<std::unique_ptr<request>> spare_requests;
 
   // Loop 0 only: the listening socket.

@@ -393,9 +393,7 @@ void engine_impl::maybe_finish(loop& l, connection& c) {
   if (!c.p.finished()) return;
   // Swap-remove from the loop's lists: once idle, the slot may be taken
   // by another loop's thread, so this loop must not look at it again.
-  l.paused.remove(c.p.slot);
-  l.lingering.remove(c.p.slot);
-  l.members.remove(c.p.slot);
+  l.leave_lists(c.p.slot);
   if (c.p.abortive) {
     // A reset, so the peer does not wait on a connection we gave up on.
     linger lg{1, 0};

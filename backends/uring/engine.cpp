@@ -77,9 +77,7 @@ status engine_impl::start() {
     auto l = std::make_unique<loop>();
     l->engine = this;
     l->index = static_cast<std::uint16_t>(i);
-    l->members.attach(conns_);
-    l->paused.attach(conns_);
-    l->lingering.attach(conns_);
+    l->attach_lists(conns_);
     l->wake_op = {&engine_impl::on_wake, 0, 0};
     l->accept_op = {&engine_impl::on_accept, 0, 0};
     l->ignore_op = {&engine_impl::on_ignored, 0, 0};

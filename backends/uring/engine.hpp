@@ -66,7 +66,7 @@ struct connection {
   detail::slice_chain sending;  // owned by send_op until it completes
 };
 
-struct loop {
+struct loop : detail::loop_lists<connection> {
   ring r;
   engine_impl* engine = nullptr;
   std::uint16_t index = 0;
@@ -82,13 +82,7 @@ struct loop {
   // next tick arms one accept, and the rest follow once one succeeds.
   bool accept_probing = false;
 
-  detail::handoffs handoffs;  // connections with something to send
-  // Slots of this loop not idle; of those, the ones not read for now
-  // (their peers send more than they read), and the ones waiting for their
-  // peers' FIN after a graceful close.
-  detail::slot_list<connection, &connection::member> members;
-  detail::slot_list<connection, &connection::paused> paused;
-  detail::slot_list<connection, &connection::lingering> lingering;
+  detail::handoffs handoffs;               // connections with something to send
   std::uint64_t ops = 0;                   // operations in flight on this ring
   std::atomic<std::uint64_t> ops_seen{0};  // copies for stats()
   std::atomic<std::uint32_t> accepts_seen{0};

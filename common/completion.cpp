@@ -40,6 +40,14 @@ bool on_peer_eof(engine_core& core, conn_protocol& c) {
   return c.state == phase::open && core.on_peer_eof(c.slot);
 }
 
+abrupt end_abruptly(conn_protocol& c) noexcept {
+  if (c.state == phase::open) return abrupt::close;
+  if (c.state != phase::lingering) return abrupt::nothing;
+  c.state = phase::draining;
+  c.abortive = true;
+  return abrupt::stop_waiting;
+}
+
 bool linger_expired(conn_protocol& c, std::uint64_t now_ms) noexcept {
   if (c.state != phase::lingering || now_ms < c.deadline_ms) return false;
   c.state = phase::draining;

@@ -1,14 +1,16 @@
-// What the completion backends (IOCP, io_uring) share per connection: the
-// phases of the close protocol, the count of operations in flight, and the
-// steps of sending and closing that do not touch the OS. Each backend keeps
-// a conn_protocol in its connection object and calls these from whichever
-// thread owns the connection at the moment (its lock held on IOCP, its
-// loop's thread on io_uring); the OS calls around them are the backend's.
+// What every backend shares per connection: the phases of the close
+// protocol, the count of operations in flight, and the steps of sending and
+// closing that do not touch the OS. Each backend keeps a conn_protocol in
+// its connection object and calls these from whichever thread owns the
+// connection at the moment (its lock held on IOCP, its loop's thread on
+// io_uring and libuv); the OS calls around them are the backend's.
 //
-// The rules both follow:
+// The rules they follow:
 // - every operation issued counts in `in_flight` until its completion has
 //   been processed, and the slot is recycled only when the count is zero
-//   in phase `draining`, so no completion can reach a newer connection;
+//   in phase `draining`, so no completion can reach a newer connection
+//   (libuv counts none: its handle's close callback comes after every
+//   request's);
 // - at most one send is in flight per connection; its slices go back to
 //   the pool when it completes;
 // - a graceful close sends everything queued, shuts down our side and
@@ -65,6 +67,10 @@ struct conn_protocol {
 
 // How long a graceful close waits for the peer's FIN.
 inline constexpr std::uint64_t linger_ms = 2000;
+// Slices gathered by one send (128 KiB of 512-byte slices): the bound of
+// the send's buffer array, and what one connection writes before the
+// next send is issued.
+inline constexpr std::uint32_t gather_max = 256;
 
 // The next send: up to `max_slices` slices from the backlog, refilled from
 // the core's queue when empty. An empty chain means nothing to send (or
@@ -112,6 +118,24 @@ inline bool may_reuse_socket(const conn_protocol& c) noexcept {
 // either finished lingering (now draining) or the core will hand it back
 // once the replies to the last released messages are out.
 bool on_peer_eof(engine_core& core, conn_protocol& c);
+
+// Something ends the connection abruptly: an error on its socket, or
+// stop(). What the backend does next:
+enum class abrupt : std::uint8_t {
+  close,         // it was open: close it, abortively (with the error, or
+                 // engine_stopped)
+  stop_waiting,  // it was lingering for the peer's FIN: it is now draining
+                 // and abortive; cancel what is in flight
+  nothing,       // already draining
+};
+abrupt end_abruptly(conn_protocol& c) noexcept;
+
+// How a connection that ran into a timeout closes (engine_core::expired):
+// after idle_timeout politely; after read_timeout (a slowloris) or
+// write_timeout (a peer that does not read) with a reset.
+inline bool graceful_after(std::error_code timeout) noexcept {
+  return timeout == errc::idle_timeout;
+}
 
 // Gives up on a peer that never sent its FIN: true when the deadline has
 // passed (the connection is now draining and abortive).

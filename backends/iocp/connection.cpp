@@ -38,8 +38,7 @@ constexpr std::uint32_t read_slices_max = 128;
 // Reads finished at once in a row before the connection yields to others
 // (it continues through the port).
 constexpr int inline_reads_max = 16;
-// Slices gathered by one WSASend.
-constexpr std::uint32_t gather_max = 256;
+using detail::gather_max;
 
 void lock(connection& c) { AcquireSRWLockExclusive(&c.lock); }
 void unlock(connection& c) { ReleaseSRWLockExclusive(&c.lock); }
@@ -202,12 +201,10 @@ engine_impl::next_read engine_impl::read_done(connection& c,
   }
   if (done.error) {
     give_read_buffers(chain);
-    if (c.p.state == phase::lingering) {
-      c.p.state = phase::draining;
-      c.p.abortive = true;
-      maybe_finish(c);
-    } else {
+    if (detail::end_abruptly(c.p) == detail::abrupt::close) {
       begin_close(c, close_reason_of(done.error), false);
+    } else {
+      maybe_finish(c);
     }
     return next_read::none;
   }

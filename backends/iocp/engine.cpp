@@ -189,8 +189,7 @@ void engine_impl::sweep_timeouts() {
     lock(c);
     if (c.p.state == phase::open) {
       if (const std::error_code ec = core_.expired(slot)) {
-        // Idle: a polite close. Slowloris or a peer that does not read: reset.
-        begin_close(c, ec, ec == errc::idle_timeout);
+        begin_close(c, ec, detail::graceful_after(ec));
       }
     }
     core_.deliver(detail::thread_batch());
@@ -242,11 +241,10 @@ void engine_impl::close_all() {
   for (std::uint32_t slot = 0; slot < n; ++slot) {
     connection& c = conns_[slot];
     lock(c);
-    if (c.p.state == phase::open) {
+    const detail::abrupt next = detail::end_abruptly(c.p);
+    if (next == detail::abrupt::close) {
       begin_close(c, make_error_code(errc::engine_stopped), false);
-    } else if (c.p.state == phase::lingering) {
-      c.p.state = phase::draining;  // do not wait for the peer any longer
-      c.p.abortive = true;
+    } else if (next == detail::abrupt::stop_waiting) {
       CancelIoEx(reinterpret_cast<HANDLE>(c.s), nullptr);
       maybe_finish(c);
     }

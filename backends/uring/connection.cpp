@@ -29,7 +29,7 @@
 namespace ionet::uring {
 namespace {
 
-constexpr std::uint32_t gather_max = 256;
+using detail::gather_max;
 // Inline sendmsg calls per flush before the next send goes as an operation
 // (whose completion flushes again): a connection whose queue refills as
 // fast as it drains cannot hold its loop.
@@ -196,12 +196,8 @@ void engine_impl::read_ready(loop& l, connection& c) {
 }
 
 void engine_impl::on_error(loop& l, connection& c, int negative_errno) {
-  if (c.p.state == phase::open) {
+  if (detail::end_abruptly(c.p) == detail::abrupt::close)
     begin_close(l, c, reason_of(negative_errno), false);
-  } else if (c.p.state == phase::lingering) {
-    c.p.state = phase::draining;
-    c.p.abortive = true;
-  }
 }
 
 void engine_impl::on_eof(loop& l, connection& c) {
@@ -411,8 +407,7 @@ void engine_impl::check_timeouts(loop& l) {
     connection& c = conns_[slot];
     if (c.p.state != phase::open) return;
     if (const std::error_code ec = core_.expired(c.p.slot)) {
-      // Idle: a polite close. Slowloris or a peer that does not read: reset.
-      begin_close(l, c, ec, ec == errc::idle_timeout);
+      begin_close(l, c, ec, detail::graceful_after(ec));
     }
   });
 }

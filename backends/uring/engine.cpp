@@ -236,11 +236,10 @@ void engine_impl::wind_down(loop& l) {
   // Closing may finish a connection at once: it leaves the list.
   l.members.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];
-    if (c.p.state == phase::open) {
+    const detail::abrupt next = detail::end_abruptly(c.p);
+    if (next == detail::abrupt::close) {
       begin_close(l, c, make_error_code(errc::engine_stopped), false);
-    } else if (c.p.state == phase::lingering) {
-      c.p.state = phase::draining;  // do not wait for the peer any longer
-      c.p.abortive = true;
+    } else if (next == detail::abrupt::stop_waiting) {
       cancel_ops(l, c);
       maybe_finish(l, c);
     }

@@ -12,8 +12,6 @@
 namespace ionet::libuv {
 namespace {
 
-constexpr std::uint64_t linger_ms = 2000;
-
 connection& conn_of(uv_handle_t* h) {
   return *static_cast<connection*>(h->data);
 }
@@ -22,13 +20,13 @@ void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
   // Reads are decoded (and copied where they must outlive the read) before
   // the callback returns, so one buffer per loop serves every connection:
   // an idle connection holds no read buffer.
-  loop& l = *conn_of(h).owner;
+  loop& l = conn_of(h).owner();
   *buf = uv_buf_init(l.read_buf.get(), 64 * 1024);
 }
 
 void on_closed(uv_handle_t* h) {
   connection& c = conn_of(h);
-  c.owner->engine->on_handle_closed(c);
+  c.owner().engine->on_handle_closed(c);
 }
 
 // libuv reports EOF when epoll says POLLHUP after a short read, which is
@@ -44,14 +42,19 @@ bool reset_pending(uv_stream_t* s) {
 
 void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   connection& c = conn_of(reinterpret_cast<uv_handle_t*>(s));
-  loop& l = *c.owner;
+  loop& l = c.owner();
   engine_impl& e = *l.engine;
-  if (l.lingering.contains(c.slot)) {
+  if (c.p.state == phase::lingering) {
     // Shut down on our side: discard until the peer's EOF, then close.
     // Closing earlier with unread bytes would make the kernel send a reset
     // that can destroy our last replies before the peer reads them.
     if (nread < 0) {
-      l.lingering.remove(c.slot);
+      if (nread == UV_EOF) {
+        detail::on_peer_eof(e.core(), c.p);  // now draining
+      } else {
+        detail::end_abruptly(c.p);
+      }
+      l.lingering.remove(c.p.slot);
       uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
     }
     return;
@@ -59,36 +62,39 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0) {
     auto bytes =
         std::as_bytes(std::span(buf->base, static_cast<std::size_t>(nread)));
-    if (auto ec = e.core().on_read(c.slot, bytes, l.batch)) {
+    if (auto ec = e.core().on_read(c.p.slot, bytes, l.batch)) {
       e.close_connection(c, ec, false);
     }
   } else if (nread == UV_EOF && !reset_pending(s)) {
     uv_read_stop(s);
-    if (e.core().on_peer_eof(c.slot)) {
+    if (detail::on_peer_eof(e.core(), c.p)) {
       e.close_connection(c, make_error_code(errc::peer_closed), true);
     }
-  } else if (nread < 0) {
+  } else if (nread < 0 && detail::end_abruptly(c.p) == detail::abrupt::close) {
     e.close_connection(c, make_error_code(errc::connection_reset), false);
   }
   e.finish(l);
-  if (nread > 0 && !c.closing && e.core().should_pause_reading(c.slot)) {
+  if (nread > 0 && c.p.state == phase::open &&
+      e.core().should_pause_reading(c.p.slot)) {
     // Its peer sends more than it reads (engine_core::should_pause_reading):
     // no reads until its queue drains (on_write, or on_sweep, resumes).
     uv_read_stop(s);
-    l.paused.add(c.slot);
+    l.paused.add(c.p.slot);
   }
 }
 
 void on_write(uv_write_t* req, int status) {
   connection& c = *static_cast<connection*>(req->data);
-  engine_impl::give_request(c, reinterpret_cast<request*>(req));
-  loop& l = *c.owner;
+  auto* r = reinterpret_cast<request*>(req);
+  loop& l = c.owner();
   engine_impl& e = *l.engine;
-  detail::slice_chain done = c.writing;
-  c.writing = detail::slice_chain{};
-  e.core().write_done(c.slot, done, status == 0);
+  detail::slice_chain done = r->chain;
+  r->chain = detail::slice_chain{};
+  engine_impl::give_request(c, r);
+  c.p.writing = false;
+  e.core().write_done(c.p.slot, done, status == 0);
   if (status < 0) {
-    if (!c.closing)
+    if (detail::end_abruptly(c.p) == detail::abrupt::close)
       e.close_connection(c, make_error_code(errc::connection_reset), false);
   } else {
     e.flush(c);
@@ -102,16 +108,18 @@ void on_shutdown(uv_shutdown_t* req, int status) {
   engine_impl::give_request(c, reinterpret_cast<request*>(req));
   auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
   if (uv_is_closing(h)) return;  // stop() cut it short
-  loop& l = *c.owner;
-  if (status == 0 && !l.engine->core().state(c.slot).peer_eof &&
-      !l.engine->stopping()) {
-    c.linger_deadline_ms = uv_now(&l.uv) + linger_ms;
-    l.lingering.add(c.slot);
+  loop& l = c.owner();
+  if (status == 0 && detail::should_linger(c.p) && !l.engine->stopping()) {
+    // Our FIN is out: wait for the peer's (on_read) or the deadline
+    // (on_sweep).
+    detail::linger(c.p, uv_now(&l.uv));
+    l.lingering.add(c.p.slot);
     if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
                       on_read) == 0) {
       return;
     }
-    l.lingering.remove(c.slot);
+    l.lingering.remove(c.p.slot);
+    detail::end_abruptly(c.p);
   }
   uv_close(h, on_closed);
 }
@@ -126,14 +134,11 @@ void engine_impl::open_connection(loop& l, int fd) {
   }
   const std::uint32_t slot = slot_of(*id);
   connection& c = conns_.make(slot);
-  c.owner = &l;
-  c.slot = slot;
-  c.closing = false;
-  c.writing = detail::slice_chain{};
+  c.p.slot = slot;
+  c.p.open(generation_of(*id));
   c.tcp.data = &c;
   l.members.add(slot);
   uv_tcp_init(&l.uv, &c.tcp);
-  c.active = true;
   core_.emit_connected(slot, posix::peer_of(fd), l.batch);
   if (uv_tcp_open(&c.tcp, fd) != 0) {
     ::close(fd);
@@ -148,11 +153,13 @@ void engine_impl::open_connection(loop& l, int fd) {
 }
 
 void engine_impl::flush(connection& c) {
-  loop& l = *c.owner;
+  loop& l = c.owner();
   auto& pool = core_.slices();
   auto* stream = reinterpret_cast<uv_stream_t*>(&c.tcp);
-  while (c.active && !c.closing && c.writing.empty()) {
-    auto [chain, close_now] = core_.take_queue(c.slot);
+  for (;;) {
+    // What is queued, in one write (or nothing: not open, or a write in
+    // flight).
+    auto [chain, close_now] = detail::next_send(core_, c.p, detail::gather_max);
     if (chain.empty()) {
       if (close_now) close_connection(c, close_now, true);
       return;
@@ -169,11 +176,11 @@ void engine_impl::flush(connection& c) {
     const int tried = uv_try_write(stream, l.bufs.data(),
                                    static_cast<unsigned>(l.bufs.size()));
     if (tried == static_cast<int>(chain.bytes)) {
-      core_.write_done(c.slot, chain, true);
+      core_.write_done(c.p.slot, chain, true);
       continue;  // more may have been queued meanwhile
     }
     if (tried < 0 && tried != UV_EAGAIN) {
-      core_.write_done(c.slot, chain, false);
+      core_.write_done(c.p.slot, chain, false);
       close_connection(c, make_error_code(errc::connection_reset), false);
       return;
     }
@@ -185,19 +192,20 @@ void engine_impl::flush(connection& c) {
     l.bufs[first].len -= static_cast<unsigned>(skip);
     request* req = take_request(c);
     const int r =
-        req ? uv_write(&req->write, stream, l.bufs.data() + first,
+        req ? uv_write(&req->op.write, stream, l.bufs.data() + first,
                        static_cast<unsigned>(l.bufs.size() - first), on_write)
             : UV_ENOMEM;
     if (r != 0) {
       if (req) give_request(c, req);
-      core_.write_done(c.slot, chain, false);
+      core_.write_done(c.p.slot, chain, false);
       close_connection(c,
                        r == UV_ENOMEM ? make_error_code(errc::out_of_memory)
                                       : make_error_code(errc::connection_reset),
                        false);
       return;
     }
-    c.writing = chain;
+    req->chain = chain;
+    c.p.writing = true;
     return;
   }
 }
@@ -208,12 +216,12 @@ void engine_impl::resume_reading(loop& l) {
 }
 
 void engine_impl::try_resume(connection& c) {
-  loop& l = *c.owner;
-  if (!l.paused.contains(c.slot) || c.closing ||
-      !core_.may_resume_reading(c.slot)) {
+  loop& l = c.owner();
+  if (!l.paused.contains(c.p.slot) || c.p.state != phase::open ||
+      !core_.may_resume_reading(c.p.slot)) {
     return;
   }
-  l.paused.remove(c.slot);
+  l.paused.remove(c.p.slot);
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
                     on_read) != 0) {
     close_connection(c, make_error_code(errc::connection_reset), false);
@@ -222,16 +230,14 @@ void engine_impl::try_resume(connection& c) {
 
 void engine_impl::close_connection(connection& c, std::error_code reason,
                                    bool graceful) {
-  if (c.closing) return;
-  c.closing = true;
-  loop& l = *c.owner;
-  core_.close_slot(c.slot, reason, l.batch);
+  loop& l = c.owner();
+  if (!detail::start_close(core_, c.p, reason, graceful, l.batch)) return;
   auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&c.tcp));
   if (graceful) {
     request* req = take_request(c);
     if (req &&
-        uv_shutdown(&req->shutdown, reinterpret_cast<uv_stream_t*>(&c.tcp),
+        uv_shutdown(&req->op.shutdown, reinterpret_cast<uv_stream_t*>(&c.tcp),
                     on_shutdown) == 0) {
       return;
     }
@@ -245,14 +251,14 @@ void engine_impl::close_connection(connection& c, std::error_code reason,
 }
 
 void engine_impl::on_handle_closed(connection& c) {
-  loop& l = *c.owner;
-  c.active = false;
-  l.leave_lists(c.slot);
-  core_.backend_done(c.slot);
+  loop& l = c.owner();
+  l.leave_lists(c.p.slot);
+  c.p.state = phase::idle;
+  core_.backend_done(c.p.slot);
 }
 
 request* engine_impl::take_request(connection& c) noexcept {
-  auto& spares = c.owner->spare_requests;
+  auto& spares = c.owner().spare_requests;
   request* r = nullptr;
   if (spares.empty()) {
     r = new (std::nothrow) request{};
@@ -260,12 +266,12 @@ request* engine_impl::take_request(connection& c) noexcept {
     r = spares.back().release();
     spares.pop_back();
   }
-  if (r) r->write.data = &c;  // the same place in either member
+  if (r) r->op.write.data = &c;  // the same place in either member
   return r;
 }
 
 void engine_impl::give_request(connection& c, request* r) noexcept {
-  auto& spares = c.owner->spare_requests;
+  auto& spares = c.owner().spare_requests;
   try {
     spares.emplace_back(r);
   } catch (const std::bad_alloc&) {

@@ -23,7 +23,7 @@ constexpr std::uint64_t sweep_interval_ms = 250;
 
 void on_conn_closed(uv_handle_t* h) {
   auto* c = static_cast<connection*>(h->data);
-  c->owner->engine->on_handle_closed(*c);
+  c->owner().engine->on_handle_closed(*c);
 }
 
 void on_listen_readable(uv_poll_t* h, int status, int) {
@@ -65,7 +65,9 @@ status engine_impl::start() {
     l->index = i;
     l->attach_lists(conns_);
     l->read_buf.reset(new char[read_buffer_bytes]);
-    if (int r = uv_loop_init(&l->uv); r != 0) {
+    const int r = uv_loop_init(&l->uv);
+    l->uv.data = l.get();  // connection::owner() finds its loop here
+    if (r != 0) {
       gate_.begin_stop();
       ::close(listen_fd_);
       listen_fd_ = -1;
@@ -170,7 +172,7 @@ std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
     return 0;
   }
   connection& c = e.conns_[slot];
-  if (c.closing || !c.active) return 0;
+  if (c.p.state != phase::open) return 0;
   uv_buf_t bufs[2];
   unsigned n = 0;
   if (!head.empty()) {
@@ -257,7 +259,7 @@ void engine_impl::shutdown_loop(loop& l) {
   l.members.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];
     auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
-    if (!c.closing) {
+    if (detail::end_abruptly(c.p) == detail::abrupt::close) {
       close_connection(c, make_error_code(errc::engine_stopped), false);
     } else if (!uv_is_closing(h)) {
       // Shutting down or lingering: cut it short.
@@ -281,10 +283,9 @@ void engine_impl::on_sweep(loop& l) {
   if (core_.timeouts_on() && !stopping()) {
     l.members.sweep([&](std::uint32_t slot) {
       connection& c = conns_[slot];
-      if (c.closing) return;
-      if (const std::error_code ec = core_.expired(c.slot)) {
-        // Idle: a polite close. Slowloris or a peer that does not read: reset.
-        close_connection(c, ec, ec == errc::idle_timeout);
+      if (c.p.state != phase::open) return;
+      if (const std::error_code ec = core_.expired(slot)) {
+        close_connection(c, ec, detail::graceful_after(ec));
       }
     });
     finish(l);
@@ -296,7 +297,7 @@ void engine_impl::on_sweep(loop& l) {
   const std::uint64_t now = uv_now(&l.uv);
   l.lingering.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];
-    if (now < c.linger_deadline_ms) return;
+    if (!detail::linger_expired(c.p, now)) return;
     // The peer never sent its FIN: give up on it.
     l.lingering.remove(slot);
     auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);

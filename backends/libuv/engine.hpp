@@ -15,11 +15,14 @@
 #include <thread>
 #include <vector>
 
+#include "common/completion.hpp"
 #include "common/engine_base.hpp"
 #include "common/handoffs.hpp"
 #include "common/slot_list.hpp"
 
 namespace ionet::libuv {
+
+using detail::phase;
 
 class engine_impl;
 struct loop;
@@ -28,22 +31,28 @@ struct loop;
 // needs one only then, so requests come from its loop's spares (made as
 // needed, kept for reuse) instead of living in every connection: an idle
 // connection is its handle and a few fields.
-union request {
+union request_op {
   uv_write_t write;
   uv_shutdown_t shutdown;
 };
+struct request {
+  request_op op{};            // first: libuv's callbacks get its address
+  detail::slice_chain chain;  // a write's slices, its own until on_write
+};
 
 // One per connection slot, made when the slot is first used and reused.
+// Its phase says where it is in the close protocol (common/completion.hpp):
+// idle until open_connection(), open while served, draining once closed
+// for the user (a shutdown or the handle's close under way), lingering
+// while our FIN is out and the peer's awaited; idle again when the handle's
+// close callback has run.
 struct connection {
   uv_tcp_t tcp{};
-  detail::slice_chain writing;  // slices owned by the write in flight
-  loop* owner = nullptr;
-  std::uint32_t slot = 0;
-  bool active = false;   // the handle is initialised and not yet closed
-  bool closing = false;  // close_slot() done; the handle is on its way out
-  std::uint64_t linger_deadline_ms = 0;
+  detail::conn_protocol p;
   // Its places in its loop's lists (loop::members, paused, lingering).
   detail::list_place member, paused, lingering;
+  // The loop that serves it (the one its handle was made on).
+  loop& owner() const noexcept { return *static_cast<loop*>(tcp.loop->data); }
 };
 
 struct loop : detail::loop_lists<connection> {

@@ -37,6 +37,8 @@ SERVERS = {
     "ionet-libuv-pull": ("linux-release", "bench/ionet-echo",
                          "ionet, libuv backend, pull model (a user thread echoes)"),
     "ionet-uring": ("linux-uring-release", "bench/ionet-echo", "ionet, io_uring backend"),
+    "ionet-uring-pull": ("linux-uring-release", "bench/ionet-echo",
+                         "ionet, io_uring backend, pull model (a user thread echoes)"),
     "peer-libuv": ("linux-release", "bench/peers/peer-libuv-echo", "plain libuv echo"),
     "peer-epoll": ("linux-release", "bench/peers/peer-epoll-echo", "plain epoll echo"),
     "peer-asio": ("linux-release", "bench/peers/peer-asio-echo", "standalone asio echo"),
@@ -45,8 +47,9 @@ SERVERS = {
                         "ionet, IOCP backend under Wine: behaviour only, not speed"),
 }
 WINE_ONLY = {"ionet-iocp-wine"}
-# Servers run only in the cells that name them (to keep the run short).
-EXTRA = {"ionet-libuv-pull"}
+# Servers run only in the cells that name them (to keep the run short): the
+# pull model of each Linux backend, in the cells marked "+pull".
+EXTRA = {"ionet-libuv-pull", "ionet-uring-pull"}
 
 
 def cell(name, scenario, load, metrics, run_s, servers=None, note="", **more):
@@ -227,11 +230,11 @@ def memory_run(srv, cell_, args, bins):
 # in it keeps valgrind's single thread lock, so a multi-threaded io_uring
 # server's other threads wait a whole scheduling quantum per tick (start-up
 # alone took 7 minutes here). A single-threaded ring (peer-uring) is fine.
-NO_CALLGRIND = {
-    "ionet-uring": "not measurable under valgrind 3.19: a loop thread asleep in "
-                   "io_uring_enter keeps valgrind's thread lock and starves the "
-                   "engine's other threads",
-}
+_URING_UNDER_VALGRIND = ("not measurable under valgrind 3.19: a loop thread asleep in "
+                        "io_uring_enter keeps valgrind's thread lock and starves the "
+                        "engine's other threads")
+NO_CALLGRIND = {"ionet-uring": _URING_UNDER_VALGRIND,
+                "ionet-uring-pull": _URING_UNDER_VALGRIND}
 
 
 def callgrind_total(path):

@@ -8,8 +8,9 @@ repetition, so the runs compared are adjacent in time; every figure is a
 median with its min-max, and every ratio is the median of per-repetition
 ratios against the plain libuv peer. Writes bench/results/<date>-<host>.json
 and beside it PNG charts and a markdown page (also printed): where ionet
-wins and loses, the commit, compiler, kernel and run time, the charts and
-the tables. --replot rewrites the page and charts of an existing .json.
+wins and loses, issue 14's targets (met, missed by how much, or not run),
+the commit, compiler, kernel and run time, the charts and the tables.
+--replot rewrites the page and charts of an existing .json.
 """
 import argparse
 import datetime
@@ -296,12 +297,13 @@ def summarize(values):
     return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
 
 
-def ratio_summary(runs, name, metric):
-    """Median of per-repetition ratios name/baseline (adjacent runs)."""
+def ratio_summary(runs, name, metric, base=BASELINE):
+    """Median of per-repetition ratios name/base (adjacent runs); base is
+    the baseline unless said."""
     ratios = []
     for rep in runs:
         a = rep.get(name, {}).get(metric)
-        b = rep.get(BASELINE, {}).get(metric)
+        b = rep.get(base, {}).get(metric)
         if a is not None and b:
             ratios.append(a / b)
     return summarize(ratios)
@@ -376,6 +378,110 @@ def summary_markdown(report):
     return "\n".join(lines) + "\n"
 
 
+# --- targets (issue 14) ------------------------------------------------------
+
+def target(what, cell_name, metric, server, op, bound, base=BASELINE):
+    """A target: the median of the per-repetition ratios server/base of
+    `metric` in the cell `cell_name` must be <= or >= (op) bound."""
+    return {"what": what, "cell": cell_name, "metric": metric, "server": server,
+            "base": base, "op": op, "bound": bound}
+
+
+LINUX_BACKENDS = ("libuv", "uring")
+# Issue 14's targets, each judged on one ci/bench run's data. The cells are
+# named as plan() names them in a full run; a --quick run's memory cell
+# holds fewer connections, so its target is "not run" there.
+TARGETS = [
+    *[target(f"pull model's CPU per message, {b}", "efficiency 50k/s",
+             "server_cpu_us_per_msg", f"ionet-{b}-pull", "<=", 1.10, base=f"ionet-{b}")
+      for b in LINUX_BACKENDS],
+    *[target(f"pull model's throughput, {b}", "saturation 1000x512", "msgs_per_sec",
+             f"ionet-{b}-pull", ">=", 0.90, base=f"ionet-{b}") for b in LINUX_BACKENDS],
+    target("pipelined throughput, libuv", "saturation pipelined16", "msgs_per_sec",
+           "ionet-libuv", ">=", 0.95),
+    target("pipelined throughput, uring", "saturation pipelined16", "msgs_per_sec",
+           "ionet-uring", ">=", 1.0),
+    *[target(f"throughput, {b}", c, "msgs_per_sec", f"ionet-{b}", ">=", 0.95)
+      for c in ("saturation 1000x512", "saturation 4KiB") for b in LINUX_BACKENDS],
+    *[target("CPU per message, libuv", f"efficiency {r}k/s", "server_cpu_us_per_msg",
+             "ionet-libuv", "<=", 1.03) for r in (20, 50, 80)],
+    # Directly against peer-epoll: per repetition the same as comparing the
+    # two servers' ratios to peer-libuv.
+    *[target("CPU per message, uring", f"efficiency {r}k/s", "server_cpu_us_per_msg",
+             "ionet-uring", "<=", 1.0, base="peer-epoll") for r in (20, 50, 80)],
+    target("user-space instructions per message, libuv", "instructions per message",
+           "instructions_per_msg", "ionet-libuv", "<=", 1.25),
+    *[target(f"RSS holding 10,000 idle connections, {b}", "memory 10000 idle",
+             "rss_held_kib", f"ionet-{b}", "<=", 1.0) for b in LINUX_BACKENDS],
+]
+
+
+def judge_target(t, cells):
+    """A target against a run's cells: the target with `ratio` (a
+    ratio_summary, or None) and `result`: "met", "missed by X%", "not run:
+    why" (the cell or a server did not run) or "no data" (they ran and gave
+    no figure)."""
+    out = dict(t, ratio=None)
+    c = cells.get(t["cell"])
+    if c is None:
+        out["result"] = "not run: no such cell in this run"
+        return out
+    missing = [n for n in (t["server"], t["base"]) if n not in c["servers"]]
+    if missing:
+        out["result"] = f"not run: {' and '.join(missing)} not in this cell"
+        return out
+    r = ratio_summary(c["runs"], t["server"], t["metric"], base=t["base"])
+    if r is None:
+        said = [e for e in c.get("errors", [])
+                if e.startswith(f"{t['server']} ") or e.startswith(f"{t['base']} ")]
+        out["result"] = "no data" + (f": {said[0]}" if said else "")
+        return out
+    out["ratio"] = r
+    m, b = r["median"], t["bound"]
+    if (m <= b) if t["op"] == "<=" else (m >= b):
+        out["result"] = "met"
+    else:
+        # How far the median is from the target, as a share of the target.
+        out["result"] = f"missed by {abs(m / b - 1) * 100:.1f}%"
+    return out
+
+
+def targets(report):
+    """Every target judged on the report's cells."""
+    cells = {c["name"]: c for c in report["cells"]}
+    return [judge_target(t, cells) for t in TARGETS]
+
+
+def targets_markdown(judged):
+    lines = ["## Targets", "",
+             "Issue 14's targets on this run. Measured: the median of the per-repetition "
+             "ratios of the two servers run next to each other (min–max over the "
+             "repetitions, n of them); \"missed by X%\": how far that median is from the "
+             "target, as a share of the target. ionet-uring's CPU per message is divided by "
+             "peer-epoll's directly (per repetition the same as comparing the two "
+             f"servers' ratios to `{BASELINE}`). A target whose cell or server did not "
+             "run here is \"not run\", with what is missing; \"no data\" when it ran "
+             "and gave no figure.", "",
+             "| what | cell | ratio | measured | target | result |",
+             "|---|---|---|---|---|---|"]
+    for t in judged:
+        r = t["ratio"]
+        if r is None:
+            measured = "-"
+        elif r["n"] == 1 or r["min"] == r["max"]:
+            measured = f"{r['median']:.2f}x (n={r['n']})"
+        else:
+            measured = f"{r['median']:.2f}x ({r['min']:.2f}–{r['max']:.2f}, n={r['n']})"
+        name = JUDGED.get(t["metric"], (t["metric"],))[0]
+        sign = "≤" if t["op"] == "<=" else "≥"
+        lines.append(f"| {t['what']} | {t['cell']} | {name}: {t['server']} ÷ {t['base']} | "
+                     f"{measured} | {sign} {t['bound']:.2f}x | {t['result']} |")
+    counts = {k: sum(1 for t in judged if t["result"].startswith(k))
+              for k in ("met", "missed", "not run", "no data")}
+    lines += ["", ", ".join(f"{v} {k}" for k, v in counts.items() if v) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def fmt_time(seconds):
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
@@ -399,6 +505,7 @@ def markdown(report, charts):
         lines += ["Commit, compiler and run time: not recorded (this results file predates "
                   "them).", ""]
     lines.append(summary_markdown(report))
+    lines.append(targets_markdown(targets(report)))
     if charts:
         lines += ["## Charts", "",
                   "Error bars span min–max over the repetitions (on ratio charts, of the "
@@ -848,6 +955,7 @@ def main():
     print(f"ci/bench: took {fmt_time(report['run']['elapsed_s'])} (estimated "
           f"{fmt_time(estimate)})", file=sys.stderr)
     md, charts = write_pages(report, stem)
+    report["targets"] = targets(report)
     report["plots"] = [os.path.basename(png) for png, _ in charts]
     with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=1)

@@ -102,7 +102,7 @@ def plan(args):
         cells.append(cell("instructions per message", "instructions",
                           ["--connections", "100", "--size", "512", "--inflight", "16",
                            "--rate", "2000"],
-                          ["instructions_per_msg"], 25.0,
+                          ["instructions_per_msg"], 25.0, servers="+pull",
                           note="callgrind, user space, 2,000 msg/s; two run lengths differenced"))
     if args.scenario:
         wanted = set(args.scenario)
@@ -411,6 +411,8 @@ TARGETS = [
              "ionet-uring", "<=", 1.0, base="peer-epoll") for r in (20, 50, 80)],
     target("user-space instructions per message, libuv", "instructions per message",
            "instructions_per_msg", "ionet-libuv", "<=", 1.25),
+    target("pull model's user-space instructions per message, libuv",
+           "instructions per message", "instructions_per_msg", "ionet-libuv-pull", "<=", 1.5),
     *[target(f"RSS holding 10,000 idle connections, {b}", "memory 10000 idle",
              "rss_held_kib", f"ionet-{b}", "<=", 1.0) for b in LINUX_BACKENDS],
 ]

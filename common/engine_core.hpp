@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "common/conn_state.hpp"
 #include "common/connection_table.hpp"
 #include "common/counters.hpp"
 #include "common/event_queue.hpp"
@@ -29,39 +30,6 @@ namespace ionet::detail {
 status validate(const options& opts, endpoint* bound = nullptr);
 // Parses an IPv4 or IPv6 literal (no names, no zone ids).
 bool parse_address(const std::string& host, endpoint& out);
-
-// Per-slot state shared between the owning engine thread and send()/close()
-// callers on any thread. Fields marked [lock] are guarded by `lock`;
-// [owner] ones are touched only by the engine thread serving the slot.
-struct conn_state {
-  spin_lock lock;
-  std::atomic<void*> context{nullptr};
-  slice_chain queue;             // [lock] encoded, not yet handed to the OS
-  std::uint64_t queued = 0;      // [lock] bytes queued or being written
-  bool open = false;             // [lock] send() accepted
-  bool close_requested = false;  // [lock] close() called: flush, then close
-  bool scheduled = false;        // [lock] backend has been told (or is writing)
-  bool peer_eof = false;         // [lock] the peer shut down its side
-  // Message events handed to the user and not yet released. After the
-  // peer's EOF the connection closes only when this reaches zero, so
-  // replies to the last messages still go out.
-  std::atomic<std::uint32_t> unreleased{0};
-  std::atomic<std::uint32_t> owner{0};  // engine thread index
-  // Holds that keep the slot from reuse: the backend's (until its socket
-  // and every operation on it are finished) and the closed event's (until
-  // the user has seen it). The slot is freed when both are gone.
-  std::atomic<std::uint32_t> holds{0};
-  frame_decoder decoder;  // [owner]
-  // For the timeouts, in the core's coarse milliseconds (0: not set):
-  // when a byte last moved either way, since when a message has been
-  // partly received, since when a queued write has made no progress.
-  std::atomic<std::uint32_t> last_active{0};
-  std::atomic<std::uint32_t> partial_since{0};
-  std::atomic<std::uint32_t> write_since{0};
-  // [owner] written: the backend stopped reading it (should_pause_reading);
-  // read_timeout does not run meanwhile.
-  std::atomic<bool> read_paused{false};
-};
 
 // Events are gathered per engine-thread callback and handed over at once.
 class event_batch {

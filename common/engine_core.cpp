@@ -15,7 +15,7 @@ constexpr std::uint64_t in_place_slices = 16;
 }  // namespace
 
 engine_core::engine_core(engine& self, const options& opts)
-    : self_(self), opts_(opts) {}
+    : self_(self), opts_(opts), timeouts_(opts) {}
 
 engine_core::~engine_core() { discard_unpolled(); }
 
@@ -84,43 +84,7 @@ status engine_core::init(std::uint32_t default_threads) {
                           ? opts_.max_total_queued_bytes
                           : std::uint64_t{slices} * opts_.slice_bytes / 4 * 3;
   total_queued_.store(0, std::memory_order_relaxed);
-  epoch_ms_ = 0;
-  now_.store(1, std::memory_order_relaxed);
-  tick();
-  return {};
-}
-
-void engine_core::tick() noexcept {
-  const std::int64_t ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now().time_since_epoch())
-          .count();
-  if (epoch_ms_ == 0) epoch_ms_ = ms - 1;
-  // Wraps after 49 days; the checks use differences, valid up to 24 days.
-  now_.store(static_cast<std::uint32_t>(ms - epoch_ms_) | 1u,
-             std::memory_order_relaxed);
-}
-
-std::error_code engine_core::expired(std::uint32_t slot) const noexcept {
-  const conn_state& st = states_[slot];
-  const std::uint32_t now = now_.load(std::memory_order_relaxed);
-  auto passed = [now](const std::atomic<std::uint32_t>& since,
-                      std::chrono::milliseconds limit) {
-    const std::uint32_t t = since.load(std::memory_order_relaxed);
-    return limit.count() > 0 && t != 0 &&
-           static_cast<std::int64_t>(static_cast<std::uint32_t>(now - t)) >=
-               limit.count();
-  };
-  // A connection we stopped reading is not slow: its clock restarts when
-  // reading resumes.
-  if (!st.read_paused.load(std::memory_order_relaxed) &&
-      passed(st.partial_since, opts_.read_timeout)) {
-    return make_error_code(errc::read_timeout);
-  }
-  if (passed(st.write_since, opts_.write_timeout))
-    return make_error_code(errc::write_timeout);
-  if (passed(st.last_active, opts_.idle_timeout))
-    return make_error_code(errc::idle_timeout);
+  timeouts_.start();
   return {};
 }
 
@@ -148,8 +112,7 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   st.context.store(nullptr, std::memory_order_relaxed);
   st.unreleased.store(0, std::memory_order_relaxed);
   st.holds.store(2, std::memory_order_relaxed);
-  st.last_active.store(now_.load(std::memory_order_relaxed),
-                       std::memory_order_relaxed);
+  st.last_active.store(timeouts_.now(), std::memory_order_relaxed);
   st.partial_since.store(0, std::memory_order_relaxed);
   st.write_since.store(0, std::memory_order_relaxed);
   st.read_paused.store(false, std::memory_order_relaxed);
@@ -358,8 +321,7 @@ engine_core::queued_result engine_core::send_now(
   counters_.add(mine, counter::bytes_queued, total);
   if (sent) {
     counters_.add(mine, counter::bytes_sent, sent);
-    st.last_active.store(now_.load(std::memory_order_relaxed),
-                         std::memory_order_relaxed);
+    st.last_active.store(timeouts_.now(), std::memory_order_relaxed);
   }
   return {{}, wake};
 }
@@ -402,8 +364,7 @@ engine_core::taken engine_core::take_queue(std::uint32_t slot) {
   const slice_chain& chain = t.chain;
   st.queue = slice_chain{};
   if (!chain.empty() && st.write_since.load(std::memory_order_relaxed) == 0) {
-    st.write_since.store(now_.load(std::memory_order_relaxed),
-                         std::memory_order_relaxed);
+    st.write_since.store(timeouts_.now(), std::memory_order_relaxed);
   }
   if (chain.empty()) {
     st.scheduled = false;
@@ -452,7 +413,7 @@ void engine_core::write_done(std::uint32_t slot, slice_chain& chain,
   }
   if (sent && chain.bytes) {
     // Progress: the write timeout counts from here while more is queued.
-    const std::uint32_t now = now_.load(std::memory_order_relaxed);
+    const std::uint32_t now = timeouts_.now();
     st.last_active.store(now, std::memory_order_relaxed);
     if (st.write_since.load(std::memory_order_relaxed) != 0) {
       st.write_since.store(now, std::memory_order_relaxed);
@@ -469,7 +430,7 @@ std::error_code engine_core::on_read(std::uint32_t slot,
                                      event_batch& out) {
   counters_.add(counter::bytes_received, bytes.size());
   conn_state& st = states_[slot];
-  const std::uint32_t now = now_.load(std::memory_order_relaxed);
+  const std::uint32_t now = timeouts_.now();
   st.last_active.store(now, std::memory_order_relaxed);
   const connection_id id = table_->id_of(slot);
   std::error_code copy_failed;
@@ -600,8 +561,7 @@ bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
   if (mine >= opts_.max_queued_bytes / 4) return false;
   st.read_paused.store(false, std::memory_order_relaxed);
   if (st.partial_since.load(std::memory_order_relaxed) != 0) {
-    st.partial_since.store(now_.load(std::memory_order_relaxed),
-                           std::memory_order_relaxed);
+    st.partial_since.store(timeouts_.now(), std::memory_order_relaxed);
   }
   return true;
 }

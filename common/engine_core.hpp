@@ -22,6 +22,7 @@
 #include "common/slab_pool.hpp"
 #include "common/slot_array.hpp"
 #include "common/spin_lock.hpp"
+#include "common/timeouts.hpp"
 #include "ionet/engine.hpp"
 
 namespace ionet::detail {
@@ -183,18 +184,14 @@ class engine_core {
   counters& thread_counters() noexcept { return counters_; }
 
   // --- timeouts ---
-  // Backends call tick() from their periodic timer (a few times a second):
-  // it advances the coarse clock that stamps activity, so the I/O path
-  // reads one atomic instead of the system clock.
-  void tick() noexcept;
-  // The timeout a connection has run into, if any (any thread; the
-  // backend then closes it with this reason).
-  std::error_code expired(std::uint32_t slot) const noexcept;
-  // Whether any timeout is on (backends skip the sweep otherwise).
-  bool timeouts_on() const noexcept {
-    return opts_.idle_timeout.count() || opts_.read_timeout.count() ||
-           opts_.write_timeout.count();
+  // Backends call tick() from their periodic timer (a few times a second)
+  // and, when timeouts_on(), close a connection that expired() names a
+  // timeout for (any thread), with it as the reason.
+  void tick() noexcept { timeouts_.tick(); }
+  std::error_code expired(std::uint32_t slot) const noexcept {
+    return timeouts_.expired(states_[slot]);
   }
+  bool timeouts_on() const noexcept { return timeouts_.on(); }
 
  private:
   // send()'s direct write, the slot claimed; `spare` takes what is left.
@@ -222,8 +219,7 @@ class engine_core {
   std::uint64_t message_allocs_at_start_ = 0;
   std::atomic<std::uint64_t> total_queued_{0};  // across connections
   std::uint64_t total_queued_cap_ = 0;
-  std::atomic<std::uint32_t> now_{1};  // coarse ms since init, never 0
-  std::int64_t epoch_ms_ = 0;
+  timeouts timeouts_;
 };
 
 }  // namespace ionet::detail

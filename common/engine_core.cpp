@@ -12,6 +12,14 @@ namespace {
 // under its lock (8 KiB with 512-byte slices: a few microseconds at most).
 constexpr std::uint64_t in_place_slices = 16;
 
+// A connection's queued bytes, read under its lock.
+std::uint64_t queued_bytes(conn_state& st) noexcept {
+  st.lock.lock();
+  const std::uint64_t mine = st.queued;
+  st.lock.unlock();
+  return mine;
+}
+
 }  // namespace
 
 engine_core::engine_core(engine& self, const options& opts)
@@ -80,10 +88,10 @@ status engine_core::init(std::uint32_t default_threads) {
   accepted_.store(0, std::memory_order_relaxed);
   closed_.store(0, std::memory_order_relaxed);
   message_allocs_at_start_ = messages_.allocations();
-  total_queued_cap_ = opts_.max_total_queued_bytes
-                          ? opts_.max_total_queued_bytes
-                          : std::uint64_t{slices} * opts_.slice_bytes / 4 * 3;
-  total_queued_.store(0, std::memory_order_relaxed);
+  pressure_.start(opts_.max_total_queued_bytes
+                      ? opts_.max_total_queued_bytes
+                      : std::uint64_t{slices} * opts_.slice_bytes / 4 * 3,
+                  opts_.max_queued_bytes);
   timeouts_.start();
   return {};
 }
@@ -150,7 +158,7 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
     table_->retire(slot);
   }
   counters_.add(counter::bytes_dropped, dropped.bytes);
-  total_queued_.fetch_sub(dropped.bytes, std::memory_order_relaxed);
+  pressure_.unreserve(dropped.bytes);
   slices_->give_chain(dropped);
   st.decoder.reset();
   st.partial_since.store(0, std::memory_order_relaxed);
@@ -204,9 +212,7 @@ engine_core::queued_result engine_core::send(connection_id id,
   }
   if (total == 0) return {};
   // The engine-wide cap: reserved before the copy, returned on failure.
-  if (total_queued_.fetch_add(total, std::memory_order_relaxed) + total >
-      total_queued_cap_) {
-    total_queued_.fetch_sub(total, std::memory_order_relaxed);
+  if (!pressure_.reserve(total)) {
     counters_.add(counter::send_queue_full, 1);
     return {make_error_code(errc::queue_full)};
   }
@@ -222,7 +228,7 @@ engine_core::queued_result engine_core::send(connection_id id,
   slice_chain chain;
   if (!small) {
     if (auto ec = encode_to_slices(*slices_, opts_.mode, bytes, chain)) {
-      total_queued_.fetch_sub(total, std::memory_order_relaxed);
+      pressure_.unreserve(total);
       return {ec};
     }
   }
@@ -266,7 +272,7 @@ engine_core::queued_result engine_core::send(connection_id id,
   if (ec) {
     if (ec == errc::queue_full) counters_.add(counter::send_queue_full, 1);
     if (ec == errc::stale_connection) counters_.add(counter::send_stale, 1);
-    total_queued_.fetch_sub(total, std::memory_order_relaxed);
+    pressure_.unreserve(total);
     slices_->give_chain(chain);
     return {ec};
   }
@@ -315,7 +321,7 @@ engine_core::queued_result engine_core::send_now(
     wake = !st.queue.empty() || st.close_requested || st.peer_eof;
     if (!wake) st.scheduled = false;
   }
-  total_queued_.fetch_sub(sent, std::memory_order_relaxed);
+  pressure_.unreserve(sent);
   counters::block* const mine = counters_.local();
   counters_.add(mine, counter::messages_sent, 1);
   counters_.add(mine, counter::bytes_queued, total);
@@ -419,7 +425,7 @@ void engine_core::write_done(std::uint32_t slot, slice_chain& chain,
       st.write_since.store(now, std::memory_order_relaxed);
     }
   }
-  total_queued_.fetch_sub(chain.bytes, std::memory_order_relaxed);
+  pressure_.unreserve(chain.bytes);
   counters_.add(sent ? counter::bytes_sent : counter::bytes_dropped,
                 chain.bytes);
   slices_->give_chain(chain);
@@ -529,20 +535,13 @@ bool engine_core::release_one(const event& e) noexcept {
 
 bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
   conn_state& st = states_[slot];
-  st.lock.lock();
-  const std::uint64_t mine = st.queued;
-  st.lock.unlock();
-  // The user's poll() is behind: its queue is full, or holds back events
-  // of this connection (event_queue).
-  bool pause = !inline_mode() && queue_->backed_up(slot);
-  if (!pause) pause = mine > 0 && mine >= opts_.max_queued_bytes / 2;
-  const std::uint64_t total = total_queued_.load(std::memory_order_relaxed);
-  if (!pause && mine > 0 && total >= total_queued_cap_ / 4 * 3) {
+  const std::uint64_t mine = queued_bytes(st);
+  const bool backed_up = !inline_mode() && queue_->backed_up(slot);
+  const bool pause = pressure_.should_pause(mine, backed_up, [this] {
     const std::uint64_t closed = closed_.load(std::memory_order_relaxed);
     const std::uint64_t accepted = accepted_.load(std::memory_order_relaxed);
-    const std::uint64_t open = accepted > closed ? accepted - closed : 1;
-    pause = mine >= total / open;
-  }
+    return accepted > closed ? accepted - closed : 1;
+  });
   if (pause) {
     st.read_paused.store(true, std::memory_order_relaxed);
     counters_.add(counter::read_pauses, 1);
@@ -551,14 +550,10 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
 }
 
 bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
-  if (!inline_mode() && queue_->backed_up(slot)) return false;
-  if (total_queued_.load(std::memory_order_relaxed) >= total_queued_cap_ / 2)
-    return false;
   conn_state& st = states_[slot];
-  st.lock.lock();
-  const std::uint64_t mine = st.queued;
-  st.lock.unlock();
-  if (mine >= opts_.max_queued_bytes / 4) return false;
+  const bool backed_up = !inline_mode() && queue_->backed_up(slot);
+  if (!pressure_.may_resume(backed_up, [&st] { return queued_bytes(st); }))
+    return false;
   st.read_paused.store(false, std::memory_order_relaxed);
   if (st.partial_since.load(std::memory_order_relaxed) != 0) {
     st.partial_since.store(timeouts_.now(), std::memory_order_relaxed);

@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "common/backpressure.hpp"
 #include "common/conn_state.hpp"
 #include "common/connection_table.hpp"
 #include "common/counters.hpp"
@@ -155,17 +156,13 @@ class engine_core {
 
   // --- reading under memory pressure (owner thread) ---
   // Whether to stop reading `slot` for now (the backend asks after each
-  // read that delivered bytes), because the user's poll() is behind (the
-  // pull queue is full or holds back events of this connection), or
-  // because its peer sends more than it reads: its own queue is half full
-  // (max_queued_bytes / 2), or the engine's queued bytes are past 3/4 of
-  // the total cap and it holds more than an even share of them. Counted in
+  // read that delivered bytes): the user's poll() is behind, or its peer
+  // sends more than it reads (backpressure::should_pause). Counted in
   // read_pauses when true.
   bool should_pause_reading(std::uint32_t slot) noexcept;
-  // Whether a paused connection may be read again: nothing of it is held
-  // back and the pull queue has room, its queue is under a quarter of
-  // max_queued_bytes and the engine's under half its cap. A frame left
-  // partial gets a full read_timeout from here.
+  // Whether a paused connection may be read again
+  // (backpressure::may_resume). A frame left partial gets a full
+  // read_timeout from here.
   bool may_resume_reading(std::uint32_t slot) noexcept;
 
   // --- user side ---
@@ -217,8 +214,7 @@ class engine_core {
   std::atomic<std::uint64_t> closed_{0};
   counters counters_;  // the rest, per engine thread
   std::uint64_t message_allocs_at_start_ = 0;
-  std::atomic<std::uint64_t> total_queued_{0};  // across connections
-  std::uint64_t total_queued_cap_ = 0;
+  backpressure pressure_;
   timeouts timeouts_;
 };
 

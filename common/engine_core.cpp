@@ -23,14 +23,14 @@ std::uint64_t queued_bytes(conn_state& st) noexcept {
 }  // namespace
 
 engine_core::engine_core(engine& self, const options& opts)
-    : self_(self), opts_(opts), timeouts_(opts) {}
+    : opts_(opts), delivery_(self, std::move(opts_.handler)), timeouts_(opts) {}
 
 engine_core::~engine_core() { discard_unpolled(); }
 
 void engine_core::discard_unpolled() noexcept {
   // Events nobody polled: their buffers and holds go back as release()
   // would give them (no connection needs waking: the engine has stopped).
-  if (queue_) queue_->drain([this](event& e) { (void)release_one(e); });
+  delivery_.discard([this](const event& e) { give_back(e); });
   if (slices_) {
     for (std::uint32_t i = 0; i < states_.made(); ++i) {
       slices_->give_chain(states_[i].queue);
@@ -66,8 +66,7 @@ status engine_core::init(std::uint32_t default_threads) {
       states_.reserve(opts_.max_connections);
       table_ = std::make_unique<connection_table>(opts_.max_connections);
       slices_ = std::make_unique<slab_pool>(opts_.slice_bytes, slices);
-      queue_ = std::make_unique<event_queue>(opts_.event_queue_capacity,
-                                             opts_.max_connections);
+      delivery_.make(opts_.event_queue_capacity, opts_.max_connections);
       // A block for each engine thread, and for a backend's helper (the
       // IOCP housekeeper); more threads would share the atomic one.
       counters_.reset(opts_.threads + 2);
@@ -75,7 +74,7 @@ status engine_core::init(std::uint32_t default_threads) {
       states_.reset();
       table_.reset();
       slices_.reset();
-      queue_.reset();
+      delivery_.reset();
       return {errc::out_of_memory,
               "could not pre-allocate pools for max_connections=" +
                   std::to_string(opts_.max_connections) + " and " +
@@ -87,7 +86,7 @@ status engine_core::init(std::uint32_t default_threads) {
   counters_.reset(opts_.threads + 2);
   accepted_.store(0, std::memory_order_relaxed);
   closed_.store(0, std::memory_order_relaxed);
-  message_allocs_at_start_ = messages_.allocations();
+  delivery_.reset_counts();
   pressure_.start(opts_.max_total_queued_bytes
                       ? opts_.max_total_queued_bytes
                       : std::uint64_t{slices} * opts_.slice_bytes / 4 * 3,
@@ -442,7 +441,8 @@ std::error_code engine_core::on_read(std::uint32_t slot,
   std::error_code copy_failed;
   std::size_t completed = 0;
   std::uint32_t delivered = 0;  // completed, less any that could not be kept
-  auto ec = st.decoder.feed(bytes, messages_, [&](decoded_message&& m) {
+  message_pool& messages = delivery_.messages();
+  auto ec = st.decoder.feed(bytes, messages, [&](decoded_message&& m) {
     ++completed;
     event e;
     e.type = event_type::message;
@@ -453,8 +453,7 @@ std::error_code engine_core::on_read(std::uint32_t slot,
       e.owner_ = m.owned;
     } else {
       // Pull model: the bytes must outlive this read buffer.
-      msg_buffer* b =
-          messages_.take(static_cast<std::uint32_t>(m.bytes.size()));
+      msg_buffer* b = messages.take(static_cast<std::uint32_t>(m.bytes.size()));
       if (!b) {
         copy_failed = make_error_code(errc::out_of_memory);
         return;
@@ -495,38 +494,13 @@ void engine_core::emit_connected(std::uint32_t slot, const endpoint& peer,
   out.events.push_back(e);
 }
 
-void engine_core::event_dropped(event& e) noexcept {
-  // Only once the engine has begun to stop, which closes every connection:
-  // none needs waking.
-  if (e.type == event_type::message) (void)release_one(e);
-}
-
 void engine_core::deliver(event_batch& batch) {
-  if (batch.events.empty()) return;
-  if (inline_mode()) {
-    for (const event& e : batch.events) {
-      opts_.handler(self_, e);
-      if (e.type == event_type::message && e.owner_) {
-        messages_.give(static_cast<msg_buffer*>(e.owner_));
-      } else if (e.type == event_type::closed) {
-        drop_user_hold(slot_of(e.conn));
-      }
-    }
-  } else {
-    queue_->push(batch.events, [this](event& e) { event_dropped(e); });
-  }
-  batch.events.clear();
-}
-
-std::size_t engine_core::poll(std::span<event> out,
-                              std::chrono::milliseconds timeout) {
-  if (inline_mode() || !queue_) return 0;
-  return queue_->pop(out, timeout);
+  delivery_.deliver(batch, [this](const event& e) { give_back(e); });
 }
 
 bool engine_core::release_one(const event& e) noexcept {
   if (e.type == event_type::message) {
-    messages_.give(static_cast<msg_buffer*>(e.owner_));
+    delivery_.messages().give(static_cast<msg_buffer*>(e.owner_));
     return message_released(e);
   }
   if (e.type == event_type::closed) drop_user_hold(slot_of(e.conn));
@@ -536,7 +510,7 @@ bool engine_core::release_one(const event& e) noexcept {
 bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
   conn_state& st = states_[slot];
   const std::uint64_t mine = queued_bytes(st);
-  const bool backed_up = !inline_mode() && queue_->backed_up(slot);
+  const bool backed_up = delivery_.backed_up(slot);
   const bool pause = pressure_.should_pause(mine, backed_up, [this] {
     const std::uint64_t closed = closed_.load(std::memory_order_relaxed);
     const std::uint64_t accepted = accepted_.load(std::memory_order_relaxed);
@@ -551,7 +525,7 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
 
 bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
   conn_state& st = states_[slot];
-  const bool backed_up = !inline_mode() && queue_->backed_up(slot);
+  const bool backed_up = delivery_.backed_up(slot);
   if (!pressure_.may_resume(backed_up, [&st] { return queued_bytes(st); }))
     return false;
   st.read_paused.store(false, std::memory_order_relaxed);
@@ -589,15 +563,14 @@ engine_stats engine_core::stats() const {
     s.pool_slices_total = slices_->capacity();
     s.pool_slices_in_use = slices_->in_use();
   }
-  if (queue_) s.events_pending = queue_->size();
+  s.events_pending = delivery_.pending();
   // The message pool's heap allocations: buffers for messages that must
   // outlive their read (pull model, or split across reads), cached once
   // made. Nothing else is counted here: the IOCP accept pool's growth only
   // posts accepts on more of the entries made at start (their sockets are
   // the system's, not our heap), and a backend's own bookkeeping is
   // reserved at start.
-  s.allocations_after_start =
-      messages_.allocations() - message_allocs_at_start_;
+  s.allocations_after_start = delivery_.allocations_after_start();
   return s;
 }
 

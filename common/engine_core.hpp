@@ -1,6 +1,8 @@
 // What every backend shares above the OS: per-connection bookkeeping (ids,
-// user context, send queue of slices, decoder), option checks, event
-// delivery (pull queue or inline handler) and the counters behind stats().
+// user context, send queue of slices, decoder), option checks and the
+// counters behind stats(). Three concerns are members with headers of their
+// own: delivery (events to the user and back), backpressure (the queued
+// bytes cap, when reading pauses) and timeouts (the coarse clock, expiry).
 // A backend owns the sockets and threads and calls in here; it never
 // touches another backend's code. No OS headers.
 #pragma once
@@ -11,15 +13,13 @@
 #include <memory>
 #include <mutex>
 #include <span>
-#include <vector>
 
 #include "common/backpressure.hpp"
 #include "common/conn_state.hpp"
 #include "common/connection_table.hpp"
 #include "common/counters.hpp"
-#include "common/event_queue.hpp"
+#include "common/delivery.hpp"
 #include "common/framing.hpp"
-#include "common/message_pool.hpp"
 #include "common/slab_pool.hpp"
 #include "common/slot_array.hpp"
 #include "common/spin_lock.hpp"
@@ -33,28 +33,6 @@ status validate(const options& opts, endpoint* bound = nullptr);
 // Parses an IPv4 or IPv6 literal (no names, no zone ids).
 bool parse_address(const std::string& host, endpoint& out);
 
-// Events are gathered per engine-thread callback and handed over at once.
-class event_batch {
- public:
-  std::vector<event> events;
-};
-
-// The calling thread's batch, for backends whose completions may run on
-// any of several threads: gathered while one connection is served, and
-// delivered before that connection is let go. Reserved when a thread first
-// asks (a backend asks when its thread starts), for as many events as a
-// 64 KiB read of 64-byte messages makes, so it does not grow after start
-// unless reads bring more, smaller messages.
-inline constexpr std::size_t thread_batch_reserve = 1024;
-inline event_batch& thread_batch() {
-  thread_local event_batch batch = [] {
-    event_batch b;
-    b.events.reserve(thread_batch_reserve);
-    return b;
-  }();
-  return batch;
-}
-
 class engine_core {
  public:
   engine_core(engine& self, const options& opts);
@@ -67,8 +45,9 @@ class engine_core {
   // kept. A restart keeps the pools and the slot table (generations go
   // on) and lets go of the events nobody polled.
   status init(std::uint32_t default_threads);
+  // The options, threads resolved by init(); the handler is delivery's.
   const options& opts() const noexcept { return opts_; }
-  bool inline_mode() const noexcept { return static_cast<bool>(opts_.handler); }
+  bool inline_mode() const noexcept { return delivery_.inline_mode(); }
 
   // --- slots (engine threads) ---
   // A new connection's slot, or nullopt at max_connections (counted).
@@ -166,14 +145,16 @@ class engine_core {
   bool may_resume_reading(std::uint32_t slot) noexcept;
 
   // --- user side ---
-  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout);
+  std::size_t poll(std::span<event> out, std::chrono::milliseconds timeout) {
+    return delivery_.poll(out, timeout);
+  }
   // Gives back what one polled event holds. True when its connection now
   // needs its owner thread (the peer's EOF waited for this message to be
   // released, and nothing else has scheduled it): the caller hands it off.
   [[nodiscard]] bool release_one(const event& e) noexcept;
   engine_stats stats() const;
-  void stop_events() { queue_->close(); }
-  void restart_events() { queue_->reopen(); }
+  void stop_events() { delivery_.stop(); }
+  void restart_events() { delivery_.restart(); }
   slab_pool& slices() noexcept { return *slices_; }
   // Counted by backends: connections refused beyond max_connections.
   void count_rejected() noexcept { counters_.add(counter::rejected, 1); }
@@ -198,22 +179,23 @@ class engine_core {
   void drop_user_hold(std::uint32_t slot) noexcept;
   void discard_unpolled() noexcept;
   void free_slot(std::uint32_t slot) noexcept;
-  void event_dropped(event& e) noexcept;
+  // What delivery hands back of an event no release() will come for: a
+  // closed event after the inline handler, a message dropped once the
+  // engine stops, an event nobody polled. None needs waking its
+  // connection: it is closed, or the engine is stopping.
+  void give_back(const event& e) noexcept { (void)release_one(e); }
   bool message_released(const event& e) noexcept;
 
-  engine& self_;
   options opts_;
   slot_array<conn_state> states_;  // made as slots first come into use
   std::unique_ptr<connection_table> table_;
   std::unique_ptr<slab_pool> slices_;
-  message_pool messages_;
-  std::unique_ptr<event_queue> queue_;
+  delivery delivery_;
 
   // Per connection, and read by should_pause_reading: shared.
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> closed_{0};
   counters counters_;  // the rest, per engine thread
-  std::uint64_t message_allocs_at_start_ = 0;
   backpressure pressure_;
   timeouts timeouts_;
 };

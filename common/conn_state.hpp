@@ -24,6 +24,11 @@ struct conn_state {
   bool close_requested = false;  // [lock] close() called: flush, then close
   bool scheduled = false;        // [lock] backend has been told (or is writing)
   bool peer_eof = false;         // [lock] the peer shut down its side
+  // [lock] A direct write (engine_core::send_now) is in the socket, on
+  // whichever thread sent: close_slot() waits for it to end, so that the
+  // backend, which closes the socket next, never closes it under a write
+  // (nor lets its descriptor be reused for another connection's).
+  bool writing_direct = false;
   // Message events handed to the user and not yet released. After the
   // peer's EOF the connection closes only when this reaches zero, so
   // replies to the last messages still go out.

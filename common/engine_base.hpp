@@ -147,10 +147,12 @@ class engine_base : public engine {
       return make_error_code(errc::not_running);
     engine_core::queued_result r;
     if constexpr (requires { &Backend::write_now; }) {
-      // On an engine thread a connection with nothing queued may be written
-      // at once from the caller's buffer (the backend says when it can).
+      // A connection with nothing queued or being written is written at
+      // once from the caller's buffer, on whatever thread the caller is
+      // (an inline handler, or the pull model's user thread): no hand-off
+      // to the connection's thread, no copy unless the socket is full.
       const engine_core::direct_write now{&Backend::write_now, &backend()};
-      r = core_.send(id, bytes, mine ? &now : nullptr);
+      r = core_.send(id, bytes, &now);
     } else {
       r = core_.send(id, bytes);
     }

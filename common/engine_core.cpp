@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 
 namespace ionet::detail {
 namespace {
@@ -145,6 +146,7 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
   conn_state& st = states_[slot];
   const connection_id id = table_->id_of(slot);
   slice_chain dropped;
+  bool writing;
   {
     std::lock_guard g(st.lock);
     st.open = false;
@@ -152,6 +154,7 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
     dropped = st.queue;
     st.queue = slice_chain{};
     st.queued -= dropped.bytes;
+    writing = st.writing_direct;
     // Retired under the lock: a send() that resolved the id before us sees
     // open == false; one after us cannot resolve it at all.
     table_->retire(slot);
@@ -173,6 +176,13 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
   e.reason = reason;
   e.context_ = &st.context;
   out.events.push_back(e);
+  // A direct write on another thread: it ends within one non-blocking
+  // send, and drops what the socket did not take (send_now).
+  while (writing) {
+    std::this_thread::yield();
+    std::lock_guard g(st.lock);
+    writing = st.writing_direct;
+  }
 }
 
 void engine_core::backend_done(std::uint32_t slot) noexcept {
@@ -255,6 +265,7 @@ engine_core::queued_result engine_core::send(connection_id id,
       // flush starts and senders on other threads queue behind us while
       // send_now writes.
       direct = true;
+      st.writing_direct = true;
     } else if (small) {
       ec = append_in_place(*slices_, opts_.mode, bytes, st.queue);
     } else {
@@ -308,20 +319,34 @@ engine_core::queued_result engine_core::send_now(
   }
   slices_->give_chain(spare);
   conn_state& st = states_[slot];
-  bool wake;
+  bool wake = false;
+  slice_chain dropped;
   {
     std::lock_guard g(st.lock);
-    st.queued -= sent;
-    // In front of whatever other threads queued meanwhile.
-    slices_->append(rest, st.queue);
-    st.queue = rest;
-    // The claim is let go unless there is something for the owner to do:
-    // bytes to write, or a close to make once they are out.
-    wake = !st.queue.empty() || st.close_requested || st.peer_eof;
-    if (!wake) st.scheduled = false;
+    st.writing_direct = false;
+    if (!st.open && !st.close_requested) {
+      // close_slot() ran meanwhile (on the connection's thread; close()
+      // would have left close_requested): the rest goes the way of the
+      // queue it dropped.
+      st.queued -= total;
+      dropped = rest;
+    } else {
+      st.queued -= sent;
+      // In front of whatever other threads queued meanwhile.
+      slices_->append(rest, st.queue);
+      st.queue = rest;
+      // The claim is let go unless there is something for the owner to
+      // do: bytes to write, or a close to make once they are out.
+      wake = !st.queue.empty() || st.close_requested || st.peer_eof;
+      if (!wake) st.scheduled = false;
+    }
   }
-  pressure_.unreserve(sent);
+  pressure_.unreserve(sent + dropped.bytes);
   counters::block* const mine = counters_.local();
+  if (!dropped.empty()) {
+    counters_.add(mine, counter::bytes_dropped, dropped.bytes);
+    slices_->give_chain(dropped);
+  }
   counters_.add(mine, counter::messages_sent, 1);
   counters_.add(mine, counter::bytes_queued, total);
   if (sent) {

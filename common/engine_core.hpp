@@ -67,8 +67,10 @@ class engine_core {
     return table_->resolve(id);
   }
   // The connection is gone: no more sends, its id is dead, queued bytes are
-  // dropped (counted), and `closed` is emitted with `reason`. The backend
-  // still holds the slot until it calls backend_done().
+  // dropped (counted), and `closed` is emitted with `reason`. Returns once
+  // no direct write is in its socket (one on another thread is waited
+  // for), so the backend may close the socket next. The backend still
+  // holds the slot until it calls backend_done().
   void close_slot(std::uint32_t slot, std::error_code reason, event_batch& out);
   // The backend has finished with the slot (socket closed, no operation in
   // flight).
@@ -82,10 +84,11 @@ class engine_core {
     std::error_code ec;
     bool wake = false;
   };
-  // A backend that can write on the spot, on a connection's own thread:
-  // fn(backend, slot, head, body) writes what the socket takes at once,
-  // straight from these buffers, and returns how many bytes it wrote (0
-  // when it cannot: not the slot's thread, or no room).
+  // A backend that can write on the spot, from any thread: fn(backend,
+  // slot, head, body) writes what the socket takes at once, straight from
+  // these buffers, and returns how many bytes it wrote (0 when it cannot:
+  // no room, or an error the connection's thread will meet). The slot is
+  // open and claimed meanwhile, and close_slot() waits for it.
   struct direct_write {
     std::size_t (*fn)(void* backend, std::uint32_t slot,
                       std::span<const std::byte> head,

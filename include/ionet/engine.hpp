@@ -8,7 +8,12 @@
 //                  last run's, so none of them names a new connection.
 //   port()         the bound port (useful with options::port == 0).
 //   poll/release   the pull model: batches of events for the user's thread.
-//   send()         any thread; copies into pool slices; never blocks on I/O.
+//   send()         any thread; never blocks on I/O. On libuv and io_uring a
+//                  frame that finds nothing queued for its connection is
+//                  written at once from the caller's buffer, on the
+//                  caller's thread (a non-blocking send); what the socket
+//                  does not take, and every other frame, is copied into
+//                  pool slices and written by the connection's thread.
 //   close()        graceful: queued bytes are flushed, then the socket closes.
 //   set_context()  attach the user's per-connection pointer.
 //   stats()        counters, consistent enough for monitoring.

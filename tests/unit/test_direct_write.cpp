@@ -3,7 +3,10 @@
 // socket may stop at (inside the header too); and never while something is
 // queued or being written, so bytes keep their order.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "catch.hpp"
@@ -145,4 +148,67 @@ TEST_CASE("direct write: not while bytes are queued, so order is kept",
   CHECK(sock.calls == 1);
   CHECK_FALSE(r.wake);
   CHECK(sock.wrote.size() == 4 + 30);
+}
+
+TEST_CASE("direct write: a close meanwhile waits for it and drops the rest",
+          "[unit][direct_write]") {
+  // A direct write may run on any thread, so the connection's own thread
+  // can close it meanwhile. The close must wait for the write to finish
+  // (the backend closes the socket right after it), and what the socket
+  // did not take is dropped with the rest of the queue, not left behind.
+  ionet_test::null_engine self;
+  ionet::options o;
+  o.max_connections = 2;
+  engine_core core(self, o);
+  REQUIRE(core.init(1).ok());
+  const auto id = core.open_slot(0);
+  REQUIRE(id);
+  const std::uint32_t slot = ionet::slot_of(*id);
+  const auto before = core.slices().in_use();
+
+  struct closing_socket {
+    engine_core* core = nullptr;
+    std::uint32_t slot = 0;
+    std::thread closer;
+    std::atomic<bool> wrote{false};
+    bool close_waited = false;
+    static std::size_t write(void* self, std::uint32_t,
+                             std::span<const std::byte>,
+                             std::span<const std::byte>) {
+      auto& s = *static_cast<closing_socket*>(self);
+      s.closer = std::thread([&s] {
+        ionet::detail::event_batch batch;
+        s.core->close_slot(s.slot, make_error_code(ionet::errc::peer_closed),
+                           batch);
+        s.close_waited = s.wrote.load();
+      });
+      // Until the close has begun (the slot no longer takes sends), then
+      // a while longer: a close that did not wait would be over by then.
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      for (;;) {
+        auto& st = s.core->state(s.slot);
+        st.lock.lock();
+        const bool open = st.open;
+        st.lock.unlock();
+        if (!open || std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::yield();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      s.wrote = true;
+      return 10;  // the socket took 10 of the frame's bytes
+    }
+  } sock;
+  sock.core = &core;
+  sock.slot = slot;
+  const engine_core::direct_write now{&closing_socket::write, &sock};
+  const auto r = core.send(*id, direct_pattern(100, 7), &now);
+  sock.closer.join();
+  CHECK_FALSE(r.ec);    // accepted, then dropped with the connection
+  CHECK_FALSE(r.wake);  // nothing for the backend: it closed the slot
+  CHECK(sock.close_waited);
+  CHECK(core.slices().in_use() == before);  // the rest's slices came back
+  const auto st = core.stats();
+  CHECK(st.bytes_sent == 10);
+  CHECK(st.bytes_dropped == 4 + 100 - 10);
 }

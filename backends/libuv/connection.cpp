@@ -145,6 +145,7 @@ void engine_impl::open_connection(loop& l, int fd) {
     close_connection(c, make_error_code(errc::connection_reset), false);
     return;
   }
+  c.fd = fd;
   posix::tune_accepted(fd, core_.opts());
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
                     on_read) != 0) {
@@ -232,6 +233,7 @@ void engine_impl::close_connection(connection& c, std::error_code reason,
                                    bool graceful) {
   loop& l = c.owner();
   if (!detail::start_close(core_, c.p, reason, graceful, l.batch)) return;
+  c.fd = -1;  // no direct write is under way (close_slot waited for them)
   auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&c.tcp));
   if (graceful) {

@@ -165,26 +165,8 @@ void engine_impl::hand_off(connection_id id) {
 std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
                                    std::span<const std::byte> head,
                                    std::span<const std::byte> body) {
-  auto& e = *static_cast<engine_impl*>(self);
-  // Another loop's connection is that loop's to write.
-  if (!current_loop || e.core_.state(slot).owner.load(
-                           std::memory_order_relaxed) != current_loop->index) {
-    return 0;
-  }
-  connection& c = e.conns_[slot];
-  if (c.p.state != phase::open) return 0;
-  uv_buf_t bufs[2];
-  unsigned n = 0;
-  if (!head.empty()) {
-    bufs[n++] = uv_buf_init(
-        const_cast<char*>(reinterpret_cast<const char*>(head.data())),
-        static_cast<unsigned>(head.size()));
-  }
-  bufs[n++] =
-      uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(body.data())),
-                  static_cast<unsigned>(body.size()));
-  const int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&c.tcp), bufs, n);
-  return r > 0 ? static_cast<std::size_t>(r) : 0;
+  const int fd = static_cast<engine_impl*>(self)->conns_[slot].fd;
+  return fd < 0 ? 0 : posix::send_now(fd, head, body);
 }
 
 void engine_impl::on_accept(loop& l) {

@@ -49,6 +49,10 @@ struct request {
 struct connection {
   uv_tcp_t tcp{};
   detail::conn_protocol p;
+  // Its socket, for direct writes from any thread (write_now): set once
+  // the handle has it, before anyone can know the id, and left alone until
+  // the core has closed the slot (close_slot waits for direct writes).
+  int fd = -1;
   // Its places in its loop's lists (loop::members, paused, lingering).
   detail::list_place member, paused, lingering;
   // The loop that serves it (the one its handle was made on).
@@ -97,8 +101,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   bool stopping() const noexcept { return gate_.stopping(); }
   // Flush or close `id` on its loop (any thread; see engine_base).
   void hand_off(connection_id id);
-  // engine_core::direct_write: on the connection's own loop, with nothing
-  // queued or being written, what the socket takes now (uv_try_write).
+  // engine_core::direct_write: with nothing queued or being written, what
+  // the socket takes now (any thread: a plain sendmsg, which libuv's own
+  // writes cannot interleave with, as the core has claimed the slot).
   static std::size_t write_now(void* self, std::uint32_t slot,
                                std::span<const std::byte> head,
                                std::span<const std::byte> body);

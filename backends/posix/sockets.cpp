@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -125,6 +126,23 @@ void tune_accepted(int fd, const options& o) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+}
+
+std::size_t send_now(int fd, std::span<const std::byte> head,
+                     std::span<const std::byte> body) noexcept {
+  iovec iov[2];
+  std::size_t n = 0;
+  for (auto part : {head, body}) {
+    if (part.empty()) continue;
+    iov[n].iov_base = const_cast<std::byte*>(part.data());
+    iov[n].iov_len = part.size();
+    ++n;
+  }
+  msghdr h{};
+  h.msg_iov = iov;
+  h.msg_iovlen = n;
+  const ssize_t r = ::sendmsg(fd, &h, MSG_NOSIGNAL | MSG_DONTWAIT);
+  return r > 0 ? static_cast<std::size_t>(r) : 0;
 }
 
 }  // namespace ionet::posix

@@ -2,7 +2,9 @@
 // listening socket with the errors users should see, and peer addresses.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "ionet/error.hpp"
 #include "ionet/events.hpp"
@@ -28,6 +30,14 @@ void tune_accepted(int fd, const options& o);
 // reset (SO_LINGER {on, 0 s}), so the client learns at once and the server
 // keeps no TIME_WAIT for it. The IOCP backend refuses the same way.
 void refuse(int fd) noexcept;
+
+// A direct write (engine_core::direct_write): what a non-blocking socket
+// takes at once of `head` then `body`, gathered in one sendmsg; 0 when it
+// takes nothing or fails (the bytes are then queued, and the connection's
+// own thread meets the error when it writes them). MSG_NOSIGNAL: the
+// caller may be any thread, one that has not blocked SIGPIPE too.
+std::size_t send_now(int fd, std::span<const std::byte> head,
+                     std::span<const std::byte> body) noexcept;
 
 // What to do after an accept on the listener failed with `err` (an errno
 // value), the one rule of both Linux backends.

@@ -208,6 +208,15 @@ void engine_impl::on_eof(loop& l, connection& c) {
 
 // --- sends --------------------------------------------------------------
 
+std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
+                                   std::span<const std::byte> head,
+                                   std::span<const std::byte> body) {
+  auto& e = *static_cast<engine_impl*>(self);
+  const int fd = e.conns_[slot].fd;
+  if (!e.features_.inline_send || fd < 0) return 0;
+  return posix::send_now(fd, head, body);
+}
+
 void engine_impl::flush(loop& l, connection& c) {
   auto& pool = core_.slices();
   for (int round = 0;; ++round) {

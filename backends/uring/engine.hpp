@@ -53,6 +53,9 @@ struct connection {
   op send_op;  // the gathered sendmsg
   op ctl_op;   // a cancel
   detail::conn_protocol p;
+  // Read by direct writes from any thread too (write_now): set before the
+  // id is published, and closed only after the core has closed the slot
+  // (close_slot waits for direct writes).
   int fd = -1;
   std::uint32_t head_offset = 0;  // bytes of the backlog's first slice sent
   std::uint16_t loop = 0;         // the owning loop
@@ -108,6 +111,13 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::uint16_t port() const noexcept override { return port_; }
   engine_stats stats() const override;
   const char* backend_name() const noexcept override { return "uring"; }
+  // engine_core::direct_write: with nothing queued or being written, what
+  // the socket takes now, from any thread: a plain sendmsg (unless
+  // inline_send is off), as flush() tries first. The core has claimed the
+  // slot, so no send of the loop's runs meanwhile.
+  static std::size_t write_now(void* self, std::uint32_t slot,
+                               std::span<const std::byte> head,
+                               std::span<const std::byte> body);
 
   // Completion handlers (accept.cpp, connection.cpp).
   static void on_accept(loop& l, op& o, const io_uring_cqe& cqe);

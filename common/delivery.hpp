@@ -27,6 +27,13 @@
 
 namespace ionet::detail {
 
+// The connection whose messages the inline handler is being given on this
+// thread while more of its messages follow in the same batch (0: none).
+// Replies sent meanwhile wait for the batch's one gathered write instead
+// of each going out alone (engine_core::send): a pipelining client's
+// burst is answered with one write, not one per message.
+inline thread_local connection_id more_follow = 0;
+
 // Events are gathered per engine-thread callback and handed over at once.
 class event_batch {
  public:
@@ -109,7 +116,13 @@ template <class GiveBack>
 void delivery::deliver(event_batch& batch, GiveBack&& give_back) {
   if (batch.events.empty()) return;
   if (inline_mode()) {
-    for (const event& e : batch.events) {
+    const std::size_t n = batch.events.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      const event& e = batch.events[i];
+      more_follow = i + 1 < n && batch.events[i + 1].conn == e.conn &&
+                            batch.events[i + 1].type == event_type::message
+                        ? e.conn
+                        : 0;
       handler_(self_, e);
       // No message of the inline model is counted unreleased: its buffer
       // comes back here. A closed event's hold on the slot is the core's.
@@ -119,6 +132,7 @@ void delivery::deliver(event_batch& batch, GiveBack&& give_back) {
         give_back(e);
       }
     }
+    more_follow = 0;
   } else {
     queue_->push(batch.events, [&give_back](event& e) {
       if (e.type == event_type::message) give_back(e);

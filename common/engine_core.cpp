@@ -241,6 +241,15 @@ engine_core::queued_result engine_core::send(connection_id id,
       return {ec};
     }
   }
+  // A direct write, unless more replies to this connection are coming: a
+  // later message of the batch the inline handler is being given, or
+  // (pull model) more of its messages in the user's hands. Those replies
+  // are gathered into one write by the connection's thread instead.
+  conn_state& st = states_[*slot];
+  if (now && (id == more_follow ||
+              st.unreleased.load(std::memory_order_relaxed) > 1)) {
+    now = nullptr;
+  }
   // A direct write's slices, for what the socket may not take.
   slice_chain spare;
   if (now && small) {
@@ -248,7 +257,6 @@ engine_core::queued_result engine_core::send(connection_id id,
         (total + opts_.slice_bytes - 1) / opts_.slice_bytes);
     if (!slices_->take_chain(need, spare)) spare = slice_chain{};
   }
-  conn_state& st = states_[*slot];
   std::error_code ec;
   bool wake = false;
   bool direct = false;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -65,21 +66,42 @@ std::vector<std::byte> direct_pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
+// An engine_core on a null engine with one connection open, driven by
+// hand.
+struct one_connection {
+  explicit one_connection(const ionet::options& o) : core(self, o) {
+    REQUIRE(core.init(1).ok());
+    id = core.open_slot(0);
+    REQUIRE(id);
+    slot = ionet::slot_of(*id);
+    sock.room = 1u << 20;
+  }
+  ionet_test::null_engine self;
+  engine_core core;
+  std::optional<ionet::connection_id> id;
+  std::uint32_t slot = 0;
+  fake_socket sock;  // with room for everything
+  const engine_core::direct_write now{&fake_socket::write, &sock};
+};
+
+ionet::options two_slots() {
+  ionet::options o;
+  o.max_connections = 2;
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("direct write: the socket may stop anywhere, the rest is queued",
           "[unit][direct_write]") {
-  ionet_test::null_engine self;
-  ionet::options o;
-  o.max_connections = 2;
+  ionet::options o = two_slots();
   o.slice_bytes = 64;  // messages of several slices, the header split too
   o.max_message_bytes = 4096;
   o.max_queued_bytes = 1u << 20;
-  engine_core core(self, o);
-  REQUIRE(core.init(1).ok());
-  const auto id = core.open_slot(0);
-  REQUIRE(id);
-  const std::uint32_t slot = ionet::slot_of(*id);
+  one_connection t(o);
+  engine_core& core = t.core;
+  const auto& id = t.id;
+  const std::uint32_t slot = t.slot;
 
   for (std::size_t size : {0u, 1u, 59u, 60u, 61u, 200u, 1019u, 1020u, 1021u}) {
     const auto msg = direct_pattern(size, static_cast<unsigned>(size));
@@ -119,35 +141,25 @@ TEST_CASE("direct write: the socket may stop anywhere, the rest is queued",
 
 TEST_CASE("direct write: not while bytes are queued, so order is kept",
           "[unit][direct_write]") {
-  ionet_test::null_engine self;
-  ionet::options o;
-  o.max_connections = 2;
-  engine_core core(self, o);
-  REQUIRE(core.init(1).ok());
-  const auto id = core.open_slot(0);
-  REQUIRE(id);
-  const std::uint32_t slot = ionet::slot_of(*id);
-  fake_socket sock;
-  sock.room = 1u << 20;
-  const engine_core::direct_write now{&fake_socket::write, &sock};
+  one_connection t(two_slots());
 
   // Queued from another thread (no direct write there): the owner's next
   // send must queue behind it, not write past it.
   const auto first = direct_pattern(10, 1);
-  auto r = core.send(*id, first);
+  auto r = t.core.send(*t.id, first);
   REQUIRE_FALSE(r.ec);
   CHECK(r.wake);
-  r = core.send(*id, direct_pattern(20, 2), &now);
+  r = t.core.send(*t.id, direct_pattern(20, 2), &t.now);
   REQUIRE_FALSE(r.ec);
-  CHECK(sock.calls == 0);
-  CHECK(queued_bytes(core, slot).size() == 4 + 10 + 4 + 20);
+  CHECK(t.sock.calls == 0);
+  CHECK(queued_bytes(t.core, t.slot).size() == 4 + 10 + 4 + 20);
   // Written, and the queue ran dry: the slot is idle again, and the next
   // send goes straight out.
-  r = core.send(*id, direct_pattern(30, 3), &now);
+  r = t.core.send(*t.id, direct_pattern(30, 3), &t.now);
   REQUIRE_FALSE(r.ec);
-  CHECK(sock.calls == 1);
+  CHECK(t.sock.calls == 1);
   CHECK_FALSE(r.wake);
-  CHECK(sock.wrote.size() == 4 + 30);
+  CHECK(t.sock.wrote.size() == 4 + 30);
 }
 
 TEST_CASE("direct write: a close meanwhile waits for it and drops the rest",
@@ -156,14 +168,10 @@ TEST_CASE("direct write: a close meanwhile waits for it and drops the rest",
   // can close it meanwhile. The close must wait for the write to finish
   // (the backend closes the socket right after it), and what the socket
   // did not take is dropped with the rest of the queue, not left behind.
-  ionet_test::null_engine self;
-  ionet::options o;
-  o.max_connections = 2;
-  engine_core core(self, o);
-  REQUIRE(core.init(1).ok());
-  const auto id = core.open_slot(0);
-  REQUIRE(id);
-  const std::uint32_t slot = ionet::slot_of(*id);
+  one_connection t(two_slots());
+  engine_core& core = t.core;
+  const auto& id = t.id;
+  const std::uint32_t slot = t.slot;
   const auto before = core.slices().in_use();
 
   struct closing_socket {
@@ -238,23 +246,19 @@ TEST_CASE("direct write: replies to a pipelined burst wait for one write",
   // message alone is answered at once. (Written one by one, a burst of 16
   // replies was 16 sends, and a pipelining client's throughput fell to a
   // tenth of plain libuv's.)
-  ionet_test::null_engine self;
   fake_socket sock;
   sock.room = 1u << 20;
   const engine_core::direct_write now{&fake_socket::write, &sock};
   engine_core* core_ptr = nullptr;
-  ionet::options o;
-  o.max_connections = 2;
+  ionet::options o = two_slots();
   o.handler = [&](ionet::engine&, const ionet::event& e) {
     if (e.type != ionet::event_type::message) return;
     CHECK_FALSE(core_ptr->send(e.conn, e.data, &now).ec);
   };
-  engine_core core(self, o);
-  core_ptr = &core;
-  REQUIRE(core.init(1).ok());
-  const auto id = core.open_slot(0);
-  REQUIRE(id);
-  const std::uint32_t slot = ionet::slot_of(*id);
+  one_connection t(o);
+  core_ptr = &t.core;
+  engine_core& core = t.core;
+  const std::uint32_t slot = t.slot;
   ionet::detail::event_batch batch;
 
   // Inline events are views into the read: it lives until delivered.
@@ -277,33 +281,23 @@ TEST_CASE("direct write: in the pull model, not while more messages are out",
   // messages are in its hands, its replies queue for one write by the
   // connection's thread; the reply to a connection's only message goes at
   // once.
-  ionet_test::null_engine self;
-  ionet::options o;
-  o.max_connections = 2;
-  engine_core core(self, o);
-  REQUIRE(core.init(1).ok());
-  const auto id = core.open_slot(0);
-  REQUIRE(id);
-  const std::uint32_t slot = ionet::slot_of(*id);
-  fake_socket sock;
-  sock.room = 1u << 20;
-  const engine_core::direct_write now{&fake_socket::write, &sock};
+  one_connection t(two_slots());
   ionet::detail::event_batch batch;
 
-  REQUIRE_FALSE(core.on_read(slot, frames(3, 20), batch));
-  core.deliver(batch);
+  REQUIRE_FALSE(t.core.on_read(t.slot, frames(3, 20), batch));
+  t.core.deliver(batch);
   std::vector<ionet::event> got(8);
-  REQUIRE(core.poll(got, std::chrono::milliseconds(0)) == 3);
+  REQUIRE(t.core.poll(got, std::chrono::milliseconds(0)) == 3);
   for (std::size_t i = 0; i < 3; ++i)
-    CHECK_FALSE(core.send(got[i].conn, got[i].data, &now).ec);
-  CHECK(sock.calls == 0);
-  for (std::size_t i = 0; i < 3; ++i) (void)core.release_one(got[i]);
-  CHECK(queued_bytes(core, slot) == frames(3, 20));
+    CHECK_FALSE(t.core.send(got[i].conn, got[i].data, &t.now).ec);
+  CHECK(t.sock.calls == 0);
+  for (std::size_t i = 0; i < 3; ++i) (void)t.core.release_one(got[i]);
+  CHECK(queued_bytes(t.core, t.slot) == frames(3, 20));
 
-  REQUIRE_FALSE(core.on_read(slot, frames(1, 20), batch));
-  core.deliver(batch);
-  REQUIRE(core.poll(got, std::chrono::milliseconds(0)) == 1);
-  CHECK_FALSE(core.send(got[0].conn, got[0].data, &now).ec);
-  CHECK(sock.calls == 1);
-  (void)core.release_one(got[0]);
+  REQUIRE_FALSE(t.core.on_read(t.slot, frames(1, 20), batch));
+  t.core.deliver(batch);
+  REQUIRE(t.core.poll(got, std::chrono::milliseconds(0)) == 1);
+  CHECK_FALSE(t.core.send(got[0].conn, got[0].data, &t.now).ec);
+  CHECK(t.sock.calls == 1);
+  (void)t.core.release_one(got[0]);
 }

@@ -24,11 +24,6 @@ void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
   *buf = uv_buf_init(l.read_buf.get(), 64 * 1024);
 }
 
-void on_closed(uv_handle_t* h) {
-  connection& c = conn_of(h);
-  c.owner().engine->on_handle_closed(c);
-}
-
 // libuv reports EOF when epoll says POLLHUP after a short read, which is
 // also what a reset that arrived with the last bytes looks like. The
 // socket's pending error tells the two apart (nothing has consumed it yet).
@@ -55,7 +50,7 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
         detail::end_abruptly(c.p);
       }
       l.lingering.remove(c.p.slot);
-      uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
+      uv_close(reinterpret_cast<uv_handle_t*>(s), engine_impl::on_closed);
     }
     return;
   }
@@ -121,7 +116,7 @@ void on_shutdown(uv_shutdown_t* req, int status) {
     l.lingering.remove(c.p.slot);
     detail::end_abruptly(c.p);
   }
-  uv_close(h, on_closed);
+  uv_close(h, engine_impl::on_closed);
 }
 
 }  // namespace
@@ -250,6 +245,11 @@ void engine_impl::close_connection(connection& c, std::error_code reason,
     return;
   }
   if (!uv_is_closing(h)) uv_close(h, on_closed);
+}
+
+void engine_impl::on_closed(uv_handle_t* h) {
+  connection& c = conn_of(h);
+  c.owner().engine->on_handle_closed(c);
 }
 
 void engine_impl::on_handle_closed(connection& c) {

@@ -21,11 +21,6 @@ namespace {
 constexpr std::size_t read_buffer_bytes = std::size_t{64} * 1024;
 constexpr std::uint64_t sweep_interval_ms = 250;
 
-void on_conn_closed(uv_handle_t* h) {
-  auto* c = static_cast<connection*>(h->data);
-  c->owner().engine->on_handle_closed(*c);
-}
-
 void on_listen_readable(uv_poll_t* h, int status, int) {
   if (status < 0) return;
   loop& l = *static_cast<loop*>(h->data);
@@ -245,7 +240,7 @@ void engine_impl::shutdown_loop(loop& l) {
       close_connection(c, make_error_code(errc::engine_stopped), false);
     } else if (!uv_is_closing(h)) {
       // Shutting down or lingering: cut it short.
-      uv_close(h, on_conn_closed);
+      uv_close(h, on_closed);
     }
   });
   auto* wake = reinterpret_cast<uv_handle_t*>(&l.wake);
@@ -283,7 +278,7 @@ void engine_impl::on_sweep(loop& l) {
     // The peer never sent its FIN: give up on it.
     l.lingering.remove(slot);
     auto* h = reinterpret_cast<uv_handle_t*>(&c.tcp);
-    if (!uv_is_closing(h)) uv_close(h, on_conn_closed);
+    if (!uv_is_closing(h)) uv_close(h, on_closed);
   });
 }
 

@@ -121,6 +121,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   // serves flushes that the user's inline handler scheduled meanwhile.
   void finish(loop& l);
   void on_handle_closed(connection& c);
+  // Every connection handle's close callback: on_handle_closed().
+  static void on_closed(uv_handle_t* h);
   // A request for `c` from its loop's spares (null when none can be
   // made), and back when its callback has run.
   static request* take_request(connection& c) noexcept;

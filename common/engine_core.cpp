@@ -471,9 +471,16 @@ std::error_code engine_core::on_read(std::uint32_t slot,
   const std::uint32_t now = timeouts_.now();
   st.last_active.store(now, std::memory_order_relaxed);
   const connection_id id = table_->id_of(slot);
-  std::error_code copy_failed;
   std::size_t completed = 0;
-  std::uint32_t delivered = 0;  // completed, less any that could not be kept
+  // Pull model: the messages lying whole in this read must outlive it.
+  // They are copied at once into one buffer they share, [lo, hi) of the
+  // read with the headers between them (one pool buffer and one copy per
+  // read, not per message); one assembled across reads has its own.
+  const bool keep = !inline_mode();
+  const std::size_t first = out.events.size();
+  const std::byte* lo = nullptr;
+  const std::byte* hi = nullptr;
+  std::uint32_t viewed = 0;
   message_pool& messages = delivery_.messages();
   auto ec = st.decoder.feed(bytes, messages, [&](decoded_message&& m) {
     ++completed;
@@ -481,29 +488,45 @@ std::error_code engine_core::on_read(std::uint32_t slot,
     e.type = event_type::message;
     e.conn = id;
     e.context_ = &st.context;
-    if (m.owned || inline_mode()) {
-      e.data = m.bytes;
-      e.owner_ = m.owned;
-    } else {
-      // Pull model: the bytes must outlive this read buffer.
-      msg_buffer* b = messages.take(static_cast<std::uint32_t>(m.bytes.size()));
-      if (!b) {
-        copy_failed = make_error_code(errc::out_of_memory);
-        return;
-      }
-      if (!m.bytes.empty())
-        std::memcpy(b->data(), m.bytes.data(), m.bytes.size());
-      e.data = {b->data(), m.bytes.size()};
-      e.owner_ = b;
+    e.data = m.bytes;
+    e.owner_ = m.owned;
+    if (keep && !m.owned) {
+      if (!lo) lo = m.bytes.data();
+      hi = m.bytes.data() + m.bytes.size();
+      ++viewed;
     }
-    ++delivered;
     out.events.push_back(e);
   });
+  std::error_code copy_failed;
+  std::size_t delivered = completed;  // less any that could not be kept
+  if (viewed) {
+    const auto span = static_cast<std::uint32_t>(hi - lo);
+    msg_buffer* b = messages.take(span);
+    auto from = out.events.begin() + static_cast<std::ptrdiff_t>(first);
+    if (b) {
+      std::memcpy(b->data(), lo, span);
+      b->refs.store(viewed, std::memory_order_relaxed);
+      for (auto it = from; it != out.events.end(); ++it) {
+        if (it->owner_) continue;
+        it->data = {b->data() + (it->data.data() - lo), it->data.size()};
+        it->owner_ = b;
+      }
+    } else {
+      // No memory: those messages are lost, and the connection closes.
+      copy_failed = make_error_code(errc::out_of_memory);
+      out.events.erase(
+          std::remove_if(from, out.events.end(),
+                         [](const event& e) { return e.owner_ == nullptr; }),
+          out.events.end());
+      delivered -= viewed;
+    }
+  }
   if (delivered) {
     counters_.add(counter::messages_received, delivered);
     // Before the events reach the user (deliver() comes later).
     if (!inline_mode())
-      st.unreleased.fetch_add(delivered, std::memory_order_relaxed);
+      st.unreleased.fetch_add(static_cast<std::uint32_t>(delivered),
+                              std::memory_order_relaxed);
   }
   // A message left partial starts the read timeout; completing it stops
   // it. The partial one is new when this read completed any (a stream of
@@ -533,7 +556,7 @@ void engine_core::deliver(event_batch& batch) {
 
 bool engine_core::release_one(const event& e) noexcept {
   if (e.type == event_type::message) {
-    delivery_.messages().give(static_cast<msg_buffer*>(e.owner_));
+    delivery_.messages().drop(static_cast<msg_buffer*>(e.owner_));
     return message_released(e);
   }
   if (e.type == event_type::closed) drop_user_hold(slot_of(e.conn));

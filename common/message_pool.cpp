@@ -48,6 +48,7 @@ msg_buffer* message_pool::take(std::uint32_t size) noexcept {
     allocations_.fetch_add(1, std::memory_order_relaxed);
   }
   b->size = size;
+  b->refs.store(1, std::memory_order_relaxed);
   b->next = nullptr;
   outstanding_.fetch_add(1, std::memory_order_relaxed);
   return b;

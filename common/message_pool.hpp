@@ -3,6 +3,9 @@
 // powers of two; freed buffers are kept per class up to a byte budget, so a
 // steady load allocates nothing after warm-up. Thread-safe: buffers are taken
 // on engine threads and given back from the user's thread by release().
+// A buffer may hold several messages (the pull model copies the whole
+// messages of one read into one): each holds a reference, and drop() gives
+// the buffer back with the last.
 #pragma once
 
 #include <atomic>
@@ -14,9 +17,11 @@
 namespace ionet::detail {
 
 struct msg_buffer {
-  std::uint32_t size = 0;       // bytes of message
-  std::uint8_t size_class = 0;  // capacity is 64 << size_class
+  std::uint32_t size = 0;  // bytes of message(s)
+  // Messages that hold the buffer (1 when taken); see drop().
+  std::atomic<std::uint32_t> refs{1};
   msg_buffer* next = nullptr;   // free-list link
+  std::uint8_t size_class = 0;  // capacity is 64 << size_class
   std::byte* data() noexcept { return reinterpret_cast<std::byte*>(this + 1); }
 };
 
@@ -31,7 +36,12 @@ class message_pool {
 
   // A buffer for `size` bytes, or nullptr when memory is exhausted.
   msg_buffer* take(std::uint32_t size) noexcept;
+  // Gives `b` back whatever its references (its only holder is done).
   void give(msg_buffer* b) noexcept;
+  // One holder of `b` is done: gives it back when it was the last.
+  void drop(msg_buffer* b) noexcept {
+    if (b && b->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) give(b);
+  }
 
   // Heap allocations made so far (a free-list hit is not one).
   std::uint64_t allocations() const noexcept {

@@ -99,6 +99,8 @@ class IONET_API engine {
   // Waits up to `timeout` for events, fills `out` with at most out.size(),
   // returns how many. Every event returned must be passed to release().
   // Returns 0 at once when stopped and drained, or in handler mode.
+  // The messages one read brought share one buffer, freed when the last of
+  // them is released: holding one message holds the bytes of its read.
   virtual std::size_t poll(std::span<event> out,
                            std::chrono::milliseconds timeout) = 0;
   virtual void release(std::span<const event> events) noexcept = 0;

@@ -93,7 +93,7 @@ class IONET_API engine {
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
 
-  virtual status start() = 0;
+  [[nodiscard]] virtual status start() = 0;
   virtual std::uint16_t port() const noexcept = 0;
 
   // Waits up to `timeout` for events, fills `out` with at most out.size(),
@@ -105,10 +105,11 @@ class IONET_API engine {
                            std::chrono::milliseconds timeout) = 0;
   virtual void release(std::span<const event> events) noexcept = 0;
 
-  virtual std::error_code send(connection_id conn,
-                               std::span<const std::byte> bytes) = 0;
-  virtual std::error_code close(connection_id conn) = 0;
-  virtual std::error_code set_context(connection_id conn, void* context) = 0;
+  [[nodiscard]] virtual std::error_code send(
+      connection_id conn, std::span<const std::byte> bytes) = 0;
+  [[nodiscard]] virtual std::error_code close(connection_id conn) = 0;
+  [[nodiscard]] virtual std::error_code set_context(connection_id conn,
+                                                    void* context) = 0;
 
   virtual engine_stats stats() const = 0;
   virtual void stop() noexcept = 0;

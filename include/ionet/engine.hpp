@@ -96,13 +96,24 @@ class IONET_API engine {
   [[nodiscard]] virtual status start() = 0;
   virtual std::uint16_t port() const noexcept = 0;
 
-  // Waits up to `timeout` for events, fills `out` with at most out.size(),
-  // returns how many. Every event returned must be passed to release().
-  // Returns 0 at once when stopped and drained, or in handler mode.
+  // The pull model (no options::handler). Waits up to `timeout` for
+  // events, fills `out` with at most out.size(), returns how many. Every
+  // event returned must be passed to release(), once. Returns 0 at once
+  // when stopped and drained, and always in handler mode (the handler
+  // gets every event; there is nothing to poll).
+  // A connection's events come in order: connected, its messages, closed.
+  // Release them in that order too, its closed event last: the closed
+  // event hands the context back for the last time, and once it is
+  // released the slot (and the memory the context points to, if the user
+  // frees it then) may serve the next connection.
   // The messages one read brought share one buffer, freed when the last of
   // them is released: holding one message holds the bytes of its read.
+  // When event_queue_capacity events wait to be polled, the engine stops
+  // reading until poll() makes room; after a peer's EOF a connection
+  // closes only once its messages are released (replies sent first go).
   virtual std::size_t poll(std::span<event> out,
                            std::chrono::milliseconds timeout) = 0;
+  // Gives events back; any thread, any number at once.
   virtual void release(std::span<const event> events) noexcept = 0;
 
   [[nodiscard]] virtual std::error_code send(

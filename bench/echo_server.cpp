@@ -172,7 +172,7 @@ class echo_loop {
       ++counters_.slow_consumer_closes;
       counters_.backlog_dropped_bytes += b.bytes;
       pending_.erase(it);
-      eng_.close(id);
+      (void)eng_.close(id);  // already closing or gone: nothing to do
     }
   }
 
@@ -264,7 +264,7 @@ struct inline_echo {
       if (const std::error_code ec = eng.send(e.conn, data.first(n))) {
         if (is_retryable(ec)) {
           slow_consumer_closes.fetch_add(1, std::memory_order_relaxed);
-          eng.close(e.conn);
+          (void)eng.close(e.conn);  // already closing or gone: fine
         } else {
           send_errors.fetch_add(1, std::memory_order_relaxed);
         }

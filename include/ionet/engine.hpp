@@ -103,9 +103,8 @@ class IONET_API engine {
   // gets every event; there is nothing to poll).
   // A connection's events come in order: connected, its messages, closed.
   // Release them in that order too, its closed event last: the closed
-  // event hands the context back for the last time, and once it is
-  // released the slot (and the memory the context points to, if the user
-  // frees it then) may serve the next connection.
+  // event hands the context back for the last time (free it there), and
+  // once that event is released the slot may serve the next connection.
   // The messages one read brought share one buffer, freed when the last of
   // them is released: holding one message holds the bytes of its read.
   // When event_queue_capacity events wait to be polled, the engine stops

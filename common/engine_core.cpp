@@ -476,7 +476,7 @@ std::error_code engine_core::on_read(std::uint32_t slot,
   // They are copied at once into one buffer they share, [lo, hi) of the
   // read with the headers between them (one pool buffer and one copy per
   // read, not per message); one assembled across reads has its own.
-  const bool keep = !inline_mode();
+  const bool keep = !inline_mode();  // the pull model
   const std::size_t first = out.events.size();
   const std::byte* lo = nullptr;
   const std::byte* hi = nullptr;
@@ -524,7 +524,7 @@ std::error_code engine_core::on_read(std::uint32_t slot,
   if (delivered) {
     counters_.add(counter::messages_received, delivered);
     // Before the events reach the user (deliver() comes later).
-    if (!inline_mode())
+    if (keep)
       st.unreleased.fetch_add(static_cast<std::uint32_t>(delivered),
                               std::memory_order_relaxed);
   }

@@ -13,7 +13,7 @@
 #include "catch.hpp"
 #include "common/engine_core.hpp"
 #include "common/framing.hpp"
-#include "tests/null_engine.hpp"
+#include "tests/core_fixture.hpp"
 
 namespace {
 
@@ -66,35 +66,21 @@ std::vector<std::byte> direct_pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
-// An engine_core on a null engine with one connection open, driven by
-// hand.
-struct one_connection {
-  explicit one_connection(const ionet::options& o) : core(self, o) {
-    REQUIRE(core.init(1).ok());
-    id = core.open_slot(0);
-    REQUIRE(id);
-    slot = ionet::slot_of(*id);
+// The core with one connection, and a socket with room for everything.
+struct one_connection : ionet_test::core_with_connection {
+  explicit one_connection(const ionet::options& o = two_slots())
+      : core_with_connection(o) {
     sock.room = 1u << 20;
   }
-  ionet_test::null_engine self;
-  engine_core core;
-  std::optional<ionet::connection_id> id;
-  std::uint32_t slot = 0;
-  fake_socket sock;  // with room for everything
+  fake_socket sock;
   const engine_core::direct_write now{&fake_socket::write, &sock};
 };
-
-ionet::options two_slots() {
-  ionet::options o;
-  o.max_connections = 2;
-  return o;
-}
 
 }  // namespace
 
 TEST_CASE("direct write: the socket may stop anywhere, the rest is queued",
           "[unit][direct_write]") {
-  ionet::options o = two_slots();
+  ionet::options o = one_connection::two_slots();
   o.slice_bytes = 64;  // messages of several slices, the header split too
   o.max_message_bytes = 4096;
   o.max_queued_bytes = 1u << 20;
@@ -141,7 +127,7 @@ TEST_CASE("direct write: the socket may stop anywhere, the rest is queued",
 
 TEST_CASE("direct write: not while bytes are queued, so order is kept",
           "[unit][direct_write]") {
-  one_connection t(two_slots());
+  one_connection t;
 
   // Queued from another thread (no direct write there): the owner's next
   // send must queue behind it, not write past it.
@@ -168,7 +154,7 @@ TEST_CASE("direct write: a close meanwhile waits for it and drops the rest",
   // can close it meanwhile. The close must wait for the write to finish
   // (the backend closes the socket right after it), and what the socket
   // did not take is dropped with the rest of the queue, not left behind.
-  one_connection t(two_slots());
+  one_connection t;
   engine_core& core = t.core;
   const auto& id = t.id;
   const std::uint32_t slot = t.slot;
@@ -252,7 +238,7 @@ TEST_CASE("direct write: replies to a pipelined burst wait for one write",
   sock.room = 1u << 20;
   const engine_core::direct_write now{&fake_socket::write, &sock};
   engine_core* core_ptr = nullptr;
-  ionet::options o = two_slots();
+  ionet::options o = one_connection::two_slots();
   o.handler = [&](ionet::engine&, const ionet::event& e) {
     if (e.type != ionet::event_type::message) return;
     CHECK_FALSE(core_ptr->send(e.conn, e.data, &now).ec);
@@ -283,7 +269,7 @@ TEST_CASE("direct write: in the pull model, not while more messages are out",
   // messages are in its hands, its replies queue for one write by the
   // connection's thread; the reply to a connection's only message goes at
   // once.
-  one_connection t(two_slots());
+  one_connection t;
   ionet::detail::event_batch batch;
 
   REQUIRE_FALSE(t.core.on_read(t.slot, frames(3, 20), batch));

@@ -10,7 +10,7 @@
 #include "catch.hpp"
 #include "common/engine_core.hpp"
 #include "common/framing.hpp"
-#include "tests/null_engine.hpp"
+#include "tests/core_fixture.hpp"
 
 namespace {
 
@@ -44,18 +44,7 @@ std::uint32_t refs_of(const ionet::event& e) {
 }
 
 // A pull-model engine_core with one connection open, driven by hand.
-struct pull_core {
-  pull_core() : core(self, one_slot()) {
-    REQUIRE(core.init(1).ok());
-    const auto id = core.open_slot(0);
-    REQUIRE(id);
-    slot = ionet::slot_of(*id);
-  }
-  static ionet::options one_slot() {
-    ionet::options o;
-    o.max_connections = 1;
-    return o;
-  }
+struct pull_core : ionet_test::core_with_connection {
   // Reads `input` from a buffer that is overwritten at once (the
   // backend's next read), and polls what it made.
   std::vector<ionet::event> read(std::vector<std::byte> input) {
@@ -67,9 +56,6 @@ struct pull_core {
     got.resize(core.poll(got, std::chrono::milliseconds(0)));
     return got;
   }
-  ionet_test::null_engine self;
-  engine_core core;
-  std::uint32_t slot = 0;
 };
 
 }  // namespace

@@ -34,6 +34,13 @@ class backpressure {
     total_.fetch_sub(bytes, std::memory_order_relaxed);
   }
 
+  // Whether the queued bytes across connections are under 3/4 of the cap,
+  // where pausing the readers that hold the most begins: room to tell a
+  // sender that was refused to go on.
+  bool has_room() const noexcept {
+    return total_.load(std::memory_order_relaxed) < cap_ / 4 * 3;
+  }
+
   // Whether to stop reading a connection with `mine` bytes queued: the
   // user's poll() is behind (`backed_up`: the pull queue is full or holds
   // back events of this connection), or its peer sends more than it reads:
@@ -46,7 +53,7 @@ class backpressure {
     bool pause = backed_up;
     if (!pause) pause = mine > 0 && mine >= per_connection_ / 2;
     const std::uint64_t total = total_.load(std::memory_order_relaxed);
-    if (!pause && mine > 0 && total >= cap_ / 4 * 3) {
+    if (!pause && mine > 0 && total >= cap_ / 4 * 3) {  // !has_room()
       pause = mine >= total / open();
     }
     return pause;

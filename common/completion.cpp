@@ -3,8 +3,10 @@
 namespace ionet::detail {
 
 engine_core::taken next_send(engine_core& core, conn_protocol& c,
-                             std::uint32_t max_slices) {
-  if (c.state != phase::open || c.writing) return {};
+                             std::uint32_t max_slices, event_batch& out) {
+  if (c.state != phase::open) return {};
+  core.check_writable(c.slot, out);
+  if (c.writing) return {};
   if (c.backlog.empty()) {
     engine_core::taken t = core.take_queue(c.slot);
     c.backlog = t.chain;

@@ -75,9 +75,11 @@ inline constexpr std::uint32_t gather_max = 256;
 // The next send: up to `max_slices` slices from the backlog, refilled from
 // the core's queue when empty. An empty chain means nothing to send (or
 // not now: closed, or a send already in flight); then `close_now` tells
-// whether the connection should close gracefully, and why.
+// whether the connection should close gracefully, and why. Every flush
+// passes here, after a write completed too: a connection owed a writable
+// event that has drained gets it into `out` (engine_core::check_writable).
 engine_core::taken next_send(engine_core& core, conn_protocol& c,
-                             std::uint32_t max_slices);
+                             std::uint32_t max_slices, event_batch& out);
 
 // A send the system refused for now (short of buffers; nothing was sent):
 // its slices go back in front of the backlog, to go out first next time.

@@ -16,7 +16,7 @@ namespace ionet::detail {
 // callers on any thread. Fields marked [lock] are guarded by `lock`;
 // [owner] ones are touched only by the engine thread serving the slot.
 struct conn_state {
-  spin_lock lock;
+  mutable spin_lock lock;  // mutable: const readers take it too
   std::atomic<void*> context{nullptr};
   slice_chain queue;             // [lock] encoded, not yet handed to the OS
   std::uint64_t queued = 0;      // [lock] bytes queued or being written
@@ -29,6 +29,9 @@ struct conn_state {
   // backend, which closes the socket next, never closes it under a write
   // (nor lets its descriptor be reused for another connection's).
   bool writing_direct = false;
+  // [lock] written, read anywhere for a cheap look: send() refused a frame
+  // (queue_full, pool_exhausted) and the writable event is owed.
+  std::atomic<bool> want_writable{false};
   // Message events handed to the user and not yet released. After the
   // peer's EOF the connection closes only when this reaches zero, so
   // replies to the last messages still go out.

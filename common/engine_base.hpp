@@ -176,6 +176,13 @@ class engine_base : public engine {
     return ec;
   }
 
+  std::optional<std::uint64_t> queued_bytes(connection_id id) const override {
+    // Nothing is torn down under it: the slot table and states live as
+    // long as the engine.
+    if (!gate_.running()) return std::nullopt;
+    return core_.queued_bytes(id);
+  }
+
  protected:
   engine_core core_;
   call_gate gate_;

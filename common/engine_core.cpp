@@ -14,7 +14,7 @@ namespace {
 constexpr std::uint64_t in_place_slices = 16;
 
 // A connection's queued bytes, read under its lock.
-std::uint64_t queued_bytes(conn_state& st) noexcept {
+std::uint64_t queued_of(const conn_state& st) noexcept {
   st.lock.lock();
   const std::uint64_t mine = st.queued;
   st.lock.unlock();
@@ -93,6 +93,7 @@ status engine_core::init(std::uint32_t default_threads) {
                       : std::uint64_t{slices} * opts_.slice_bytes / 4 * 3,
                   opts_.max_queued_bytes);
   timeouts_.start();
+  low_water_ = opts_.send_low_water.value_or(opts_.max_queued_bytes / 4);
   return {};
 }
 
@@ -155,6 +156,8 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
     st.queue = slice_chain{};
     st.queued -= dropped.bytes;
     writing = st.writing_direct;
+    if (st.want_writable.exchange(false, std::memory_order_relaxed))
+      writable_waiting_.fetch_sub(1, std::memory_order_relaxed);
     // Retired under the lock: a send() that resolved the id before us sees
     // open == false; one after us cannot resolve it at all.
     table_->retire(slot);
@@ -223,6 +226,7 @@ engine_core::queued_result engine_core::send(connection_id id,
   // The engine-wide cap: reserved before the copy, returned on failure.
   if (!pressure_.reserve(total)) {
     counters_.add(counter::send_queue_full, 1);
+    owe_writable(*slot, id);
     return {make_error_code(errc::queue_full)};
   }
   // A message of up to in_place_slices slices is copied straight into
@@ -238,6 +242,7 @@ engine_core::queued_result engine_core::send(connection_id id,
   if (!small) {
     if (auto ec = encode_to_slices(*slices_, opts_.mode, bytes, chain)) {
       pressure_.unreserve(total);
+      if (ec == errc::pool_exhausted) owe_writable(*slot, id);
       return {ec};
     }
   }
@@ -268,6 +273,7 @@ engine_core::queued_result engine_core::send(connection_id id,
                                : errc::stale_connection);
     } else if (st.queued + total > opts_.max_queued_bytes) {
       ec = make_error_code(errc::queue_full);
+      owe_writable_locked(st);
     } else if (!spare.empty() && st.queue.empty() && !st.scheduled) {
       // Nothing queued or being written: claimed below (scheduled), so no
       // flush starts and senders on other threads queue behind us while
@@ -276,6 +282,7 @@ engine_core::queued_result engine_core::send(connection_id id,
       st.writing_direct = true;
     } else if (small) {
       ec = append_in_place(*slices_, opts_.mode, bytes, st.queue);
+      if (ec == errc::pool_exhausted) owe_writable_locked(st);
     } else {
       slices_->append(st.queue, chain);
     }
@@ -393,6 +400,48 @@ std::error_code engine_core::set_context(connection_id id, void* context) {
   if (!table_->resolve(id)) return make_error_code(errc::stale_connection);
   st.context.store(context, std::memory_order_release);
   return {};
+}
+
+std::optional<std::uint64_t> engine_core::queued_bytes(connection_id id) const {
+  const auto slot = table_ ? table_->resolve(id) : std::nullopt;
+  if (!slot) return std::nullopt;
+  const conn_state& st = states_[*slot];
+  std::lock_guard g(st.lock);
+  // Checked again under the lock close_slot retires the id under, so the
+  // figure is never the next connection's.
+  if (!table_->resolve(id)) return std::nullopt;
+  return st.queued;
+}
+
+void engine_core::owe_writable_locked(conn_state& st) noexcept {
+  if (!st.want_writable.exchange(true, std::memory_order_relaxed))
+    writable_waiting_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void engine_core::owe_writable(std::uint32_t slot, connection_id id) noexcept {
+  conn_state& st = states_[slot];
+  std::lock_guard g(st.lock);
+  if (st.open && table_->resolve(id)) owe_writable_locked(st);
+}
+
+void engine_core::emit_writable(std::uint32_t slot, event_batch& out) {
+  if (!pressure_.has_room()) return;  // the sweep looks again
+  conn_state& st = states_[slot];
+  {
+    std::lock_guard g(st.lock);
+    // A connection being closed is owed nothing: close_slot() lets go.
+    if (!st.open || st.queued > low_water_ ||
+        !st.want_writable.load(std::memory_order_relaxed)) {
+      return;
+    }
+    st.want_writable.store(false, std::memory_order_relaxed);
+  }
+  writable_waiting_.fetch_sub(1, std::memory_order_relaxed);
+  event e;
+  e.type = event_type::writable;
+  e.conn = table_->id_of(slot);
+  e.context_ = &st.context;
+  out.events.push_back(e);
 }
 
 engine_core::taken engine_core::take_queue(std::uint32_t slot) {
@@ -565,7 +614,7 @@ bool engine_core::release_one(const event& e) noexcept {
 
 bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
   conn_state& st = states_[slot];
-  const std::uint64_t mine = queued_bytes(st);
+  const std::uint64_t mine = queued_of(st);
   const bool backed_up = delivery_.backed_up(slot);
   const bool pause = pressure_.should_pause(mine, backed_up, [this] {
     const std::uint64_t closed = closed_.load(std::memory_order_relaxed);
@@ -582,7 +631,7 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
 bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
   conn_state& st = states_[slot];
   const bool backed_up = delivery_.backed_up(slot);
-  if (!pressure_.may_resume(backed_up, [&st] { return queued_bytes(st); }))
+  if (!pressure_.may_resume(backed_up, [&st] { return queued_of(st); }))
     return false;
   st.read_paused.store(false, std::memory_order_relaxed);
   if (st.partial_since.load(std::memory_order_relaxed) != 0) {

@@ -103,6 +103,8 @@ class engine_core {
                      const direct_write* now = nullptr);
   queued_result request_close(connection_id id);
   std::error_code set_context(connection_id id, void* context);
+  // engine::queued_bytes(): nullopt for a stale id.
+  std::optional<std::uint64_t> queued_bytes(connection_id id) const;
   // What take_queue() found: the bytes to write, and when there were none,
   // whether the connection should now close gracefully.
   struct taken {
@@ -123,6 +125,27 @@ class engine_core {
   // Owner thread: a write of `chain` finished (sent or not); gives slices
   // back and counts. `sent` is false when the write failed.
   void write_done(std::uint32_t slot, slice_chain& chain, bool sent) noexcept;
+
+  // --- writability ---
+  // Owner thread, wherever its queue may have drained (next_send does it
+  // on every flush) and in a periodic sweep while writable_waiting(): a
+  // connection owed a writable event (send() refused it) gets it once its
+  // queued bytes are at most send_low_water and the engine's under 3/4
+  // of their cap. The sweep covers what no flush of its own would see: the
+  // engine-wide cap or the pool refused a connection with little queued,
+  // and other connections' queues drained.
+  void check_writable(std::uint32_t slot, event_batch& out) {
+    if (states_[slot].want_writable.load(std::memory_order_relaxed))
+      emit_writable(slot, out);
+  }
+  // Whether any connection is owed a writable event (a cheap look).
+  bool writable_waiting() const noexcept {
+    return writable_waiting_.load(std::memory_order_relaxed) != 0;
+  }
+  // Whether this one is (a cheap look, for a sweep over every slot).
+  bool writable_owed(std::uint32_t slot) const noexcept {
+    return states_[slot].want_writable.load(std::memory_order_relaxed);
+  }
 
   // --- receive side (owner thread) ---
   // Decodes bytes read on `slot`; emits message events. Returns an error
@@ -180,6 +203,11 @@ class engine_core {
                          std::uint64_t total, slice_chain& spare,
                          const direct_write& now);
   void drop_user_hold(std::uint32_t slot) noexcept;
+  // send() refused a frame that may fit later: the connection is owed a
+  // writable event. _locked: with st.lock held and the id checked.
+  void owe_writable_locked(conn_state& st) noexcept;
+  void owe_writable(std::uint32_t slot, connection_id id) noexcept;
+  void emit_writable(std::uint32_t slot, event_batch& out);
   void discard_unpolled() noexcept;
   void free_slot(std::uint32_t slot) noexcept;
   // What delivery hands back of an event no release() will come for: a
@@ -198,7 +226,10 @@ class engine_core {
   // Per connection, and read by should_pause_reading: shared.
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> closed_{0};
-  counters counters_;  // the rest, per engine thread
+  // Connections owed a writable event.
+  std::atomic<std::uint32_t> writable_waiting_{0};
+  std::uint32_t low_water_ = 0;  // options::send_low_water, resolved
+  counters counters_;            // the rest, per engine thread
   backpressure pressure_;
   timeouts timeouts_;
 };

@@ -193,6 +193,13 @@ status validate(const options& o, endpoint* bound) {
                    ") so one whole message can be queued",
                o.max_queued_bytes);
   }
+  if (o.send_low_water && *o.send_low_water >= o.max_queued_bytes) {
+    return bad("send_low_water",
+               "must be below max_queued_bytes (" +
+                   std::to_string(o.max_queued_bytes) +
+                   "), or unset for a quarter of it",
+               *o.send_low_water);
+  }
   if (o.threads == 0 ||
       (o.threads > 256 && o.threads != options::backend_default)) {
     return bad("threads", "must be between 1 and 256", o.threads);

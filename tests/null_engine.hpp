@@ -24,6 +24,10 @@ class null_engine final : public ionet::engine {
   std::error_code set_context(ionet::connection_id, void*) override {
     return {};
   }
+  std::optional<std::uint64_t> queued_bytes(
+      ionet::connection_id) const override {
+    return std::nullopt;
+  }
   ionet::engine_stats stats() const override { return {}; }
   void stop() noexcept override {}
   const char* backend_name() const noexcept override { return "null"; }

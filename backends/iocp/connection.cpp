@@ -297,8 +297,9 @@ void engine_impl::on_read(engine_impl& e, operation& op,
 
 void engine_impl::flush(connection& c) {
   auto& pool = core_.slices();
+  detail::event_batch& out = detail::thread_batch();
   for (;;) {
-    auto [chain, close_now] = detail::next_send(core_, c.p, gather_max);
+    auto [chain, close_now] = detail::next_send(core_, c.p, gather_max, out);
     if (chain.empty()) {
       if (close_now) begin_close(c, close_now, true);
       return;

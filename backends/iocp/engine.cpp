@@ -159,8 +159,9 @@ void engine_impl::housekeeper_main() {
     top_up_accepts();
     core_.tick();
     const std::uint64_t now_ms = GetTickCount64();
-    if (core_.timeouts_on() && now_ms >= next_sweep) {
-      sweep_timeouts();
+    if ((core_.timeouts_on() || core_.writable_waiting()) &&
+        now_ms >= next_sweep) {
+      sweep_connections();
       next_sweep = now_ms + sweep_ms;
     }
     {
@@ -180,16 +181,19 @@ void engine_impl::housekeeper_main() {
   }
 }
 
-void engine_impl::sweep_timeouts() {
+void engine_impl::sweep_connections() {
   const std::uint32_t n = core_.slots_made();
   for (std::uint32_t slot = 0; slot < n; ++slot) {
-    // A cheap look first (atomics); the lock only for the few that expired.
-    if (!core_.expired(slot)) continue;
+    // A cheap look first (atomics); the lock only for the few that expired
+    // or are owed a writable event.
+    if (!core_.expired(slot) && !core_.writable_owed(slot)) continue;
     connection& c = conns_[slot];
     lock(c);
     if (c.p.state == phase::open) {
       if (const std::error_code ec = core_.expired(slot)) {
         begin_close(c, ec, detail::graceful_after(ec));
+      } else {
+        core_.check_writable(slot, detail::thread_batch());
       }
     }
     core_.deliver(detail::thread_batch());

@@ -142,7 +142,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void post_quit() noexcept;
   void stop_locked() noexcept;
   void close_all();
-  void sweep_timeouts();
+  // Closes what timed out, and gives a writable event to a connection
+  // owed one (engine_core::check_writable).
+  void sweep_connections();
   void wait_drained();
   void release_resources() noexcept;
 

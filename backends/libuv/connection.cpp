@@ -155,7 +155,8 @@ void engine_impl::flush(connection& c) {
   for (;;) {
     // What is queued, in one write (or nothing: not open, or a write in
     // flight).
-    auto [chain, close_now] = detail::next_send(core_, c.p, detail::gather_max);
+    auto [chain, close_now] =
+        detail::next_send(core_, c.p, detail::gather_max, l.batch);
     if (chain.empty()) {
       if (close_now) close_connection(c, close_now, true);
       return;

@@ -257,12 +257,14 @@ void engine_impl::shutdown_loop(loop& l) {
 void engine_impl::on_sweep(loop& l) {
   if (l.index == 0) core_.tick();
   if (!l.paused.empty()) resume_reading(l);
-  if (core_.timeouts_on() && !stopping()) {
+  if ((core_.timeouts_on() || core_.writable_waiting()) && !stopping()) {
     l.members.sweep([&](std::uint32_t slot) {
       connection& c = conns_[slot];
       if (c.p.state != phase::open) return;
       if (const std::error_code ec = core_.expired(slot)) {
         close_connection(c, ec, detail::graceful_after(ec));
+      } else {
+        core_.check_writable(slot, l.batch);
       }
     });
     finish(l);

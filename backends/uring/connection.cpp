@@ -220,7 +220,8 @@ std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
 void engine_impl::flush(loop& l, connection& c) {
   auto& pool = core_.slices();
   for (int round = 0;; ++round) {
-    auto [chain, close_now] = detail::next_send(core_, c.p, gather_max);
+    auto [chain, close_now] =
+        detail::next_send(core_, c.p, gather_max, l.batch);
     if (chain.empty()) {
       if (close_now) begin_close(l, c, close_now, true);
       return;
@@ -410,13 +411,15 @@ void engine_impl::maybe_finish(loop& l, connection& c) {
   core_.backend_done(c.p.slot);
 }
 
-void engine_impl::check_timeouts(loop& l) {
+void engine_impl::sweep_connections(loop& l) {
   // A close may finish a connection at once: it leaves the list.
   l.members.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];
     if (c.p.state != phase::open) return;
     if (const std::error_code ec = core_.expired(c.p.slot)) {
       begin_close(l, c, ec, detail::graceful_after(ec));
+    } else {
+      core_.check_writable(c.p.slot, l.batch);
     }
   });
 }

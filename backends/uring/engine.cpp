@@ -155,8 +155,9 @@ void engine_impl::run(loop& l) {
       check_lingering(l, now);
       if (!l.paused.empty() && !wound_down) resume_reading(l);
       if (l.index == 0) core_.tick();
-      if (core_.timeouts_on() && now >= next_sweep && !wound_down) {
-        check_timeouts(l);
+      if ((core_.timeouts_on() || core_.writable_waiting()) &&
+          now >= next_sweep && !wound_down) {
+        sweep_connections(l);
         next_sweep = now + sweep_ms;
       }
       if (l.accepts_armed == 0 && !wound_down)

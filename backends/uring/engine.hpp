@@ -167,7 +167,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void pause_reading(loop& l, connection& c);
   void try_resume(loop& l, connection& c);
   void resume_reading(loop& l);
-  void check_timeouts(loop& l);
+  // The loop's connections: closes what timed out, and gives a writable
+  // event to one owed it (engine_core::check_writable).
+  void sweep_connections(loop& l);
   bool current(const loop& l, const connection& c, const op& o) noexcept;
 
   features features_;

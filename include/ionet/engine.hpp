@@ -8,7 +8,10 @@
 //                  last run's, so none of them names a new connection.
 //   port()         the bound port (useful with options::port == 0).
 //   poll/release   the pull model: batches of events for the user's thread.
-//   send()         any thread; never blocks on I/O. On libuv and io_uring a
+//   send()         any thread; never blocks on I/O. queue_full and
+//                  pool_exhausted are answered at once; the connection
+//                  gets event_type::writable once it has drained
+//                  (options::send_low_water). On libuv and io_uring a
 //                  frame that finds nothing queued for its connection is
 //                  written at once from the caller's buffer, on the
 //                  caller's thread (a non-blocking send); what the socket
@@ -16,6 +19,7 @@
 //                  pool slices and written by the connection's thread.
 //   close()        graceful: queued bytes are flushed, then the socket closes.
 //   set_context()  attach the user's per-connection pointer.
+//   queued_bytes() what a connection has queued for sending.
 //   stats()        counters, consistent enough for monitoring.
 //   stop()         closes everything, waits for every outstanding operation,
 //                  joins threads. Safe to call twice and from the
@@ -36,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <system_error>
 
@@ -120,6 +125,12 @@ class IONET_API engine {
   [[nodiscard]] virtual std::error_code close(connection_id conn) = 0;
   [[nodiscard]] virtual std::error_code set_context(connection_id conn,
                                                     void* context) = 0;
+  // Bytes queued on `conn` for sending (framing included) and not yet
+  // written to its socket; nullopt when the id is stale or the engine is
+  // not running. Any thread; a moment's figure, as other threads send and
+  // the connection's thread writes.
+  virtual std::optional<std::uint64_t> queued_bytes(
+      connection_id conn) const = 0;
 
   virtual engine_stats stats() const = 0;
   virtual void stop() noexcept = 0;

@@ -1,7 +1,7 @@
 // Events the engine delivers: a connection opened, a message arrived, a
-// connection closed. In the pull model they come from engine::poll() and
-// stay valid until engine::release(); inline, they are valid during the
-// handler call.
+// connection closed, a connection may be sent to again. In the pull model
+// they come from engine::poll() and stay valid until engine::release();
+// inline, they are valid during the handler call.
 #pragma once
 
 #include <array>
@@ -41,7 +41,15 @@ struct endpoint {
   IONET_API std::string to_string() const;
 };
 
-enum class event_type : std::uint8_t { connected, message, closed };
+enum class event_type : std::uint8_t {
+  connected,  // a connection opened; `peer` says who
+  message,    // `data` holds a message
+  closed,     // the connection is gone; `reason` says why
+  // send() answered queue_full or pool_exhausted for this connection, and
+  // it has drained to options::send_low_water since: send again. One per
+  // refusal (however many sends were refused meanwhile); none after closed.
+  writable,
+};
 
 struct event {
   event_type type = event_type::message;

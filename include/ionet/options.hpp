@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace ionet {
@@ -64,6 +65,12 @@ struct options {
   // Bytes a connection may have queued for sending before send() answers
   // queue_full. Must be at least max_message_bytes + 4.
   std::uint32_t max_queued_bytes = 4u << 20;
+  // A connection whose send() answered queue_full or pool_exhausted gets
+  // one event_type::writable once its queued bytes (engine::queued_bytes)
+  // are at most this, and the engine's under 3/4 of their cap
+  // (max_total_queued_bytes): send again then. Unset: a quarter of
+  // max_queued_bytes. Must be below max_queued_bytes.
+  std::optional<std::uint32_t> send_low_water;
   // Engine threads (libuv loops, IOCP workers, io_uring rings). The default
   // lets the backend choose (libuv and io_uring: 1; IOCP: 2 per CPU, the
   // seed's rule); 0 is refused. engine_stats::threads says what it became.

@@ -263,7 +263,8 @@ struct record {
   std::uint64_t messages_released = 0;  // pull mode: given back by release()
   std::uint64_t message_bytes = 0;
   std::uint64_t empty_messages = 0;
-  std::uint64_t echo_failures = 0;  // the echo's send() failed
+  std::uint64_t echo_failures = 0;             // the echo's send() failed
+  std::vector<ionet::connection_id> writable;  // one per writable event
   // Broken per-connection order (message before connected, anything after
   // closed, a second connected, an unknown id): must stay empty.
   std::vector<std::string> order_errors;
@@ -464,6 +465,10 @@ class server {
           if (st != 1) bad("closed without open connection: ");
           state_[ev.conn] = 2;
           rec_.closed.push_back({ev.conn, ev.reason, ev.context()});
+          break;
+        case ionet::event_type::writable:
+          if (st != 1) bad("writable outside connected..closed: ");
+          rec_.writable.push_back(ev.conn);
           break;
       }
     }

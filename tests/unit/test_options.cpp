@@ -300,6 +300,8 @@ TEST_CASE("options: validate refuses each bad option and names it",
       {"pool_slices", [](ionet::options& o) { o.pool_slices = 1; }},
       {"event_queue_capacity",
        [](ionet::options& o) { o.event_queue_capacity = 0; }},
+      {"send_low_water",
+       [](ionet::options& o) { o.send_low_water = o.max_queued_bytes; }},
       {"mode",
        [](ionet::options& o) { o.mode = static_cast<ionet::framing>(7); }},
   };
@@ -319,6 +321,8 @@ TEST_CASE("options: validate accepts the edges of each range",
           "[unit][options]") {
   const std::vector<void (*)(ionet::options&)> edges = {
       [](ionet::options& o) { o.max_connections = 1; },
+      [](ionet::options& o) { o.send_low_water = 0; },
+      [](ionet::options& o) { o.send_low_water = o.max_queued_bytes - 1; },
       [](ionet::options& o) { o.max_connections = 1u << 24; },
       [](ionet::options& o) { o.accept_depth = 1; },
       [](ionet::options& o) { o.accept_depth = 65536; },

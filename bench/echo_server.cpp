@@ -9,8 +9,9 @@
 //
 // Pull model: send() may refuse with queue_full (the client is not reading fast
 // enough) or pool_exhausted. Nothing is dropped: the message is copied to a
-// per-connection backlog that is retried on every loop turn, and later
-// messages of that connection queue behind it so order is kept. A
+// per-connection backlog, later messages of that connection queue behind it
+// so order is kept, and the backlog is sent when the engine says the
+// connection is writable again (event_type::writable). A
 // closed-loop client bounds its backlog by what it keeps in flight; one
 // that never reads would grow it without bound, so a connection whose
 // backlog passes --max-backlog-bytes (default 64 MiB) is closed.
@@ -105,12 +106,9 @@ class echo_loop {
     std::vector<ionet::event> events(1024);
     while (g_stop.load(std::memory_order_relaxed) == 0) {
       each_turn();
-      retry_backlogs();
-      // With a backlog waiting, come back soon to retry it; otherwise the
-      // timeout only bounds how late a stop signal is noticed.
-      const auto timeout = pending_.empty() ? std::chrono::milliseconds(100)
-                                            : std::chrono::milliseconds(1);
-      const std::size_t n = eng_.poll(events, timeout);
+      // The timeout only bounds how late a stop signal is noticed: a
+      // backlog waits for its connection's writable event.
+      const std::size_t n = eng_.poll(events, std::chrono::milliseconds(100));
       for (std::size_t i = 0; i < n; ++i) handle(events[i]);
       eng_.release(std::span<const ionet::event>(events.data(), n));
     }
@@ -127,6 +125,9 @@ class echo_loop {
         break;
       case ionet::event_type::message:
         echo(e.conn, e.data);
+        break;
+      case ionet::event_type::writable:
+        send_backlog(e.conn);
         break;
       case ionet::event_type::closed: {
         auto it = pending_.find(e.conn);
@@ -176,22 +177,20 @@ class echo_loop {
     }
   }
 
-  void retry_backlogs() {
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      backlog& b = it->second;
-      while (!b.messages.empty()) {
-        const std::error_code ec = eng_.send(it->first, b.messages.front());
-        if (is_retryable(ec)) break;
-        if (ec) ++counters_.send_errors;
-        b.bytes -= b.messages.front().size();
-        b.messages.pop_front();
-      }
-      if (b.messages.empty()) {
-        it = pending_.erase(it);
-      } else {
-        ++it;
-      }
+  // Sends what waits for `id` until the engine refuses again (it then owes
+  // the connection another writable event).
+  void send_backlog(ionet::connection_id id) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    backlog& b = it->second;
+    while (!b.messages.empty()) {
+      const std::error_code ec = eng_.send(id, b.messages.front());
+      if (is_retryable(ec)) return;
+      if (ec) ++counters_.send_errors;
+      b.bytes -= b.messages.front().size();
+      b.messages.pop_front();
     }
+    pending_.erase(it);
   }
 
   ionet::engine& eng_;

@@ -247,6 +247,36 @@ bool eventually(Pred&& pred, std::chrono::milliseconds timeout = wait_budget) {
   return true;
 }
 
+// Sends messages of `size` bytes (pattern(size, 0), (size, 1), ...) to
+// `id` until the engine keeps refusing them: the client does not read, so
+// the socket buffers fill (Linux grows a loopback socket's send buffer for
+// a while), then the queue. A refusal may come while bytes still move into
+// the socket, and the connection may even hear it is writable again
+// meanwhile; it is surely stuck once refusals persist for 300 ms. Returns
+// how many went, the last refusal in `refused`.
+inline std::uint32_t fill_queue(ionet::engine& eng, ionet::connection_id id,
+                                std::size_t size, std::error_code& refused) {
+  std::uint32_t sent = 0;
+  std::optional<steady::time_point> refused_since;
+  const auto deadline = steady::now() + wait_budget;
+  while (steady::now() < deadline) {
+    refused = eng.send(id, pattern(size, sent));
+    if (!refused) {
+      ++sent;
+      refused_since.reset();
+      continue;
+    }
+    if (refused != ionet::errc::queue_full) break;
+    if (!refused_since) {
+      refused_since = steady::now();
+    } else if (steady::now() - *refused_since > 300ms) {
+      break;
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  return sent;
+}
+
 // --- A server driven by the pull model (or the inline handler) ---------------
 
 struct closed_record {

@@ -13,31 +13,11 @@ struct send_outcome {
 };
 
 // Sends numbered messages to a peer that does not read until the engine
-// pushes back. The socket buffers absorb a few MB first; then at most
-// max_queued_bytes wait in the engine. queue_full may come while bytes
-// still move into the socket; the peer is surely stuck once it persists
-// for a while. Any other refusal ends it at once.
+// keeps refusing them (support.hpp's fill_queue).
 send_outcome send_until_refused(ionet::engine& eng, ionet::connection_id id,
                                 std::size_t size) {
   send_outcome out;
-  std::optional<steady::time_point> full_since;
-  const auto deadline = steady::now() + wait_budget;
-  while (steady::now() < deadline) {
-    const std::error_code ec = eng.send(id, pattern(size, out.accepted));
-    if (!ec) {
-      ++out.accepted;
-      full_since.reset();
-      continue;
-    }
-    out.refused = ec;
-    if (ec != ionet::errc::queue_full) break;
-    if (!full_since) {
-      full_since = steady::now();
-    } else if (steady::now() - *full_since > 300ms) {
-      break;
-    }
-    std::this_thread::sleep_for(2ms);
-  }
+  out.accepted = fill_queue(eng, id, size, out.refused);
   return out;
 }
 

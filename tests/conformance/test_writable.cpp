@@ -21,36 +21,6 @@ ionet::options tight_queue_options() {
   return o;
 }
 
-// Sends big messages to `id` until the engine keeps refusing them: the
-// client does not read, so the socket buffers fill (Linux grows a loopback
-// socket's send buffer for a while), then the queue. A refusal may come
-// while bytes still move into the socket, and the connection may even hear
-// it is writable again meanwhile; it is surely stuck once refusals persist
-// for 300 ms. Returns how many went (seeds 0..n-1), the last refusal in
-// `refused`.
-std::uint32_t fill_queue(ionet::engine& eng, ionet::connection_id id,
-                         std::error_code& refused) {
-  std::uint32_t sent = 0;
-  std::optional<steady::time_point> refused_since;
-  const auto deadline = steady::now() + wait_budget;
-  while (steady::now() < deadline) {
-    refused = eng.send(id, pattern(big_message, sent));
-    if (!refused) {
-      ++sent;
-      refused_since.reset();
-      continue;
-    }
-    if (refused != ionet::errc::queue_full) break;
-    if (!refused_since) {
-      refused_since = steady::now();
-    } else if (steady::now() - *refused_since > 300ms) {
-      break;
-    }
-    std::this_thread::sleep_for(2ms);
-  }
-  return sent;
-}
-
 // Reads `n` messages sent by fill_queue (seeds first..first+n-1).
 bool read_sent(ionet::framed_client& c, std::uint32_t first, std::uint32_t n,
                std::string& why) {
@@ -94,7 +64,8 @@ TEST_CASE(
     CHECK(s.engine().queued_bytes(*id) == std::uint64_t{0});
 
     std::error_code refused;
-    const std::uint32_t sent = fill_queue(s.engine(), *id, refused);
+    const std::uint32_t sent =
+        fill_queue(s.engine(), *id, big_message, refused);
     REQUIRE(refused == ionet::errc::queue_full);
     const auto queued = s.engine().queued_bytes(*id);
     REQUIRE(queued);
@@ -168,7 +139,8 @@ TEST_CASE(
   REQUIRE(empty_id);
 
   std::error_code refused;
-  const std::uint32_t sent = fill_queue(s.engine(), *full_id, refused);
+  const std::uint32_t sent =
+      fill_queue(s.engine(), *full_id, big_message, refused);
   REQUIRE(refused == ionet::errc::queue_full);
   CHECK(s.engine().send(*empty_id, pattern(big_message, 0)) ==
         ionet::errc::queue_full);
@@ -202,7 +174,7 @@ TEST_CASE("writable: a connection closed while owed one gets closed only",
   INFO(why);
   REQUIRE(id);
   std::error_code refused;
-  (void)fill_queue(s.engine(), *id, refused);
+  (void)fill_queue(s.engine(), *id, big_message, refused);
   REQUIRE(refused == ionet::errc::queue_full);
   const std::size_t before = writable_of(s.snapshot(), *id);  // while filling
   c.reset();  // the queue is dropped with the connection, not drained

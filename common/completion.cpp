@@ -5,6 +5,8 @@ namespace ionet::detail {
 engine_core::taken next_send(engine_core& core, conn_protocol& c,
                              std::uint32_t max_slices, event_batch& out) {
   if (c.state != phase::open) return {};
+  if (core.reset_requested(c.slot))
+    return {{}, make_error_code(errc::closed_by_user), true};
   core.check_writable(c.slot, out);
   if (c.writing) return {};
   if (c.backlog.empty()) {

@@ -75,7 +75,8 @@ inline constexpr std::uint32_t gather_max = 256;
 // The next send: up to `max_slices` slices from the backlog, refilled from
 // the core's queue when empty. An empty chain means nothing to send (or
 // not now: closed, or a send already in flight); then `close_now` tells
-// whether the connection should close gracefully, and why. Every flush
+// whether the connection should close, why, and whether abortively
+// (close(reset): even with a send in flight). Every flush
 // passes here, after a write completed too: a connection owed a writable
 // event that has drained gets it into `out` (engine_core::check_writable).
 engine_core::taken next_send(engine_core& core, conn_protocol& c,

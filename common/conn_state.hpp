@@ -22,8 +22,11 @@ struct conn_state {
   std::uint64_t queued = 0;      // [lock] bytes queued or being written
   bool open = false;             // [lock] send() accepted
   bool close_requested = false;  // [lock] close() called: flush, then close
-  bool scheduled = false;        // [lock] backend has been told (or is writing)
-  bool peer_eof = false;         // [lock] the peer shut down its side
+  // [lock] written, read anywhere for a cheap look: close(reset) was
+  // called: close abortively, now, whatever is queued or being written.
+  std::atomic<bool> reset_requested{false};
+  bool scheduled = false;  // [lock] backend has been told (or is writing)
+  bool peer_eof = false;   // [lock] the peer shut down its side
   // [lock] A direct write (engine_core::send_now) is in the socket, on
   // whichever thread sent: close_slot() waits for it to end, so that the
   // backend, which closes the socket next, never closes it under a write

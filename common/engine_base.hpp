@@ -161,9 +161,9 @@ class engine_base : public engine {
     return r.ec;
   }
 
-  std::error_code close(connection_id id) override {
+  std::error_code close(connection_id id, close_mode mode) override {
     if (!gate_.enter()) return make_error_code(errc::not_running);
-    const auto r = core_.request_close(id);
+    const auto r = core_.request_close(id, mode);
     if (r.wake) backend().hand_off(id);
     gate_.leave();
     return r.ec;
@@ -174,6 +174,13 @@ class engine_base : public engine {
     const std::error_code ec = core_.set_context(id, context);
     gate_.leave();
     return ec;
+  }
+
+  std::optional<endpoint> peer_address(connection_id id) const override {
+    return address(id, false);
+  }
+  std::optional<endpoint> local_address(connection_id id) const override {
+    return address(id, true);
   }
 
   std::optional<std::uint64_t> queued_bytes(connection_id id) const override {
@@ -190,6 +197,15 @@ class engine_base : public engine {
 
  private:
   Backend& backend() noexcept { return static_cast<Backend&>(*this); }
+  // The backend asks its OS, `local` or the peer's, while the id is live
+  // (engine_core::while_live): Backend::address_of(slot, local).
+  std::optional<endpoint> address(connection_id id, bool local) const {
+    if (!gate_.running()) return std::nullopt;
+    const auto& b = static_cast<const Backend&>(*this);
+    auto got = core_.while_live(
+        id, [&](std::uint32_t slot) { return b.address_of(slot, local); });
+    return got ? *got : std::nullopt;
+  }
 };
 
 }  // namespace ionet::detail

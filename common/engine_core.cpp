@@ -113,6 +113,7 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
     std::lock_guard g(st.lock);
     st.open = true;
     st.close_requested = false;
+    st.reset_requested.store(false, std::memory_order_relaxed);
     st.peer_eof = false;
     st.scheduled = false;
     st.queued = 0;
@@ -371,18 +372,30 @@ engine_core::queued_result engine_core::send_now(
   return {{}, wake};
 }
 
-engine_core::queued_result engine_core::request_close(connection_id id) {
+engine_core::queued_result engine_core::request_close(connection_id id,
+                                                      close_mode mode) {
   const auto slot = table_->resolve(id);
   if (!slot) return {make_error_code(errc::stale_connection)};
   conn_state& st = states_[*slot];
   std::lock_guard g(st.lock);
   if (!table_->resolve(id)) return {make_error_code(errc::stale_connection)};
+  const bool reset = mode == close_mode::reset;
   if (!st.open) {
-    return {make_error_code(st.close_requested ? errc::closing
-                                               : errc::stale_connection)};
+    if (!st.close_requested) return {make_error_code(errc::stale_connection)};
+    // A graceful close still sending may be cut short; nothing else.
+    if (!reset || st.reset_requested.load(std::memory_order_relaxed))
+      return {make_error_code(errc::closing)};
   }
   st.open = false;
   st.close_requested = true;
+  if (reset) {
+    // The owner thread is told even when a write of the connection is in
+    // flight (scheduled): that write may never complete, to a peer that
+    // does not read, and the reset must not wait for it.
+    st.reset_requested.store(true, std::memory_order_relaxed);
+    st.scheduled = true;
+    return {{}, true};
+  }
   const bool wake = !st.scheduled;
   st.scheduled = true;
   return {{}, wake};
@@ -403,14 +416,9 @@ std::error_code engine_core::set_context(connection_id id, void* context) {
 }
 
 std::optional<std::uint64_t> engine_core::queued_bytes(connection_id id) const {
-  const auto slot = table_ ? table_->resolve(id) : std::nullopt;
-  if (!slot) return std::nullopt;
-  const conn_state& st = states_[*slot];
-  std::lock_guard g(st.lock);
-  // Checked again under the lock close_slot retires the id under, so the
-  // figure is never the next connection's.
-  if (!table_->resolve(id)) return std::nullopt;
-  return st.queued;
+  return while_live(id, [this](std::uint32_t slot) {
+    return states_[slot].queued;  // under its lock
+  });
 }
 
 void engine_core::owe_writable_locked(conn_state& st) noexcept {

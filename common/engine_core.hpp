@@ -101,15 +101,30 @@ class engine_core {
   // is out, the rest must be able to follow).
   queued_result send(connection_id id, std::span<const std::byte> bytes,
                      const direct_write* now = nullptr);
-  queued_result request_close(connection_id id);
+  queued_result request_close(connection_id id, close_mode mode);
   std::error_code set_context(connection_id id, void* context);
   // engine::queued_bytes(): nullopt for a stale id.
   std::optional<std::uint64_t> queued_bytes(connection_id id) const;
+  // fn(slot) while `id` names a live connection, under its slot's lock
+  // (any thread), or nullopt. A backend closes a connection's socket only
+  // after close_slot() has retired its id under this lock, so what fn
+  // reads of the slot's socket is this connection's.
+  template <class Fn>
+  auto while_live(connection_id id, Fn&& fn) const
+      -> std::optional<decltype(fn(std::uint32_t{}))> {
+    const auto slot = table_ ? table_->resolve(id) : std::nullopt;
+    if (!slot) return std::nullopt;
+    const conn_state& st = states_[*slot];
+    std::lock_guard g(st.lock);
+    if (!table_->resolve(id)) return std::nullopt;
+    return fn(*slot);
+  }
   // What take_queue() found: the bytes to write, and when there were none,
   // whether the connection should now close gracefully.
   struct taken {
     slice_chain chain;
     std::error_code close_now;
+    bool abortive = false;  // close_now: with a reset (close_mode::reset)
   };
   // Owner thread, with no write in flight on the slot: takes what is
   // queued. When nothing is, the slot goes idle (the next send() wakes the
@@ -118,6 +133,12 @@ class engine_core {
   // peer_closed when the peer sent EOF and the user has released every
   // message of the connection.
   taken take_queue(std::uint32_t slot);
+  // Whether close(reset) was called on the slot's connection (a cheap look,
+  // owner thread): it closes abortively at once, even with a write in
+  // flight.
+  bool reset_requested(std::uint32_t slot) const noexcept {
+    return states_[slot].reset_requested.load(std::memory_order_relaxed);
+  }
   // The peer sent EOF (owner thread). Returns true when the connection can
   // close at once (nothing to write, nothing unreleased); otherwise the
   // backend is handed the connection when it can (release_one()).

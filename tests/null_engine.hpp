@@ -20,9 +20,19 @@ class null_engine final : public ionet::engine {
                        std::span<const std::byte>) override {
     return {};
   }
-  std::error_code close(ionet::connection_id) override { return {}; }
+  std::error_code close(ionet::connection_id, ionet::close_mode) override {
+    return {};
+  }
   std::error_code set_context(ionet::connection_id, void*) override {
     return {};
+  }
+  std::optional<ionet::endpoint> peer_address(
+      ionet::connection_id) const override {
+    return std::nullopt;
+  }
+  std::optional<ionet::endpoint> local_address(
+      ionet::connection_id) const override {
+    return std::nullopt;
   }
   std::optional<std::uint64_t> queued_bytes(
       ionet::connection_id) const override {

@@ -299,9 +299,10 @@ void engine_impl::flush(connection& c) {
   auto& pool = core_.slices();
   detail::event_batch& out = detail::thread_batch();
   for (;;) {
-    auto [chain, close_now] = detail::next_send(core_, c.p, gather_max, out);
+    auto [chain, close_now, abortive] =
+        detail::next_send(core_, c.p, gather_max, out);
     if (chain.empty()) {
-      if (close_now) begin_close(c, close_now, true);
+      if (close_now) begin_close(c, close_now, !abortive);
       return;
     }
     operation& op = c.write_op;

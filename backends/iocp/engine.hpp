@@ -72,6 +72,10 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::uint16_t port() const noexcept override { return port_; }
   engine_stats stats() const override;
   const char* backend_name() const noexcept override { return "iocp"; }
+  // engine_base::address(): the slot's socket is live meanwhile.
+  std::optional<endpoint> address_of(std::uint32_t slot, bool local) const {
+    return iocp::address_of(conns_[slot].s, local);
+  }
 
   // --- accept pool (accept_pool.cpp) ---
   static void on_accept(engine_impl& e, operation& op, const completion& c);

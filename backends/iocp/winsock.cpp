@@ -116,6 +116,16 @@ endpoint endpoint_of(const sockaddr* sa) noexcept {
   return ep;
 }
 
+std::optional<endpoint> address_of(SOCKET s, bool local) noexcept {
+  if (s == INVALID_SOCKET) return std::nullopt;
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if ((local ? getsockname(s, sa, &len) : getpeername(s, sa, &len)) != 0)
+    return std::nullopt;
+  return endpoint_of(sa);
+}
+
 int to_sockaddr(const endpoint& ep, sockaddr_storage& ss) noexcept {
   std::memset(&ss, 0, sizeof ss);
   if (ep.v6) {

@@ -20,6 +20,7 @@
 #include <mstcpip.h>
 // clang-format on
 
+#include <optional>
 #include <string>
 #include <system_error>
 
@@ -94,6 +95,9 @@ void set_keepalive(SOCKET s, const options& o) noexcept;
 // sockaddr <-> endpoint.
 endpoint endpoint_of(const sockaddr* sa) noexcept;
 int to_sockaddr(const endpoint& ep, sockaddr_storage& ss) noexcept;
+// A connected socket's address, ours (`local`) or its peer's; nullopt
+// when the system cannot tell.
+std::optional<endpoint> address_of(SOCKET s, bool local) noexcept;
 
 // The error a completion carries: 0 on success. `ov` must be the
 // OVERLAPPED of an operation issued on `s`. Also returns the byte count,

@@ -155,10 +155,10 @@ void engine_impl::flush(connection& c) {
   for (;;) {
     // What is queued, in one write (or nothing: not open, or a write in
     // flight).
-    auto [chain, close_now] =
+    auto [chain, close_now, abortive] =
         detail::next_send(core_, c.p, detail::gather_max, l.batch);
     if (chain.empty()) {
-      if (close_now) close_connection(c, close_now, true);
+      if (close_now) close_connection(c, close_now, !abortive);
       return;
     }
     // One write gathers every queued slice. Tried at once first: when the

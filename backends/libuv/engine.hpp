@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends/posix/sockets.hpp"
 #include "common/completion.hpp"
 #include "common/engine_base.hpp"
 #include "common/handoffs.hpp"
@@ -107,6 +108,10 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   static std::size_t write_now(void* self, std::uint32_t slot,
                                std::span<const std::byte> head,
                                std::span<const std::byte> body);
+  // engine_base::address(): the slot's socket is live meanwhile.
+  std::optional<endpoint> address_of(std::uint32_t slot, bool local) const {
+    return posix::address_of(conns_[slot].fd, local);
+  }
   void on_accept(loop& l);
   void on_wake(loop& l);
   void open_connection(loop& l, int fd);

@@ -93,10 +93,13 @@ status open_listener(const endpoint& ep, const options& o, int type_flags,
   return {};
 }
 
-endpoint peer_of(int fd) {
+std::optional<endpoint> address_of(int fd, bool local) {
+  if (fd < 0) return std::nullopt;
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if ((local ? ::getsockname(fd, sa, &len) : ::getpeername(fd, sa, &len)) != 0)
+    return std::nullopt;
   return from_sockaddr(ss);
 }
 

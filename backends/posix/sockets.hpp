@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "ionet/error.hpp"
@@ -19,8 +20,13 @@ namespace ionet::posix {
 status open_listener(const endpoint& ep, const options& o, int type_flags,
                      int& fd, std::uint16_t& port);
 
-// The peer's address of a connected socket (an empty endpoint on error).
-endpoint peer_of(int fd);
+// A connected socket's address, ours (`local`) or its peer's; nullopt
+// when the system cannot tell.
+std::optional<endpoint> address_of(int fd, bool local);
+// The peer's address (an empty endpoint when the system cannot tell).
+inline endpoint peer_of(int fd) {
+  return address_of(fd, false).value_or(endpoint{});
+}
 
 // TCP_NODELAY, and TCP keepalive as the options say (off when
 // keepalive_idle is 0), on an accepted socket.

@@ -220,10 +220,10 @@ std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
 void engine_impl::flush(loop& l, connection& c) {
   auto& pool = core_.slices();
   for (int round = 0;; ++round) {
-    auto [chain, close_now] =
+    auto [chain, close_now, abortive] =
         detail::next_send(core_, c.p, gather_max, l.batch);
     if (chain.empty()) {
-      if (close_now) begin_close(l, c, close_now, true);
+      if (close_now) begin_close(l, c, close_now, !abortive);
       return;
     }
     if (l.iovecs_used + chain.count > l.iovecs.size() ||

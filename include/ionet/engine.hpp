@@ -17,9 +17,12 @@
 //                  caller's thread (a non-blocking send); what the socket
 //                  does not take, and every other frame, is copied into
 //                  pool slices and written by the connection's thread.
-//   close()        graceful: queued bytes are flushed, then the socket closes.
+//   close()        graceful (queued bytes are flushed, then the socket
+//                  closes) or reset (they are dropped, the peer gets a
+//                  reset).
 //   set_context()  attach the user's per-connection pointer.
 //   queued_bytes() what a connection has queued for sending.
+//   peer_address(), local_address()  a connection's two ends.
 //   stats()        counters, consistent enough for monitoring.
 //   stop()         closes everything, waits for every outstanding operation,
 //                  joins threads. Safe to call twice and from the
@@ -122,9 +125,23 @@ class IONET_API engine {
 
   [[nodiscard]] virtual std::error_code send(
       connection_id conn, std::span<const std::byte> bytes) = 0;
-  [[nodiscard]] virtual std::error_code close(connection_id conn) = 0;
+  // Closes `conn`; its closed event follows, with closed_by_user.
+  // graceful: what is queued is sent first, then the connection shuts
+  // down and waits briefly for the peer's end. reset: what is queued is
+  // dropped and the peer gets a reset at once; it also cuts short a
+  // graceful close still sending (to a peer that stopped reading).
+  // Errors: stale_connection, closing (close() was called already).
+  [[nodiscard]] virtual std::error_code close(
+      connection_id conn, close_mode mode = close_mode::graceful) = 0;
   [[nodiscard]] virtual std::error_code set_context(connection_id conn,
                                                     void* context) = 0;
+  // The addresses of `conn`'s socket: its peer's, and ours (for a server
+  // listening on a wildcard address, the one the peer connected to).
+  // nullopt when the id is stale, the engine is not running, or the system
+  // cannot tell (the peer already reset the connection). Any thread; a
+  // system call each.
+  virtual std::optional<endpoint> peer_address(connection_id conn) const = 0;
+  virtual std::optional<endpoint> local_address(connection_id conn) const = 0;
   // Bytes queued on `conn` for sending (framing included) and not yet
   // written to its socket; nullopt when the id is stale or the engine is
   // not running. Any thread; a moment's figure, as other threads send and

@@ -32,6 +32,12 @@ constexpr connection_id make_connection_id(std::uint32_t slot,
   return (static_cast<connection_id>(generation) << 32) | slot;
 }
 
+// How engine::close() ends a connection.
+enum class close_mode : std::uint8_t {
+  graceful,  // send what is queued, then shut down (FIN)
+  reset,     // drop what is queued; the peer gets a reset (RST)
+};
+
 // A peer address without OS types.
 struct endpoint {
   std::array<std::uint8_t, 16> bytes{};  // IPv4 uses the first 4

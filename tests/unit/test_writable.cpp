@@ -101,7 +101,7 @@ TEST_CASE("writable: a close lets the debt go, with no event",
   REQUIRE(t.core.writable_waiting());
 
   // close(): the queue still drains, but a closing connection hears nothing.
-  REQUIRE_FALSE(t.core.request_close(id).ec);
+  REQUIRE_FALSE(t.core.request_close(id, ionet::close_mode::graceful).ec);
   slice_chain all = t.core.take_queue(t.slot).chain;
   t.core.write_done(t.slot, all, true);
   CHECK(check(t, t.slot).empty());

@@ -35,6 +35,16 @@ bool reset_pending(uv_stream_t* s) {
   return ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0;
 }
 
+// A failed libuv call's close reason: a reset for what the peer or the
+// network did, the native error otherwise (libuv's codes are negative
+// errnos on Unix).
+std::error_code reason_of(int uv_status) {
+  if (uv_status == UV_ENOMEM) return make_error_code(errc::out_of_memory);
+  // An EOF read where the socket holds a reset (reset_pending).
+  if (uv_status == UV_EOF) return make_error_code(errc::connection_reset);
+  return posix::close_reason_of(-uv_status);
+}
+
 void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   connection& c = conn_of(reinterpret_cast<uv_handle_t*>(s));
   loop& l = c.owner();
@@ -66,7 +76,7 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
       e.close_connection(c, make_error_code(errc::peer_closed), true);
     }
   } else if (nread < 0 && detail::end_abruptly(c.p) == detail::abrupt::close) {
-    e.close_connection(c, make_error_code(errc::connection_reset), false);
+    e.close_connection(c, reason_of(static_cast<int>(nread)), false);
   }
   e.finish(l);
   if (nread > 0 && c.p.state == phase::open &&
@@ -90,7 +100,7 @@ void on_write(uv_write_t* req, int status) {
   e.core().write_done(c.p.slot, done, status == 0);
   if (status < 0) {
     if (detail::end_abruptly(c.p) == detail::abrupt::close)
-      e.close_connection(c, make_error_code(errc::connection_reset), false);
+      e.close_connection(c, reason_of(status), false);
   } else {
     e.flush(c);
     e.try_resume(c);  // its peer read what we sent: read it again
@@ -135,16 +145,17 @@ void engine_impl::open_connection(loop& l, int fd) {
   l.members.add(slot);
   uv_tcp_init(&l.uv, &c.tcp);
   core_.emit_connected(slot, posix::peer_of(fd), l.batch);
-  if (uv_tcp_open(&c.tcp, fd) != 0) {
+  if (const int r = uv_tcp_open(&c.tcp, fd); r != 0) {
     ::close(fd);
-    close_connection(c, make_error_code(errc::connection_reset), false);
+    close_connection(c, reason_of(r), false);
     return;
   }
   c.fd = fd;
   posix::tune_accepted(fd, core_.opts());
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
-                    on_read) != 0) {
-    close_connection(c, make_error_code(errc::connection_reset), false);
+  if (const int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp),
+                                  on_alloc, on_read);
+      r != 0) {
+    close_connection(c, reason_of(r), false);
   }
 }
 
@@ -178,7 +189,7 @@ void engine_impl::flush(connection& c) {
     }
     if (tried < 0 && tried != UV_EAGAIN) {
       core_.write_done(c.p.slot, chain, false);
-      close_connection(c, make_error_code(errc::connection_reset), false);
+      close_connection(c, reason_of(tried), false);
       return;
     }
     // The socket took part (or none): libuv writes the rest when it can.
@@ -195,10 +206,7 @@ void engine_impl::flush(connection& c) {
     if (r != 0) {
       if (req) give_request(c, req);
       core_.write_done(c.p.slot, chain, false);
-      close_connection(c,
-                       r == UV_ENOMEM ? make_error_code(errc::out_of_memory)
-                                      : make_error_code(errc::connection_reset),
-                       false);
+      close_connection(c, reason_of(r), false);
       return;
     }
     req->chain = chain;
@@ -219,9 +227,10 @@ void engine_impl::try_resume(connection& c) {
     return;
   }
   l.paused.remove(c.p.slot);
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp), on_alloc,
-                    on_read) != 0) {
-    close_connection(c, make_error_code(errc::connection_reset), false);
+  if (const int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp),
+                                  on_alloc, on_read);
+      r != 0) {
+    close_connection(c, reason_of(r), false);
   }
 }
 

@@ -103,6 +103,14 @@ std::optional<endpoint> address_of(int fd, bool local) {
   return from_sockaddr(ss);
 }
 
+std::error_code close_reason_of(int err) noexcept {
+  if (err == ECONNRESET || err == EPIPE || err == ECONNABORTED ||
+      err == ETIMEDOUT || err == ENOTCONN || err == ECANCELED) {
+    return make_error_code(errc::connection_reset);
+  }
+  return {err, std::system_category()};
+}
+
 void refuse(int fd) noexcept {
   const linger reset{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);

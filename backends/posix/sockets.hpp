@@ -28,6 +28,12 @@ inline endpoint peer_of(int fd) {
   return address_of(fd, false).value_or(endpoint{});
 }
 
+// The close reason for a failed socket call, from its errno: a reset for
+// what the peer or the network did (the peer reset, the keepalive gave up,
+// the write end is gone), the native error otherwise, so nothing unusual
+// is hidden behind connection_reset.
+std::error_code close_reason_of(int err) noexcept;
+
 // TCP_NODELAY, and TCP keepalive as the options say (off when
 // keepalive_idle is 0), on an accepted socket.
 void tune_accepted(int fd, const options& o);

@@ -35,13 +35,9 @@ using detail::gather_max;
 // fast as it drains cannot hold its loop.
 constexpr int inline_rounds = 4;
 
+// A failed operation's close reason, from its negative errno.
 std::error_code reason_of(int negative_errno) {
-  const int err = -negative_errno;
-  if (err == ECONNRESET || err == EPIPE || err == ECONNABORTED ||
-      err == ETIMEDOUT || err == ENOTCONN || err == ECANCELED) {
-    return make_error_code(errc::connection_reset);
-  }
-  return {err, std::system_category()};
+  return posix::close_reason_of(-negative_errno);
 }
 
 }  // namespace

@@ -41,12 +41,8 @@ class category final : public std::error_category {
         return "peer_closed";
       case errc::connection_reset:
         return "connection_reset";
-      case errc::malformed_frame:
-        return "malformed_frame";
       case errc::engine_stopped:
         return "engine_stopped";
-      case errc::connection_limit:
-        return "connection_limit";
       case errc::idle_timeout:
         return "idle_timeout";
       case errc::read_timeout:

@@ -25,15 +25,14 @@ enum class errc : int {
   bad_option,       // an option is out of range; the status message names it
   address_in_use,   // the port is taken
   bad_address,      // the host is not an IPv4 or IPv6 literal
-  out_of_memory,    // pre-allocation at start failed
+  out_of_memory,    // pre-allocation at start failed; or a close reason
   unsupported,      // the backend cannot do this here
   // Close reasons carried by the closed event.
   closed_by_user,    // close() was called
   peer_closed,       // the peer shut down its side (EOF)
-  connection_reset,  // the peer reset the connection, or an I/O error
-  malformed_frame,   // raw bytes that cannot be decoded
+  connection_reset,  // the peer reset it, or the network failed it (other
+                     // I/O errors close with their native code)
   engine_stopped,    // stop() closed the connection
-  connection_limit,  // refused: max_connections already open
   idle_timeout,      // no byte moved either way for options::idle_timeout
   read_timeout,      // a message left partial for options::read_timeout
   write_timeout,     // queued bytes made no progress for options::write_timeout

@@ -401,9 +401,10 @@ TEST_CASE("options: the error category names every errc",
                        {ionet::errc::closed_by_user, "closed_by_user"},
                        {ionet::errc::peer_closed, "peer_closed"},
                        {ionet::errc::connection_reset, "connection_reset"},
-                       {ionet::errc::malformed_frame, "malformed_frame"},
                        {ionet::errc::engine_stopped, "engine_stopped"},
-                       {ionet::errc::connection_limit, "connection_limit"}};
+                       {ionet::errc::idle_timeout, "idle_timeout"},
+                       {ionet::errc::read_timeout, "read_timeout"},
+                       {ionet::errc::write_timeout, "write_timeout"}};
   for (const named& n : all) {
     const std::error_code ec = n.e;  // implicit: errc is an error code enum
     CHECK(ec);

@@ -1,42 +1,43 @@
-// The contract. Every backend (iocp, libuv, uring) implements exactly these
-// operations; nothing above a backend knows which one it is.
-//
-// A backend provides:
-//   start()        bind, listen, reserve every pool, start threads;
-//                  on failure nothing is left running. After a stop() it
-//                  starts again with the same pools: ids go on from the
-//                  last run's, so none of them names a new connection.
-//   port()         the bound port (useful with options::port == 0).
-//   poll/release   the pull model: batches of events for the user's thread.
-//   send()         any thread; never blocks on I/O. queue_full and
-//                  pool_exhausted are answered at once; the connection
-//                  gets event_type::writable once it has drained
-//                  (options::send_low_water). On libuv and io_uring a
-//                  frame that finds nothing queued for its connection is
-//                  written at once from the caller's buffer, on the
-//                  caller's thread (a non-blocking send); what the socket
-//                  does not take, and every other frame, is copied into
-//                  pool slices and written by the connection's thread.
-//   close()        graceful (queued bytes are flushed, then the socket
-//                  closes) or reset (they are dropped, the peer gets a
-//                  reset).
-//   set_context()  attach the user's per-connection pointer.
-//   queued_bytes() what a connection has queued for sending.
-//   peer_address(), local_address()  a connection's two ends.
-//   stats()        counters, consistent enough for monitoring.
-//   stop()         closes everything, waits for every outstanding operation,
-//                  joins threads. Safe to call twice and from the
-//                  destructor. On one of the engine's own threads (an
-//                  inline handler: any IOCP worker or its housekeeper, a
-//                  libuv loop, an io_uring ring) it cannot wait for them:
-//                  there it only begins the stop (no call enters any more,
-//                  every connection gets closed) and returns at once; the
-//                  next stop() from another thread, or the destructor,
-//                  waits and joins.
-//
-// Portability: connection ids, events and errors are identical on every
-// backend. Timing (which thread runs a handler, how reads are split in raw
-// mode) is not.
+/// \file
+/// The contract. Every backend (iocp, libuv, uring) implements exactly these
+/// operations; nothing above a backend knows which one it is.
+///
+/// A backend provides:
+/// - start()        bind, listen, reserve every pool, start threads;
+///                  on failure nothing is left running. After a stop() it
+///                  starts again with the same pools: ids go on from the
+///                  last run's, so none of them names a new connection.
+/// - port()         the bound port (useful with options::port == 0).
+/// - poll/release   the pull model: batches of events for the user's thread.
+/// - send()         any thread; never blocks on I/O. queue_full and
+///                  pool_exhausted are answered at once; the connection
+///                  gets event_type::writable once it has drained
+///                  (options::send_low_water). On libuv and io_uring a
+///                  frame that finds nothing queued for its connection is
+///                  written at once from the caller's buffer, on the
+///                  caller's thread (a non-blocking send); what the socket
+///                  does not take, and every other frame, is copied into
+///                  pool slices and written by the connection's thread.
+/// - close()        graceful (queued bytes are flushed, then the socket
+///                  closes) or reset (they are dropped, the peer gets a
+///                  reset).
+/// - set_context()  attach the user's per-connection pointer.
+/// - queued_bytes() what a connection has queued for sending.
+/// - peer_address(), local_address()  a connection's two ends.
+/// - stats()        counters, consistent enough for monitoring.
+/// - stop()         closes everything, waits for every outstanding operation,
+///                  joins threads. Safe to call twice and from the
+///                  destructor. On one of the engine's own threads (an
+///                  inline handler: any IOCP worker or its housekeeper, a
+///                  libuv loop, an io_uring ring) it cannot wait for them:
+///                  there it only begins the stop (no call enters any more,
+///                  every connection gets closed) and returns at once; the
+///                  next stop() from another thread, or the destructor,
+///                  waits and joins.
+///
+/// Portability: connection ids, events and errors are identical on every
+/// backend. Timing (which thread runs a handler, how reads are split in raw
+/// mode) is not.
 #pragma once
 
 #include <chrono>
@@ -54,112 +55,137 @@
 
 namespace ionet {
 
+/// Counters from engine::stats(), consistent enough for monitoring.
 struct engine_stats {
-  // Engine threads serving connections (libuv loops, io_uring rings, IOCP
-  // workers): options::threads as the backend resolved it.
+  /// Engine threads serving connections (libuv loops, io_uring rings, IOCP
+  /// workers): options::threads as the backend resolved it.
   std::uint64_t threads = 0;
+  /// Connections open now: accepted less closed.
   std::uint64_t connections_open = 0;
-  std::uint64_t accepted = 0;  // connections that got a slot
-  std::uint64_t closed = 0;    // of those, closed (their slot is recycled)
-  std::uint64_t rejected = 0;  // accepted by the OS, refused: max_connections
+  std::uint64_t accepted = 0;  ///< connections that got a slot
+  std::uint64_t closed = 0;    ///< of those, closed (their slot is recycled)
+  std::uint64_t rejected = 0;  ///< accepted by the OS, refused: max_connections
+  /// Bytes read from sockets, framing included.
   std::uint64_t bytes_received = 0;
-  std::uint64_t bytes_sent = 0;  // written to sockets, framing included
+  std::uint64_t bytes_sent = 0;  ///< written to sockets, framing included
+  /// Messages delivered as message events.
   std::uint64_t messages_received = 0;
-  std::uint64_t messages_sent = 0;    // accepted by send()
-  std::uint64_t bytes_queued = 0;     // accepted by send(), framing included
-  std::uint64_t bytes_dropped = 0;    // queued, then dropped by a close/reset
-  std::uint64_t send_stale = 0;       // send() to a stale id
-  std::uint64_t send_queue_full = 0;  // send() refused: queue_full
+  std::uint64_t messages_sent = 0;    ///< accepted by send()
+  std::uint64_t bytes_queued = 0;     ///< accepted by send(), framing included
+  std::uint64_t bytes_dropped = 0;    ///< queued, then dropped by a close/reset
+  std::uint64_t send_stale = 0;       ///< send() to a stale id
+  std::uint64_t send_queue_full = 0;  ///< send() refused: queue_full
+  /// Times a take from the slice pool found too few free slices.
   std::uint64_t send_pool_exhausted = 0;
-  // Times reading paused on a connection whose peer sends more than it
-  // reads: its queue half full (max_queued_bytes / 2), or, past 3/4 of
-  // max_total_queued_bytes, more than an even share of the queued bytes.
-  // It is read again once its queue is under a quarter and the total under
-  // half. Pull model: also when the event queue is full
-  // (event_queue_capacity); read again once poll() has made room. While paused,
-  // read_timeout does not run: a frame left partial gets a full read_timeout
-  // once reading resumes.
+  /// Times reading paused on a connection whose peer sends more than it
+  /// reads: its queue half full (max_queued_bytes / 2), or, past 3/4 of
+  /// max_total_queued_bytes, more than an even share of the queued bytes.
+  /// It is read again once its queue is under a quarter and the total under
+  /// half. Pull model: also when the event queue is full
+  /// (event_queue_capacity); read again once poll() has made room. While
+  /// paused, read_timeout does not run: a frame left partial gets a full
+  /// read_timeout once reading resumes.
   std::uint64_t read_pauses = 0;
-  std::uint64_t frames_too_large = 0;  // connections closed: message_too_large
+  /// Connections closed: message_too_large.
+  std::uint64_t frames_too_large = 0;
+  /// Slices in the pool (options::pool_slices, as resolved at start).
   std::uint64_t pool_slices_total = 0;
+  /// Of those, slices in use now.
   std::uint64_t pool_slices_in_use = 0;
-  std::uint64_t events_pending = 0;           // pull model: waiting for poll()
-  std::uint64_t allocations_after_start = 0;  // pool growth beyond start
-  // Completion backends (IOCP, io_uring); zero where they do not apply.
-  std::uint64_t accepts_pending = 0;       // accepts posted ahead of clients
-  std::uint64_t accept_pool_growths = 0;   // times the posted accepts grew
-  std::uint64_t accept_failures = 0;       // failed accepts, re-posted
-  std::uint64_t sockets_created = 0;       // sockets made for the accept pool
-  std::uint64_t sockets_reused = 0;        // accepts on a recycled socket
-  std::uint64_t stale_completions = 0;     // for a connection already gone
-  std::uint64_t operations_in_flight = 0;  // issued, not yet completed
+  /// Pull model: waiting for poll().
+  std::uint64_t events_pending = 0;
+  std::uint64_t allocations_after_start = 0;  ///< pool growth beyond start
+  /// \name Completion backends (IOCP, io_uring); zero where they do not apply.
+  /// @{
+  std::uint64_t accepts_pending = 0;       ///< accepts posted ahead of clients
+  std::uint64_t accept_pool_growths = 0;   ///< times the posted accepts grew
+  std::uint64_t accept_failures = 0;       ///< failed accepts, re-posted
+  std::uint64_t sockets_created = 0;       ///< sockets made for the accept pool
+  std::uint64_t sockets_reused = 0;        ///< accepts on a recycled socket
+  std::uint64_t stale_completions = 0;     ///< for a connection already gone
+  std::uint64_t operations_in_flight = 0;  ///< issued, not yet completed
+  /// @}
 };
 
+/// A TCP server engine: one backend's implementation of the contract that
+/// engine.hpp describes. Made by make_engine().
 class IONET_API engine {
  public:
+  /// Destroying an engine stops it first, as stop() does.
   virtual ~engine() = default;
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
 
+  /// Binds, listens, reserves every pool and starts the threads; on failure
+  /// nothing is left running, and the status says what was wrong.
   [[nodiscard]] virtual status start() = 0;
+  /// The bound port (useful with options::port == 0).
   virtual std::uint16_t port() const noexcept = 0;
 
-  // The pull model (no options::handler). Waits up to `timeout` for
-  // events, fills `out` with at most out.size(), returns how many. Every
-  // event returned must be passed to release(), once. Returns 0 at once
-  // when stopped and drained, and always in handler mode (the handler
-  // gets every event; there is nothing to poll).
-  // A connection's events come in order: connected, its messages, closed.
-  // Release them in that order too, its closed event last: the closed
-  // event hands the context back for the last time (free it there), and
-  // once that event is released the slot may serve the next connection.
-  // The messages one read brought share one buffer, freed when the last of
-  // them is released: holding one message holds the bytes of its read.
-  // When event_queue_capacity events wait to be polled, the engine stops
-  // reading until poll() makes room; after a peer's EOF a connection
-  // closes only once its messages are released (replies sent first go).
+  /// The pull model (no options::handler). Waits up to `timeout` for
+  /// events, fills `out` with at most out.size(), returns how many. Every
+  /// event returned must be passed to release(), once. Returns 0 at once
+  /// when stopped and drained, and always in handler mode (the handler
+  /// gets every event; there is nothing to poll).
+  /// A connection's events come in order: connected, its messages, closed.
+  /// Release them in that order too, its closed event last: the closed
+  /// event hands the context back for the last time (free it there), and
+  /// once that event is released the slot may serve the next connection.
+  /// The messages one read brought share one buffer, freed when the last of
+  /// them is released: holding one message holds the bytes of its read.
+  /// When event_queue_capacity events wait to be polled, the engine stops
+  /// reading until poll() makes room; after a peer's EOF a connection
+  /// closes only once its messages are released (replies sent first go).
   virtual std::size_t poll(std::span<event> out,
                            std::chrono::milliseconds timeout) = 0;
-  // Gives events back; any thread, any number at once.
+  /// Gives events back; any thread, any number at once.
   virtual void release(std::span<const event> events) noexcept = 0;
 
+  /// Sends `bytes` to `conn` as one message; any thread, never blocks on
+  /// I/O. Errors: errc::stale_connection, closing, message_too_large,
+  /// queue_full, pool_exhausted, not_running.
   [[nodiscard]] virtual std::error_code send(
       connection_id conn, std::span<const std::byte> bytes) = 0;
-  // Closes `conn`; its closed event follows, with closed_by_user.
-  // graceful: what is queued is sent first, then the connection shuts
-  // down and waits briefly for the peer's end. reset: what is queued is
-  // dropped and the peer gets a reset at once; it also cuts short a
-  // graceful close still sending (to a peer that stopped reading).
-  // Errors: stale_connection, closing (close() was called already).
+  /// Closes `conn`; its closed event follows, with closed_by_user.
+  /// graceful: what is queued is sent first, then the connection shuts
+  /// down and waits briefly for the peer's end. reset: what is queued is
+  /// dropped and the peer gets a reset at once; it also cuts short a
+  /// graceful close still sending (to a peer that stopped reading).
+  /// Errors: stale_connection, closing (close() was called already).
   [[nodiscard]] virtual std::error_code close(
       connection_id conn, close_mode mode = close_mode::graceful) = 0;
+  /// Attaches the user's per-connection pointer (event::context()).
   [[nodiscard]] virtual std::error_code set_context(connection_id conn,
                                                     void* context) = 0;
-  // The addresses of `conn`'s socket: its peer's, and ours (for a server
-  // listening on a wildcard address, the one the peer connected to).
-  // nullopt when the id is stale, the engine is not running, or the system
-  // cannot tell (the peer already reset the connection). Any thread; a
-  // system call each.
+  /// The addresses of `conn`'s socket: its peer's, and ours (for a server
+  /// listening on a wildcard address, the one the peer connected to).
+  /// nullopt when the id is stale, the engine is not running, or the system
+  /// cannot tell (the peer already reset the connection). Any thread; a
+  /// system call each.
   virtual std::optional<endpoint> peer_address(connection_id conn) const = 0;
+  /// Our end of `conn`'s socket; see peer_address().
   virtual std::optional<endpoint> local_address(connection_id conn) const = 0;
-  // Bytes queued on `conn` for sending (framing included) and not yet
-  // written to its socket; nullopt when the id is stale or the engine is
-  // not running. Any thread; a moment's figure, as other threads send and
-  // the connection's thread writes.
+  /// Bytes queued on `conn` for sending (framing included) and not yet
+  /// written to its socket; nullopt when the id is stale or the engine is
+  /// not running. Any thread; a moment's figure, as other threads send and
+  /// the connection's thread writes.
   virtual std::optional<std::uint64_t> queued_bytes(
       connection_id conn) const = 0;
 
+  /// Counters, consistent enough for monitoring.
   virtual engine_stats stats() const = 0;
+  /// Closes everything, waits for every outstanding operation, joins the
+  /// threads; on an engine thread it only begins the stop (see engine.hpp).
   virtual void stop() noexcept = 0;
 
-  // Which backend this is: "libuv", "iocp" or "uring".
+  /// Which backend this is: "libuv", "iocp" or "uring".
   virtual const char* backend_name() const noexcept = 0;
 
  protected:
   engine() = default;
 };
 
-// The backend chosen when the library was configured (IONET_BACKEND).
+/// The backend chosen when the library was configured (IONET_BACKEND).
 IONET_API std::unique_ptr<engine> make_engine(const options& opts);
 
 }  // namespace ionet

@@ -1,7 +1,8 @@
-// Events the engine delivers: a connection opened, a message arrived, a
-// connection closed, a connection may be sent to again. In the pull model
-// they come from engine::poll() and stay valid until engine::release();
-// inline, they are valid during the handler call.
+/// \file
+/// Events the engine delivers: a connection opened, a message arrived, a
+/// connection closed, a connection may be sent to again. In the pull model
+/// they come from engine::poll() and stay valid until engine::release();
+/// inline, they are valid during the handler call.
 #pragma once
 
 #include <array>
@@ -16,68 +17,79 @@
 
 namespace ionet {
 
-// A connection id: slot index in the low 32 bits, the slot's generation in
-// the high 32 bits. Ids are unique for the engine's lifetime, so a stale id
-// can never reach a newer connection that reuses the slot.
+/// A connection id: slot index in the low 32 bits, the slot's generation in
+/// the high 32 bits. Ids are unique for the engine's lifetime, so a stale id
+/// can never reach a newer connection that reuses the slot.
 using connection_id = std::uint64_t;
 
+/// The slot index of an id (its low 32 bits).
 constexpr std::uint32_t slot_of(connection_id id) noexcept {
   return static_cast<std::uint32_t>(id);
 }
+/// The slot's generation in an id (its high 32 bits).
 constexpr std::uint32_t generation_of(connection_id id) noexcept {
   return static_cast<std::uint32_t>(id >> 32);
 }
+/// The id of `slot` at `generation`.
 constexpr connection_id make_connection_id(std::uint32_t slot,
                                            std::uint32_t generation) noexcept {
   return (static_cast<connection_id>(generation) << 32) | slot;
 }
 
-// How engine::close() ends a connection.
+/// How engine::close() ends a connection.
 enum class close_mode : std::uint8_t {
-  graceful,  // send what is queued, then shut down (FIN)
-  reset,     // drop what is queued; the peer gets a reset (RST)
+  graceful,  ///< send what is queued, then shut down (FIN)
+  reset,     ///< drop what is queued; the peer gets a reset (RST)
 };
 
-// A peer address without OS types.
+/// A peer address without OS types.
 struct endpoint {
-  std::array<std::uint8_t, 16> bytes{};  // IPv4 uses the first 4
+  std::array<std::uint8_t, 16> bytes{};  ///< IPv4 uses the first 4
+  /// The port, in host byte order.
   std::uint16_t port = 0;
+  /// Whether `bytes` holds an IPv6 address.
   bool v6 = false;
-  // "127.0.0.1:5000" or "[::1]:5000"
+  /// "127.0.0.1:5000" or "[::1]:5000"
   IONET_API std::string to_string() const;
 };
 
+/// What an event says.
 enum class event_type : std::uint8_t {
-  connected,  // a connection opened; `peer` says who
-  message,    // `data` holds a message
-  closed,     // the connection is gone; `reason` says why
-  // send() answered queue_full or pool_exhausted for this connection, and
-  // it has drained to options::send_low_water since: send again. One per
-  // refusal (however many sends were refused meanwhile); none after closed.
+  connected,  ///< a connection opened; `peer` says who
+  message,    ///< `data` holds a message
+  closed,     ///< the connection is gone; `reason` says why
+  /// send() answered queue_full or pool_exhausted for this connection, and
+  /// it has drained to options::send_low_water since: send again. One per
+  /// refusal (however many sends were refused meanwhile); none after closed.
   writable,
 };
 
+/// One event: what happened, to which connection, with what.
 struct event {
+  /// What happened.
   event_type type = event_type::message;
+  /// The connection it happened to.
   connection_id conn = 0;
-  // message: the bytes of one whole message (length_prefix) or of one read
-  // (raw). Valid until released (pull) or until the handler returns.
+  /// message: the bytes of one whole message (length_prefix) or of one read
+  /// (raw). Valid until released (pull) or until the handler returns.
   std::span<const std::byte> data;
-  // closed: why (an ionet::errc close reason, or a native error).
+  /// closed: why (an ionet::errc close reason, or a native error).
   std::error_code reason;
-  // connected: the peer's address.
+  /// connected: the peer's address.
   endpoint peer;
 
-  // The user's per-connection context, read when called, so a context set
-  // while handling `connected` is seen by the later events of the same
-  // batch. On `closed` it is handed back for the last time.
+  /// The user's per-connection context, read when called, so a context set
+  /// while handling `connected` is seen by the later events of the same
+  /// batch. On `closed` it is handed back for the last time.
   void* context() const noexcept {
     return context_ ? context_->load(std::memory_order_acquire) : nullptr;
   }
 
-  // Engine-private: where the context lives, and what release() returns.
+  /// @{
+  /// Engine-private: where the context lives, and what release() returns.
   const std::atomic<void*>* context_ = nullptr;
   void* owner_ = nullptr;
+  /// @}
 };
 
 }  // namespace ionet

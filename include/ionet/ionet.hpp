@@ -1,4 +1,5 @@
-// Umbrella header: everything a user of ionet needs.
+/// \file
+/// Umbrella header: everything a user of ionet needs.
 #pragma once
 
 #include "ionet/engine.hpp"

@@ -220,8 +220,9 @@ engine_core::queued_result engine_core::send(connection_id id,
   const std::uint64_t total =
       bytes.size() + (opts_.mode == framing::length_prefix ? header_bytes : 0);
   if (total > opts_.max_queued_bytes) {
-    counters_.add(counter::send_queue_full, 1);
-    return {make_error_code(errc::queue_full)};
+    // Raw mode (a length_prefix frame always fits): more than a whole
+    // queue can never be queued, however long the caller waits.
+    return {make_error_code(errc::message_too_large)};
   }
   if (total == 0) return {};
   // The engine-wide cap: reserved before the copy, returned on failure.

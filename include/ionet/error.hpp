@@ -19,9 +19,11 @@ enum class errc : int {
   // send(), close(), set_context()
   stale_connection = 1,  ///< the id names a connection that no longer exists
   queue_full,  ///< the connection's queued bytes would pass max_queued_bytes
-  message_too_large,  ///< a message above max_message_bytes (sent or received)
-  pool_exhausted,     ///< no free slice in the engine's slab pool
-  closing,            ///< close() was already called on this connection
+  /// a message above max_message_bytes (sent or received); in raw mode, a
+  /// send above max_queued_bytes
+  message_too_large,
+  pool_exhausted,  ///< no free slice in the engine's slab pool
+  closing,         ///< close() was already called on this connection
   // start()
   not_running,      ///< the engine is not started, or already stopped
   already_running,  ///< start() called twice

@@ -143,3 +143,25 @@ TEST_CASE("raw mode: server-initiated sends arrive byte for byte, in order",
   std::size_t n = 0;
   CHECK(is_timeout(c.read_some(extra, n, 100ms)));
 }
+
+TEST_CASE("raw mode: a send larger than a whole queue is message_too_large",
+          "[conformance][raw]") {
+  // It could never be queued: queue_full would have the caller wait for a
+  // writable event that cannot come.
+  const ionet::options o = raw_options();
+  server s(o, [](ionet::engine&, const ionet::event&) {});
+  REQUIRE(s.start().ok());
+  ionet::framed_client c;
+  std::string why;
+  const auto id = connect_one(s, c, why);
+  INFO(why);
+  REQUIRE(id);
+  CHECK(s.engine().send(*id, pattern(o.max_queued_bytes + 1, 1)) ==
+        ionet::errc::message_too_large);
+  const auto whole = pattern(o.max_queued_bytes, 2);  // exactly fits
+  CHECK_FALSE(s.engine().send(*id, whole));
+  std::vector<std::byte> got(whole.size());
+  REQUIRE_FALSE(c.read_exact(got, wait_budget));
+  CHECK(same_bytes(got, whole));
+  CHECK(s.snapshot().writable.empty());
+}

@@ -60,8 +60,10 @@ status engine_core::init(std::uint32_t default_threads) {
     // A restart keeps the pools and the slot table: generations go on, so
     // an id of the last run never names a connection of this one, and a
     // slot whose closed event the user still holds stays out of use until
-    // that event is released. What nobody polled is let go now.
+    // that event is released. What nobody polled is let go now, and the
+    // pull queue, closed by the stop, takes messages again.
     discard_unpolled();
+    delivery_.restart();
   } else {
     try {
       states_.reserve(opts_.max_connections);

@@ -201,7 +201,6 @@ class engine_core {
   [[nodiscard]] bool release_one(const event& e) noexcept;
   engine_stats stats() const;
   void stop_events() { delivery_.stop(); }
-  void restart_events() { delivery_.restart(); }
   slab_pool& slices() noexcept { return *slices_; }
   // Counted by backends: connections refused beyond max_connections.
   void count_rejected() noexcept { counters_.add(counter::rejected, 1); }

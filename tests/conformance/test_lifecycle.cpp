@@ -59,6 +59,22 @@ TEST_CASE("lifecycle: port 0 gives a real port that serves",
   }
 }
 
+TEST_CASE(
+    "lifecycle: after stop() and start() the pull model delivers messages",
+    "[conformance][lifecycle]") {
+  server s;  // the pull model, echoing
+  REQUIRE(s.start().ok());
+  for (int run = 0; run < 3; ++run) {
+    INFO("run " << run);
+    if (run > 0) REQUIRE(s.engine().start().ok());
+    ionet::framed_client c;
+    REQUIRE(connect_client(c, s.port()).ok());
+    CHECK_FALSE(echo_roundtrip(c, pattern(64, std::uint64_t(run))));
+    s.engine().stop();
+    CHECK(read_until_closed(c) != std::errc::timed_out);
+  }
+}
+
 TEST_CASE("lifecycle: start twice is refused with already_running",
           "[conformance][lifecycle]") {
   server s;

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <span>
@@ -120,6 +121,27 @@ class engine_base : public engine {
     }
     std::lock_guard g(stop_lock_);
     backend().stop_locked();
+  }
+
+  void shutdown(std::chrono::milliseconds grace) noexcept final {
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    const bool mine = engine_thread::of(this);
+    // Connections that arrive meanwhile (an accept already under way) are
+    // closed by the next round: each round closes whatever is open.
+    for (bool first = true;; first = false) {
+      if (!gate_.enter()) return;  // not running, or a stop has begun
+      if (first) core_.begin_drain();
+      core_.close_all_gracefully(
+          [this](connection_id id) { backend().hand_off(id); });
+      gate_.leave();
+      if (mine) return;  // an engine thread cannot wait for the others
+      if (core_.connections_live() == 0 ||
+          std::chrono::steady_clock::now() >= deadline) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    stop();
   }
 
   std::size_t poll(std::span<event> out,

@@ -89,6 +89,7 @@ status engine_core::init(std::uint32_t default_threads) {
   counters_.reset(opts_.threads + 2);
   accepted_.store(0, std::memory_order_relaxed);
   closed_.store(0, std::memory_order_relaxed);
+  draining_.store(false, std::memory_order_relaxed);
   delivery_.reset_counts();
   pressure_.start(opts_.max_total_queued_bytes
                       ? opts_.max_total_queued_bytes
@@ -100,7 +101,8 @@ status engine_core::init(std::uint32_t default_threads) {
 }
 
 std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
-  const auto slot = table_->take();
+  const auto slot =
+      draining_.load(std::memory_order_relaxed) ? std::nullopt : table_->take();
   if (!slot) {
     count_rejected();
     return std::nullopt;
@@ -129,6 +131,7 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   st.write_since.store(0, std::memory_order_relaxed);
   st.read_paused.store(false, std::memory_order_relaxed);
   accepted_.fetch_add(1, std::memory_order_relaxed);
+  live_.fetch_add(1, std::memory_order_relaxed);
   return table_->publish(*slot);  // acq_rel: the stores above come first
 }
 
@@ -142,6 +145,7 @@ void engine_core::cancel_open(std::uint32_t slot) noexcept {
   st.holds.store(0, std::memory_order_relaxed);
   st.last_active.store(0, std::memory_order_relaxed);
   accepted_.fetch_sub(1, std::memory_order_relaxed);
+  live_.fetch_sub(1, std::memory_order_relaxed);
   free_slot(slot);
 }
 
@@ -192,13 +196,18 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
 }
 
 void engine_core::backend_done(std::uint32_t slot) noexcept {
-  if (states_[slot].holds.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    free_slot(slot);
-  }
+  live_.fetch_sub(1, std::memory_order_release);
+  release_hold(slot);
 }
 
 void engine_core::drop_user_hold(std::uint32_t slot) noexcept {
-  backend_done(slot);  // the same count; named for the reader
+  release_hold(slot);
+}
+
+void engine_core::release_hold(std::uint32_t slot) noexcept {
+  if (states_[slot].holds.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    free_slot(slot);
+  }
 }
 
 void engine_core::free_slot(std::uint32_t slot) noexcept {
@@ -468,7 +477,11 @@ engine_core::taken engine_core::take_queue(std::uint32_t slot) {
     st.scheduled = false;
     st.write_since.store(0, std::memory_order_relaxed);
     if (st.close_requested) {
-      t.close_now = make_error_code(errc::closed_by_user);
+      // Asked by the user, or by shutdown() (then every close from here
+      // on is the engine's, a user's close() that was still flushing too).
+      t.close_now = make_error_code(draining_.load(std::memory_order_relaxed)
+                                        ? errc::engine_stopped
+                                        : errc::closed_by_user);
     } else if (st.peer_eof &&
                st.unreleased.load(std::memory_order_acquire) == 0) {
       t.close_now = make_error_code(errc::peer_closed);

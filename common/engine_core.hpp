@@ -76,6 +76,30 @@ class engine_core {
   // flight).
   void backend_done(std::uint32_t slot) noexcept;
 
+  // --- a graceful stop (engine::shutdown) ---
+  // From here until the next init(), open_slot() refuses every connection
+  // (counted as rejected), and a graceful close ends with engine_stopped.
+  void begin_drain() noexcept {
+    draining_.store(true, std::memory_order_relaxed);
+  }
+  // Requests a graceful close of every open connection; wake(id) for each
+  // the backend must hand to its thread (request_close's `wake`). Any
+  // thread; connections already closing are left as they are.
+  template <class Wake>
+  void close_all_gracefully(Wake&& wake) {
+    for (std::uint32_t slot = 0; slot < states_.made(); ++slot) {
+      const connection_id id = table_->id_of(slot);
+      if (!table_->resolve(id)) continue;
+      const queued_result r = request_close(id, close_mode::graceful);
+      if (!r.ec && r.wake) wake(id);
+    }
+  }
+  // Connections whose backend has not finished with them (open, closing,
+  // lingering for the peer's end). Any thread.
+  std::uint32_t connections_live() const noexcept {
+    return live_.load(std::memory_order_acquire);
+  }
+
   // --- send side ---
   // What send() and request_close() did. `wake`: the backend must hand the
   // connection to its owner thread, to flush or close it (its queue went
@@ -223,6 +247,8 @@ class engine_core {
                          std::uint64_t total, slice_chain& spare,
                          const direct_write& now);
   void drop_user_hold(std::uint32_t slot) noexcept;
+  // One of the slot's two holds (backend, closed event) is gone.
+  void release_hold(std::uint32_t slot) noexcept;
   // send() refused a frame that may fit later: the connection is owed a
   // writable event. _locked: with st.lock held and the id checked.
   void owe_writable_locked(conn_state& st) noexcept;
@@ -246,6 +272,8 @@ class engine_core {
   // Per connection, and read by should_pause_reading: shared.
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> closed_{0};
+  std::atomic<std::uint32_t> live_{0};  // opened, backend_done() not yet
+  std::atomic<bool> draining_{false};   // begin_drain() was called
   // Connections owed a writable event.
   std::atomic<std::uint32_t> writable_waiting_{0};
   std::uint32_t low_water_ = 0;  // options::send_low_water, resolved

@@ -40,6 +40,7 @@ class null_engine final : public ionet::engine {
   }
   ionet::engine_stats stats() const override { return {}; }
   void stop() noexcept override {}
+  void shutdown(std::chrono::milliseconds) noexcept override {}
   const char* backend_name() const noexcept override { return "null"; }
 };
 

@@ -25,6 +25,9 @@
 /// - queued_bytes() what a connection has queued for sending.
 /// - peer_address(), local_address()  a connection's two ends.
 /// - stats()        counters, consistent enough for monitoring.
+/// - shutdown()     refuses new connections, closes every connection
+///                  gracefully, then stop()s (at the latest after a grace
+///                  period).
 /// - stop()         closes everything, waits for every outstanding operation,
 ///                  joins threads. Safe to call twice and from the
 ///                  destructor. On one of the engine's own threads (an
@@ -64,7 +67,9 @@ struct engine_stats {
   std::uint64_t connections_open = 0;
   std::uint64_t accepted = 0;  ///< connections that got a slot
   std::uint64_t closed = 0;    ///< of those, closed (their slot is recycled)
-  std::uint64_t rejected = 0;  ///< accepted by the OS, refused: max_connections
+  /// Accepted by the OS, then refused (reset): max_connections were open,
+  /// or a shutdown() was under way.
+  std::uint64_t rejected = 0;
   /// Bytes read from sockets, framing included.
   std::uint64_t bytes_received = 0;
   std::uint64_t bytes_sent = 0;  ///< written to sockets, framing included
@@ -177,6 +182,16 @@ class IONET_API engine {
   /// Closes everything, waits for every outstanding operation, joins the
   /// threads; on an engine thread it only begins the stop (see engine.hpp).
   virtual void stop() noexcept = 0;
+  /// A graceful stop: new connections are refused (reset, and counted in
+  /// engine_stats::rejected), every connection is closed gracefully (what
+  /// is queued goes out, then the connection shuts down and waits briefly
+  /// for the peer's end; its closed event says engine_stopped), and once
+  /// every connection is finished, or `grace` has passed, stop() ends what
+  /// is left (with a reset). Sends to a connection not yet closed are
+  /// still taken meanwhile. On an engine thread it only begins: nothing new
+  /// is let in and every connection is closing; a stop() from another
+  /// thread ends it. Returns at once when the engine is not running.
+  virtual void shutdown(std::chrono::milliseconds grace) noexcept = 0;
 
   /// Which backend this is: "libuv", "iocp" or "uring".
   virtual const char* backend_name() const noexcept = 0;

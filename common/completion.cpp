@@ -12,7 +12,11 @@ engine_core::taken next_send(engine_core& core, conn_protocol& c,
   if (c.backlog.empty()) {
     engine_core::taken t = core.take_queue(c.slot);
     c.backlog = t.chain;
-    if (c.backlog.empty()) return {{}, t.close_now};
+    if (c.backlog.empty()) {
+      // Our FIN goes before the peer's: this side holds TIME_WAIT.
+      if (t.shut_send) c.fin_first = true;
+      return t;
+    }
   }
   return {core.slices().split_front(c.backlog, max_slices), {}};
 }

@@ -76,7 +76,9 @@ inline constexpr std::uint32_t gather_max = 256;
 // the core's queue when empty. An empty chain means nothing to send (or
 // not now: closed, or a send already in flight); then `close_now` tells
 // whether the connection should close, why, and whether abortively
-// (close(reset): even with a send in flight). Every flush
+// (close(reset): even with a send in flight), and whether to shut the
+// socket's sending side first (shutdown_send(); conn_protocol::fin_first
+// is then set). Every flush
 // passes here, after a write completed too: a connection owed a writable
 // event that has drained gets it into `out` (engine_core::check_writable).
 engine_core::taken next_send(engine_core& core, conn_protocol& c,

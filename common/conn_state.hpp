@@ -27,6 +27,10 @@ struct conn_state {
   std::atomic<bool> reset_requested{false};
   bool scheduled = false;  // [lock] backend has been told (or is writing)
   bool peer_eof = false;   // [lock] the peer shut down its side
+  // [lock] Our sending side: shutdown_send() closes it (no more sends) and
+  // shuts it once the queue is out (our FIN).
+  enum class send_side : std::uint8_t { open, closing, shut };
+  send_side sending = send_side::open;
   // [lock] A direct write (engine_core::send_now) is in the socket, on
   // whichever thread sent: close_slot() waits for it to end, so that the
   // backend, which closes the socket next, never closes it under a write

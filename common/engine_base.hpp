@@ -191,6 +191,14 @@ class engine_base : public engine {
     return r.ec;
   }
 
+  std::error_code shutdown_send(connection_id id) override {
+    if (!gate_.enter()) return make_error_code(errc::not_running);
+    const auto r = core_.request_shutdown_send(id);
+    if (r.wake) backend().hand_off(id);
+    gate_.leave();
+    return r.ec;
+  }
+
   std::error_code set_context(connection_id id, void* context) override {
     if (!gate_.enter()) return make_error_code(errc::not_running);
     const std::error_code ec = core_.set_context(id, context);

@@ -118,6 +118,7 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
     st.open = true;
     st.close_requested = false;
     st.reset_requested.store(false, std::memory_order_relaxed);
+    st.sending = conn_state::send_side::open;
     st.peer_eof = false;
     st.scheduled = false;
     st.queued = 0;
@@ -284,6 +285,8 @@ engine_core::queued_result engine_core::send(connection_id id,
       ec = make_error_code(st.close_requested && table_->resolve(id)
                                ? errc::closing
                                : errc::stale_connection);
+    } else if (st.sending != conn_state::send_side::open) {
+      ec = make_error_code(errc::closing);  // shutdown_send() was called
     } else if (st.queued + total > opts_.max_queued_bytes) {
       ec = make_error_code(errc::queue_full);
       owe_writable_locked(st);
@@ -365,7 +368,8 @@ engine_core::queued_result engine_core::send_now(
       st.queue = rest;
       // The claim is let go unless there is something for the owner to
       // do: bytes to write, or a close to make once they are out.
-      wake = !st.queue.empty() || st.close_requested || st.peer_eof;
+      wake = !st.queue.empty() || st.close_requested || st.peer_eof ||
+             st.sending == conn_state::send_side::closing;
       if (!wake) st.scheduled = false;
     }
   }
@@ -408,6 +412,24 @@ engine_core::queued_result engine_core::request_close(connection_id id,
     st.scheduled = true;
     return {{}, true};
   }
+  const bool wake = !st.scheduled;
+  st.scheduled = true;
+  return {{}, wake};
+}
+
+engine_core::queued_result engine_core::request_shutdown_send(
+    connection_id id) {
+  const auto slot = table_->resolve(id);
+  if (!slot) return {make_error_code(errc::stale_connection)};
+  conn_state& st = states_[*slot];
+  std::lock_guard g(st.lock);
+  if (!table_->resolve(id)) return {make_error_code(errc::stale_connection)};
+  if (!st.open || st.sending != conn_state::send_side::open) {
+    return {make_error_code(st.open || st.close_requested
+                                ? errc::closing
+                                : errc::stale_connection)};
+  }
+  st.sending = conn_state::send_side::closing;
   const bool wake = !st.scheduled;
   st.scheduled = true;
   return {{}, wake};
@@ -482,9 +504,13 @@ engine_core::taken engine_core::take_queue(std::uint32_t slot) {
       t.close_now = make_error_code(draining_.load(std::memory_order_relaxed)
                                         ? errc::engine_stopped
                                         : errc::closed_by_user);
-    } else if (st.peer_eof &&
-               st.unreleased.load(std::memory_order_acquire) == 0) {
-      t.close_now = make_error_code(errc::peer_closed);
+    } else {
+      if (st.sending == conn_state::send_side::closing) {
+        st.sending = conn_state::send_side::shut;
+        t.shut_send = true;
+      }
+      if (st.peer_eof && st.unreleased.load(std::memory_order_acquire) == 0)
+        t.close_now = make_error_code(errc::peer_closed);
     }
   }
   return t;

@@ -126,6 +126,10 @@ class engine_core {
   queued_result send(connection_id id, std::span<const std::byte> bytes,
                      const direct_write* now = nullptr);
   queued_result request_close(connection_id id, close_mode mode);
+  // engine::shutdown_send(): refuses further sends; the backend is handed
+  // the connection to shut its sending side once the queue is out
+  // (take_queue's shut_send).
+  queued_result request_shutdown_send(connection_id id);
   std::error_code set_context(connection_id id, void* context);
   // engine::queued_bytes(): nullopt for a stale id.
   std::optional<std::uint64_t> queued_bytes(connection_id id) const;
@@ -149,6 +153,9 @@ class engine_core {
     slice_chain chain;
     std::error_code close_now;
     bool abortive = false;  // close_now: with a reset (close_mode::reset)
+    // shutdown_send() was called and nothing is left to write: shut the
+    // socket's sending side now (before closing, if close_now says so).
+    bool shut_send = false;
   };
   // Owner thread, with no write in flight on the slot: takes what is
   // queued. When nothing is, the slot goes idle (the next send() wakes the

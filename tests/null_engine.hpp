@@ -23,6 +23,7 @@ class null_engine final : public ionet::engine {
   std::error_code close(ionet::connection_id, ionet::close_mode) override {
     return {};
   }
+  std::error_code shutdown_send(ionet::connection_id) override { return {}; }
   std::error_code set_context(ionet::connection_id, void*) override {
     return {};
   }

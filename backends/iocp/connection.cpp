@@ -299,9 +299,11 @@ void engine_impl::flush(connection& c) {
   auto& pool = core_.slices();
   detail::event_batch& out = detail::thread_batch();
   for (;;) {
-    auto [chain, close_now, abortive] =
+    auto [chain, close_now, abortive, shut_send] =
         detail::next_send(core_, c.p, gather_max, out);
     if (chain.empty()) {
+      // Our FIN (shutdown_send()); a failure shows on the read side.
+      if (shut_send) (void)shutdown(c.s, SD_SEND);
       if (close_now) begin_close(c, close_now, !abortive);
       return;
     }

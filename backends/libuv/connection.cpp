@@ -166,9 +166,11 @@ void engine_impl::flush(connection& c) {
   for (;;) {
     // What is queued, in one write (or nothing: not open, or a write in
     // flight).
-    auto [chain, close_now, abortive] =
+    auto [chain, close_now, abortive, shut_send] =
         detail::next_send(core_, c.p, detail::gather_max, l.batch);
     if (chain.empty()) {
+      // Our FIN (shutdown_send()); a failure shows on the read side.
+      if (shut_send) (void)::shutdown(c.fd, SHUT_WR);
       if (close_now) close_connection(c, close_now, !abortive);
       return;
     }

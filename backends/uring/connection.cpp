@@ -216,9 +216,11 @@ std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
 void engine_impl::flush(loop& l, connection& c) {
   auto& pool = core_.slices();
   for (int round = 0;; ++round) {
-    auto [chain, close_now, abortive] =
+    auto [chain, close_now, abortive, shut_send] =
         detail::next_send(core_, c.p, gather_max, l.batch);
     if (chain.empty()) {
+      // Our FIN (shutdown_send()); a failure shows on the read side.
+      if (shut_send) (void)::shutdown(c.fd, SHUT_WR);
       if (close_now) begin_close(l, c, close_now, !abortive);
       return;
     }

@@ -159,6 +159,12 @@ class IONET_API engine {
   /// Errors: stale_connection, closing (close() was called already).
   [[nodiscard]] virtual std::error_code close(
       connection_id conn, close_mode mode = close_mode::graceful) = 0;
+  /// Half-close: no more sends on `conn` (they answer closing); once what
+  /// is queued has gone out, the peer sees the end of our stream (FIN).
+  /// Reading goes on: the connection closes when the peer ends its side
+  /// (peer_closed), or on close(). Errors: stale_connection, closing
+  /// (close() or shutdown_send() was called already), not_running.
+  [[nodiscard]] virtual std::error_code shutdown_send(connection_id conn) = 0;
   /// Attaches the user's per-connection pointer (event::context()).
   [[nodiscard]] virtual std::error_code set_context(connection_id conn,
                                                     void* context) = 0;

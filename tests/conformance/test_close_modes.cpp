@@ -108,3 +108,51 @@ TEST_CASE("close modes: a second reset, or a graceful one after it, is closing",
   CHECK(graceful_after == ionet::errc::closing);
   CHECK(is_reset(read_until_closed(c)));
 }
+
+TEST_CASE("close modes: shutdown_send ends our stream, reading goes on",
+          "[conformance][close]") {
+  for (const auto mode :
+       {server::delivery::pull, server::delivery::inline_handler}) {
+    INFO((mode == server::delivery::pull ? "pull" : "inline handler"));
+    std::atomic<int> messages{0};
+    std::error_code shut, send_after, shut_again;
+    // The first message is answered, then our side is shut; later
+    // messages are only counted.
+    server s(
+        local_options(),
+        [&](ionet::engine& eng, const ionet::event& ev) {
+          if (ev.type != ionet::event_type::message) return;
+          if (messages.fetch_add(1) != 0) return;
+          (void)eng.send(ev.conn, pattern(5000, 7));
+          shut = eng.shutdown_send(ev.conn);
+          send_after = eng.send(ev.conn, pattern(10, 8));
+          shut_again = eng.shutdown_send(ev.conn);
+        },
+        mode);
+    REQUIRE(s.start().ok());
+    ionet::framed_client c;
+    std::string why;
+    const auto id = connect_one(s, c, why);
+    INFO(why);
+    REQUIRE(id);
+
+    REQUIRE_FALSE(c.write(pattern(10, 1)));
+    std::vector<std::byte> got;
+    REQUIRE_FALSE(c.read(got, wait_budget));
+    CHECK(same_bytes(got, pattern(5000, 7)));  // queued before the FIN
+    CHECK(c.read(got, wait_budget) == ionet::errc::peer_closed);
+    CHECK_FALSE(shut);
+    CHECK(send_after == ionet::errc::closing);
+    CHECK(shut_again == ionet::errc::closing);
+
+    // The server still reads: our stream is not over.
+    REQUIRE_FALSE(c.write(pattern(10, 2)));
+    CHECK(s.wait_until([](const record& r) { return r.messages >= 2; }));
+    CHECK_FALSE(s.snapshot().closed_of(*id));
+    c.close();
+    REQUIRE(s.wait_closed_id(*id));
+    CHECK(s.snapshot().closed_of(*id)->reason == ionet::errc::peer_closed);
+    CHECK(s.engine().shutdown_send(*id) == ionet::errc::stale_connection);
+    CHECK(s.engine().stats().bytes_dropped == 0);
+  }
+}

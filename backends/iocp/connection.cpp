@@ -303,7 +303,7 @@ void engine_impl::flush(connection& c) {
         detail::next_send(core_, c.p, gather_max, out);
     if (chain.empty()) {
       // Our FIN (shutdown_send()); a failure shows on the read side.
-      if (shut_send) (void)shutdown(c.s, SD_SEND);
+      if (shut_send) (void)::shutdown(c.s, SD_SEND);
       if (close_now) begin_close(c, close_now, !abortive);
       return;
     }
@@ -418,7 +418,7 @@ void engine_impl::begin_close(connection& c, std::error_code reason,
     // Our FIN goes out after every byte already sent; the peer's FIN (or
     // the deadline) ends the wait. Closing before it could make the kernel
     // reset the connection and destroy replies the peer has not read.
-    if (shutdown(c.s, SD_SEND) == 0) {
+    if (::shutdown(c.s, SD_SEND) == 0) {
       detail::linger(c.p, GetTickCount64());
       watch(c.p.slot);
       if (!c.p.reading && !c.starved) read_loop(c, next_read::ready);

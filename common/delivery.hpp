@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/event_access.hpp"
 #include "common/event_queue.hpp"
 #include "common/message_pool.hpp"
 #include "ionet/engine.hpp"
@@ -126,8 +127,8 @@ void delivery::deliver(event_batch& batch, GiveBack&& give_back) {
       handler_(self_, e);
       // No message of the inline model is counted unreleased: its buffer
       // comes back here. A closed event's hold on the slot is the core's.
-      if (e.type == event_type::message && e.owner_) {
-        messages_.give(static_cast<msg_buffer*>(e.owner_));
+      if (e.type == event_type::message && event_access::owner(e)) {
+        messages_.give(static_cast<msg_buffer*>(event_access::owner(e)));
       } else if (e.type == event_type::closed) {
         give_back(e);
       }

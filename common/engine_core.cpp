@@ -185,7 +185,7 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
   e.type = event_type::closed;
   e.conn = id;
   e.reason = reason;
-  e.context_ = &st.context;
+  event_access::set_context(e, &st.context);
   out.events.push_back(e);
   // A direct write on another thread: it ends within one non-blocking
   // send, and drops what the socket did not take (send_now).
@@ -482,7 +482,7 @@ void engine_core::emit_writable(std::uint32_t slot, event_batch& out) {
   event e;
   e.type = event_type::writable;
   e.conn = table_->id_of(slot);
-  e.context_ = &st.context;
+  event_access::set_context(e, &st.context);
   out.events.push_back(e);
 }
 
@@ -586,9 +586,9 @@ std::error_code engine_core::on_read(std::uint32_t slot,
     event e;
     e.type = event_type::message;
     e.conn = id;
-    e.context_ = &st.context;
+    event_access::set_context(e, &st.context);
     e.data = m.bytes;
-    e.owner_ = m.owned;
+    event_access::set_owner(e, m.owned);
     if (keep && !m.owned) {
       if (!lo) lo = m.bytes.data();
       hi = m.bytes.data() + m.bytes.size();
@@ -606,16 +606,17 @@ std::error_code engine_core::on_read(std::uint32_t slot,
       std::memcpy(b->data(), lo, span);
       b->refs.store(viewed, std::memory_order_relaxed);
       for (auto it = from; it != out.events.end(); ++it) {
-        if (it->owner_) continue;
+        if (event_access::owner(*it)) continue;
         it->data = {b->data() + (it->data.data() - lo), it->data.size()};
-        it->owner_ = b;
+        event_access::set_owner(*it, b);
       }
     } else {
       // No memory: those messages are lost, and the connection closes.
       copy_failed = make_error_code(errc::out_of_memory);
       out.events.erase(
-          std::remove_if(from, out.events.end(),
-                         [](const event& e) { return e.owner_ == nullptr; }),
+          std::remove_if(
+              from, out.events.end(),
+              [](const event& e) { return event_access::owner(e) == nullptr; }),
           out.events.end());
       delivered -= viewed;
     }
@@ -645,7 +646,7 @@ void engine_core::emit_connected(std::uint32_t slot, const endpoint& peer,
   e.type = event_type::connected;
   e.conn = table_->id_of(slot);
   e.peer = peer;
-  e.context_ = &states_[slot].context;
+  event_access::set_context(e, &states_[slot].context);
   out.events.push_back(e);
 }
 
@@ -655,7 +656,7 @@ void engine_core::deliver(event_batch& batch) {
 
 bool engine_core::release_one(const event& e) noexcept {
   if (e.type == event_type::message) {
-    delivery_.messages().drop(static_cast<msg_buffer*>(e.owner_));
+    delivery_.messages().drop(static_cast<msg_buffer*>(event_access::owner(e)));
     return message_released(e);
   }
   if (e.type == event_type::closed) drop_user_hold(slot_of(e.conn));

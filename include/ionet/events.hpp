@@ -64,6 +64,10 @@ enum class event_type : std::uint8_t {
   writable,
 };
 
+namespace detail {
+struct event_access;
+}  // namespace detail
+
 /// One event: what happened, to which connection, with what.
 struct event {
   /// What happened.
@@ -85,11 +89,11 @@ struct event {
     return context_ ? context_->load(std::memory_order_acquire) : nullptr;
   }
 
-  /// @{
-  /// Engine-private: where the context lives, and what release() returns.
+ private:
+  // The engine's: where the context lives, and what release() gives back.
+  friend struct detail::event_access;
   const std::atomic<void*>* context_ = nullptr;
   void* owner_ = nullptr;
-  /// @}
 };
 
 }  // namespace ionet

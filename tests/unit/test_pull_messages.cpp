@@ -15,6 +15,7 @@
 namespace {
 
 using ionet::detail::engine_core;
+using ionet::detail::event_access;
 using ionet::detail::msg_buffer;
 
 // Message i of a read: `size` bytes of i + 1.
@@ -40,7 +41,7 @@ bool holds(const ionet::event& e, const std::vector<std::byte>& want) {
 }
 
 std::uint32_t refs_of(const ionet::event& e) {
-  return static_cast<const msg_buffer*>(e.owner_)->refs.load();
+  return static_cast<const msg_buffer*>(event_access::owner(e))->refs.load();
 }
 
 // A pull-model engine_core with one connection open, driven by hand.
@@ -67,7 +68,7 @@ TEST_CASE("pull model: the messages of one read share one buffer",
   REQUIRE(got.size() == 16);
   for (std::size_t i = 0; i < got.size(); ++i) {
     CHECK(holds(got[i], pull_message(i, 20)));
-    CHECK(got[i].owner_ == got[0].owner_);
+    CHECK(event_access::owner(got[i]) == event_access::owner(got[0]));
   }
   // One buffer from the pool for the read, not one per message.
   CHECK(t.core.stats().allocations_after_start == 1);
@@ -105,7 +106,7 @@ TEST_CASE("pull model: a message split across reads has its own buffer",
   REQUIRE(second.size() == 2);
   CHECK(holds(second[0], pull_message(1, 100)));
   CHECK(holds(second[1], pull_message(2, 100)));
-  CHECK(second[0].owner_ != second[1].owner_);
+  CHECK(event_access::owner(second[0]) != event_access::owner(second[1]));
   CHECK(refs_of(second[0]) == 1);
   CHECK(refs_of(second[1]) == 1);
   for (const auto& e : first) (void)t.core.release_one(e);
@@ -123,7 +124,7 @@ TEST_CASE("pull model: empty messages share the read's buffer too",
   CHECK(got[0].data.empty());
   CHECK(holds(got[1], pull_message(0, 8)));
   CHECK(got[2].data.empty());
-  CHECK(got[0].owner_ == got[2].owner_);
+  CHECK(event_access::owner(got[0]) == event_access::owner(got[2]));
   CHECK(refs_of(got[1]) == 3);
   for (const auto& e : got) (void)t.core.release_one(e);
 }

@@ -69,7 +69,7 @@ TEST_CASE("writable: owed after queue_full, given once under the low water",
   const auto got = check(t, t.slot);
   REQUIRE(got.size() == 1);
   CHECK(got[0].conn == id);
-  CHECK(got[0].context_ != nullptr);
+  CHECK(ionet::detail::event_access::context_of(got[0]) != nullptr);
   CHECK_FALSE(t.core.writable_waiting());
   CHECK(check(t, t.slot).empty());  // given once
   t.core.write_done(t.slot, rest, true);

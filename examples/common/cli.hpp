@@ -1,0 +1,149 @@
+// What every example's main() does the same way: read --host, --port and
+// --threads, print where it listens, and stop on SIGINT or SIGTERM. Only
+// the standard library and ionet, so an example copied out of this tree
+// (with this header) builds wherever ionet does, MSVC and MinGW included.
+//
+// Exit statuses, the same for every example: 0 after a stop signal (and
+// for --help, --version); 1 when the engine cannot run here (address in
+// use, out of memory); 2 when the command line is at fault (an unknown
+// flag, a bad value, or an option start() refused: bad_option,
+// bad_address).
+#pragma once
+
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+
+#include "ionet/ionet.hpp"
+
+namespace example {
+
+struct server_flags {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;                // 0: the OS picks a free port
+  std::optional<std::uint32_t> threads;  // unset: the backend's choice
+};
+
+// Reads a whole decimal number in [lo, hi]; nullopt for anything else.
+inline std::optional<std::uint32_t> parse_number(std::string_view text,
+                                                 std::uint32_t lo,
+                                                 std::uint32_t hi) {
+  std::uint32_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end || value < lo || value > hi) return {};
+  return value;
+}
+
+// Fills `flags` from the command line ("--port 80" or "--port=80").
+// Returns the status main() should exit with at once (--help, --version,
+// a bad flag), or nullopt to go on and serve.
+inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
+                                      const char* about, server_flags& flags) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view flag = argv[i];
+    std::optional<std::string_view> value;
+    if (const auto eq = flag.find('='); eq != std::string_view::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+    }
+    if (!value && (flag == "--help" || flag == "--version")) {
+      if (flag == "--version") {
+        std::printf("%s %s\n", name, IONET_VERSION_STRING);
+      } else {
+        std::printf(
+            "usage: %s [--host ADDR] [--port N] [--threads N]\n\n%s\n\n"
+            "  --host ADDR    IPv4 or IPv6 literal to listen on (127.0.0.1)\n"
+            "  --port N       TCP port; 0 picks a free one (0)\n"
+            "  --threads N    engine threads (the backend's choice)\n"
+            "  --help, --version\n\n"
+            "Prints 'listening on HOST:PORT' once listening; stops on SIGINT "
+            "or SIGTERM.\nExit status: 0 after a signal, 1 when the engine "
+            "cannot run (address in use),\n2 on a bad flag or option.\n",
+            name, about);
+      }
+      return 0;
+    }
+    if (flag != "--host" && flag != "--port" && flag != "--threads") {
+      std::fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", name,
+                   argv[i]);
+      return 2;
+    }
+    if (!value) {
+      if (i + 1 == argc) {
+        std::fprintf(stderr, "%s: %s needs a value\n", name, argv[i]);
+        return 2;
+      }
+      value = argv[++i];
+    }
+    // start() checks that the host is an address literal.
+    if (flag == "--host" && !value->empty()) {
+      flags.host = *value;
+      continue;
+    }
+    if (flag == "--port") {
+      if (const auto port = parse_number(*value, 0, 65535)) {
+        flags.port = static_cast<std::uint16_t>(*port);
+        continue;
+      }
+    }
+    if (flag == "--threads") {
+      flags.threads = parse_number(*value, 1, 1024);
+      if (flags.threads) continue;
+    }
+    std::fprintf(stderr, "%s: bad value '%.*s' for %.*s (see --help)\n", name,
+                 static_cast<int>(value->size()), value->data(),
+                 static_cast<int>(flag.size()), flag.data());
+    return 2;
+  }
+  return std::nullopt;
+}
+
+// Says why start() failed; returns the exit status for it.
+inline int start_failed(const char* name, const ionet::status& st) {
+  std::fprintf(stderr, "%s: %s\n", name, st.to_string().c_str());
+  const bool usage =
+      st.code == ionet::errc::bad_option || st.code == ionet::errc::bad_address;
+  return usage ? 2 : 1;
+}
+
+// The line scripts wait for: "listening on 127.0.0.1:7000", or
+// "listening on [::1]:7000" for IPv6. Flushed, as stdout may be a pipe.
+inline void print_listening(const std::string& host, std::uint16_t port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  std::printf("listening on %s%s%s:%u\n", v6 ? "[" : "", host.c_str(),
+              v6 ? "]" : "", static_cast<unsigned>(port));
+  std::fflush(stdout);
+}
+
+// A signal handler may only touch a lock-free atomic: it sets this flag,
+// and the program's loop looks at it at least every 100 ms.
+inline std::atomic<bool> stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+inline void on_stop_signal(int /*signal*/) {
+  stop_requested.store(true, std::memory_order_relaxed);
+}
+
+inline void stop_on_signals() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+// For the inline handler model, where the engine's threads do the work:
+// the main thread only waits for a stop signal.
+inline void wait_for_stop_signal() {
+  while (!stop_requested.load(std::memory_order_relaxed)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+}  // namespace example

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Smoke tests of the example programs (examples/*.cpp), run by ctest.
+
+    smoke.py --binary PATH CHECK
+
+starts the program with --port 0, waits for its 'listening on HOST:PORT'
+line, runs CHECK against it over the loopback interface, then sends SIGTERM
+and expects exit status 0. Exit status: 0 passed, 1 failed, 77 skipped
+(the reason on stdout). Every wait is bounded (WAIT seconds), and every
+loop by a count: nothing here sleeps to let the server catch up.
+Standard library only."""
+
+import argparse
+import queue
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+WAIT = 10.0  # the longest any one step may wait (sanitizer builds are slow)
+SKIP = 77
+
+
+class Failure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+class Server:
+    """The program under test, listening on a port it chose."""
+
+    def __init__(self, binary, *args):
+        self.proc = subprocess.Popen(
+            [binary, "--port", "0", *args], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Readers on threads, so waiting for a line has a timeout and a
+        # chatty stderr cannot block the server.
+        self.lines = queue.Queue()
+        self.stderr = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self.stderr_reader = threading.Thread(target=self._read_stderr,
+                                              daemon=True)
+        self.stderr_reader.start()
+        try:
+            line = self.lines.get(timeout=WAIT)
+        except queue.Empty:
+            self.kill()
+            raise Failure(f"no 'listening on' line within {WAIT} s")
+        if line is None:
+            raise Failure(f"exited with status {self.proc.wait()} before "
+                          f"listening: {''.join(self.stderr)}")
+        m = re.fullmatch(r"listening on (\S+):(\d+)\n", line)
+        check(m, f"first line is {line!r}, not 'listening on HOST:PORT'")
+        self.host, self.port = m.group(1), int(m.group(2))
+        check(0 < self.port < 65536, f"port {self.port}")
+
+    def _read_stdout(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        """SIGTERM; the program must exit 0 within WAIT seconds."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise Failure(f"still running {WAIT} s after SIGTERM")
+        self.stderr_reader.join(WAIT)
+        sys.stdout.write("server's stderr:\n" + "".join(self.stderr))
+        check(status == 0, f"exit status {status} after SIGTERM, not 0")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.stop()
+        else:
+            self.kill()
+            sys.stdout.write("server's stderr:\n" + "".join(self.stderr))
+        return False
+
+
+def connect(port, host="127.0.0.1", rcvbuf=None):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    if rcvbuf:
+        # Before connect, so the window is small from the start.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(WAIT)
+    s.connect((host, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def recv_exact(s, n):
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = s.recv_into(view[got:])
+        check(k > 0, f"connection closed after {got} of {n} bytes")
+        got += k
+    return bytes(buf)
+
+
+def expect_closed(s, what):
+    """The server closed `s` (EOF or reset) without sending anything."""
+    try:
+        data = s.recv(65536)
+    except ConnectionResetError:
+        return
+    except socket.timeout:
+        raise Failure(f"{what}: still open after {WAIT} s")
+    check(data == b"", f"{what}: got {data[:80]!r} instead of the end")
+
+
+# --- length_prefix framing (echo, chat) --------------------------------------
+
+def send_msg(s, payload):
+    s.sendall(struct.pack(">I", len(payload)) + payload)
+
+
+def recv_msg(s):
+    (n,) = struct.unpack(">I", recv_exact(s, 4))
+    return recv_exact(s, n)
+
+
+# --- flags, shared by every program ------------------------------------------
+
+def run(binary, *args):
+    return subprocess.run([binary, *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=WAIT)
+
+
+def check_flags(binary):
+    r = run(binary, "--help")
+    check(r.returncode == 0 and "usage:" in r.stdout,
+          f"--help: status {r.returncode}, stdout {r.stdout!r}")
+    r = run(binary, "--version")
+    check(r.returncode == 0 and
+          re.fullmatch(r"ionet-example-\w+ \d+\.\d+\.\d+\n", r.stdout),
+          f"--version: status {r.returncode}, stdout {r.stdout!r}")
+    for bad in (["--bogus"], ["--port"], ["--port", "65536"], ["--port=x"],
+                ["--threads", "0"], ["--threads", "-1"], ["--host="],
+                ["--host", "localhost"], ["--host", "256.1.1.1"], ["extra"]):
+        r = run(binary, *bad)
+        check(r.returncode == 2 and r.stderr and not r.stdout,
+              f"{bad}: status {r.returncode} (not 2), stdout {r.stdout!r}, "
+              f"stderr {r.stderr!r}")
+    with Server(binary, "--threads", "2") as server:
+        r = run(binary, "--port", str(server.port))
+        check(r.returncode == 1 and "address_in_use" in r.stderr,
+              f"a taken port: status {r.returncode} (not 1), stderr "
+              f"{r.stderr!r}")
+
+
+# --- echo ----------------------------------------------------------------------
+
+def check_echo_clients(binary):
+    rng = random.Random(1)
+    sizes = [0, 1, 100, 4096, 65536 + 3, 200 * 1024, 7]
+    with Server(binary) as server:
+        clients = [connect(server.port) for _ in range(3)]
+        sent = [[rng.randbytes(n) for n in sizes] for _ in clients]
+        # Interleaved, so the server has all three in hand at once.
+        for k in range(len(sizes)):
+            for s, msgs in zip(clients, sent):
+                send_msg(s, msgs[k])
+        for i, (s, msgs) in enumerate(zip(clients, sent)):
+            for k, msg in enumerate(msgs):
+                got = recv_msg(s)
+                check(got == msg, f"client {i}, message {k}: {len(got)} "
+                      f"bytes back, not the {len(msg)} sent")
+            s.close()
+
+
+def check_echo_slow_reader(binary):
+    # Two clients each write 16 messages of 1 MiB (the engine's largest)
+    # and read nothing until they have written all (or their writes stall,
+    # as the server stops reading them). The server's echoes pile up: past
+    # what the engine queues for one connection (4 MiB), send() refuses
+    # them, and the backlog and writable events carry the rest (how often
+    # depends on timing; the server's stderr says). Whichever way they go,
+    # every byte must come back, in order.
+    count, size = 16, 1 << 20
+    rng = random.Random(2)
+    msgs = [struct.pack(">I", i) + rng.randbytes(size - 4)
+            for i in range(count)]
+    with Server(binary) as server:
+        clients = [connect(server.port, rcvbuf=64 * 1024) for _ in range(2)]
+        errors = []
+
+        def write_all(s):
+            try:
+                for m in msgs:
+                    send_msg(s, m)
+            except OSError as e:
+                errors.append(e)
+
+        writers = [threading.Thread(target=write_all, args=(s,), daemon=True)
+                   for s in clients]
+        for w in writers:
+            w.start()
+        # Not a synchronisation: with it or without, every byte must come
+        # back. Waiting first only lets the server's queues fill up.
+        for w in writers:
+            w.join(2.0)
+        # Both at once: a client not read would hold the other's writer.
+        results = [None] * len(clients)
+
+        def read_all(i):
+            try:
+                for k, m in enumerate(msgs):
+                    got = recv_msg(clients[i])
+                    check(got == m, f"client {i}, message {k}: {len(got)} "
+                          "bytes, not what was sent")
+                results[i] = "ok"
+            except (Failure, OSError) as e:
+                results[i] = e
+
+        readers = [threading.Thread(target=read_all, args=(i,), daemon=True)
+                   for i in range(len(clients))]
+        for r in readers:
+            r.start()
+        for t in readers + writers:
+            t.join(WAIT * 3)
+        check(results == ["ok"] * len(clients), f"readers: {results}")
+        check(not any(w.is_alive() for w in writers) and not errors,
+              f"writers: {errors or 'still blocked'}")
+        for s in clients:
+            s.close()
+
+
+def check_echo_ipv6(binary):
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError as e:
+        print(f"skipped: no IPv6 loopback here ({e})")
+        sys.exit(SKIP)
+    with Server(binary, "--host", "::1") as server:
+        check(server.host == "[::1]", f"printed host {server.host!r}")
+        s = connect(server.port, host="::1")
+        send_msg(s, b"over IPv6")
+        check(recv_msg(s) == b"over IPv6", "the echo over IPv6")
+        s.close()
+
+
+CHECKS = {
+    "flags": check_flags,
+    "echo-clients": check_echo_clients,
+    "echo-slow-reader": check_echo_slow_reader,
+    "echo-ipv6": check_echo_ipv6,
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--binary", required=True, help="the example program")
+    p.add_argument("check", choices=sorted(CHECKS))
+    args = p.parse_args()
+    started = time.monotonic()
+    try:
+        CHECKS[args.check](args.binary)
+    except (Failure, OSError, subprocess.TimeoutExpired) as e:
+        traceback.print_exc(file=sys.stdout)
+        print(f"FAIL: {args.check}: {e}")
+        return 1
+    print(f"PASS: {args.check} ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -269,11 +269,110 @@ def check_echo_ipv6(binary):
         s.close()
 
 
+# --- chat ----------------------------------------------------------------------
+
+def name_of(s):
+    host, port = s.getsockname()[:2]
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()
+
+
+def join_chat(port, members, **kw):
+    """A new client, once the server has it on its list: it says hello and
+    waits for its own line to come back. Those already in hear it too."""
+    s = connect(port, **kw)
+    send_msg(s, b"hello")
+    hello = name_of(s) + b": hello"
+    for m in members + [s]:
+        got = recv_msg(m)
+        check(got == hello, f"expected {hello!r}, got {got[:80]!r}")
+    return s
+
+
+def check_chat_broadcast(binary):
+    lines = 20
+    with Server(binary) as server:
+        clients = []
+        for _ in range(3):
+            clients.append(join_chat(server.port, clients))
+        for k in range(lines):
+            for s in clients:
+                send_msg(s, b"line %d" % k)
+        seen = []
+        for i, s in enumerate(clients):
+            got = [recv_msg(s) for _ in range(lines * len(clients))]
+            for c in clients:
+                mine = [g for g in got if g.startswith(name_of(c) + b": ")]
+                want = [name_of(c) + b": line %d" % k for k in range(lines)]
+                check(mine == want, f"client {i}: {name_of(c)}'s lines "
+                      f"arrived as {mine[:3]}..., not in order")
+            seen.append(got)
+        # One user thread sends each line to all in turn, and each
+        # connection keeps its order: every client sees the same order.
+        check(seen[0] == seen[1] == seen[2], "clients saw different orders")
+        # A client leaves; the others go on.
+        clients.pop().close()
+        send_msg(clients[0], b"bye")
+        for s in clients:
+            check(recv_msg(s) == name_of(clients[0]) + b": bye", "after a "
+                  "client left")
+        for s in clients:
+            s.close()
+
+
+def check_chat_lagging(binary):
+    # A floods 600 lines of 32 KiB (19 MiB), reading each back before the
+    # next. L does not read meanwhile: the engine's queue for it (4 MiB)
+    # plus what the kernel buffers for it (a 64 KiB receive buffer; the
+    # server's send buffer grows to 4 MiB at most) hold about 8 MiB, so
+    # the server must mark it lagging and drop lines for it.
+    count, size = 600, 32 * 1024
+    with Server(binary) as server:
+        a = join_chat(server.port, [])
+        lagger = join_chat(server.port, [a], rcvbuf=64 * 1024)
+        prefix = name_of(a) + b": "
+        for i in range(count):
+            line = b"flood %d " % i
+            send_msg(a, line + b"x" * (size - len(line)))
+            got = recv_msg(a)
+            check(got.startswith(prefix + line), f"A's line {i} back as "
+                  f"{got[:40]!r}")
+        # L reads now: its lines in order, where a notice stands for those
+        # dropped (a gap of exactly that many), until all are accounted.
+        accounted = notices = 0
+        for _ in range(2 * count):
+            if accounted == count:
+                break
+            got = recv_msg(lagger)
+            m = re.fullmatch(rb"server: (\d+) lines dropped", got)
+            if m:
+                check(int(m.group(1)) > 0, f"notice {got!r}")
+                accounted += int(m.group(1))
+                notices += 1
+                continue
+            want = prefix + b"flood %d " % accounted
+            check(got.startswith(want), f"expected {want!r}, got "
+                  f"{got[:40]!r} (after {notices} notices)")
+            accounted += 1
+        check(accounted == count, f"{accounted} of {count} lines accounted")
+        check(notices > 0, "19 MiB went to a client that did not read, "
+              "yet nothing was dropped")
+        # Caught up: it receives again.
+        send_msg(a, b"after")
+        check(recv_msg(a) == prefix + b"after", "A's own line")
+        got = recv_msg(lagger)
+        check(got == prefix + b"after", f"after catching up: {got[:40]!r}")
+        print(f"the lagging client got {notices} notice(s)")
+        a.close()
+        lagger.close()
+
+
 CHECKS = {
     "flags": check_flags,
     "echo-clients": check_echo_clients,
     "echo-slow-reader": check_echo_slow_reader,
     "echo-ipv6": check_echo_ipv6,
+    "chat-broadcast": check_chat_broadcast,
+    "chat-lagging": check_chat_lagging,
 }
 
 

@@ -11,6 +11,7 @@ loop by a count: nothing here sleeps to let the server catch up.
 Standard library only."""
 
 import argparse
+import email.utils
 import queue
 import random
 import re
@@ -366,6 +367,176 @@ def check_chat_lagging(binary):
         lagger.close()
 
 
+# --- http_plaintext --------------------------------------------------------------
+
+DATE = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|"
+                  r"Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT")
+
+
+def request(path="/plaintext", extra=""):
+    return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}"
+            "\r\n").encode()
+
+
+class HttpReader:
+    """Reads replies off one connection; checks each is the plaintext
+    answer and returns its headers (names lower-cased)."""
+
+    def __init__(self, s):
+        self.s = s
+        self.buf = b""
+
+    def _fill(self):
+        data = self.s.recv(65536)
+        check(data, "the server closed the connection")
+        self.buf += data
+
+    def reply(self):
+        for _ in range(10000):
+            if b"\r\n\r\n" in self.buf:
+                break
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        check(lines[0] == "HTTP/1.1 200 OK", f"status line {lines[0]!r}")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        check(headers.get("server"), f"no Server header: {headers}")
+        check(headers.get("content-type") == "text/plain", f"{headers}")
+        check(headers.get("content-length") == "13", f"{headers}")
+        date = headers.get("date", "")
+        check(DATE.fullmatch(date), f"Date {date!r}")
+        skew = abs(email.utils.parsedate_to_datetime(date).timestamp() -
+                   time.time())
+        check(skew < 5, f"Date {date!r} is {skew:.0f} s off")
+        for _ in range(100):
+            if len(self.buf) >= 13:
+                break
+            self._fill()
+        body, self.buf = self.buf[:13], self.buf[13:]
+        check(body == b"Hello, World!", f"body {body!r}")
+        return headers
+
+
+def check_http_keep_alive(binary):
+    with Server(binary) as server:
+        s = connect(server.port)
+        r = HttpReader(s)
+        for i in range(5):
+            s.sendall(request(f"/{i}"))
+            h = r.reply()
+            check("connection" not in h, f"request {i}: {h}")
+        s.sendall(request(extra="Connection: close\r\n"))
+        check(r.reply().get("connection") == "close", "Connection: close")
+        expect_closed(s, "after Connection: close")
+        s.close()
+        # HTTP/1.0 closes unless asked to keep the connection.
+        s = connect(server.port)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        HttpReader(s).reply()
+        expect_closed(s, "after an HTTP/1.0 request")
+        s.close()
+        s = connect(server.port)
+        r = HttpReader(s)
+        for _ in range(2):
+            s.sendall(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            check(r.reply().get("connection") == "keep-alive", "1.0 kept")
+        s.close()
+
+
+def check_http_pipelined(binary):
+    with Server(binary) as server:
+        s = connect(server.port)
+        r = HttpReader(s)
+        s.sendall(b"".join(request(f"/{i}", "X-N: %d\r\n" % i)
+                           for i in range(10)))
+        for _ in range(10):
+            r.reply()
+        # Enough tiny requests that their replies pass one batch (64 KiB).
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n" * 2000)
+        for _ in range(2000):
+            r.reply()
+        s.sendall(request())
+        r.reply()
+        check(r.buf == b"", f"extra bytes: {r.buf[:80]!r}")
+        s.close()
+
+
+def check_http_split(binary):
+    with Server(binary) as server:
+        s = connect(server.port)
+        r = HttpReader(s)
+        whole = request(extra="User-Agent: smoke\r\n")
+        for cut in (5, len(whole) - 1, len(whole) - 2, len(whole) - 3):
+            s.sendall(whole[:cut])
+            # Half a request gets no answer. (A wait that can only catch a
+            # wrong answer, never fail a right one.)
+            s.settimeout(0.3)
+            try:
+                early = s.recv(65536)
+            except socket.timeout:
+                early = None
+            s.settimeout(WAIT)
+            check(early is None, f"cut at {cut}: answered early: {early!r}")
+            s.sendall(whole[cut:])
+            r.reply()
+        # A whole request and half of one, then the rest and one more.
+        s.sendall(whole + whole[:10])
+        r.reply()
+        s.sendall(whole[10:] + whole)
+        r.reply()
+        r.reply()
+        # One byte a write.
+        for i in range(len(whole)):
+            s.sendall(whole[i:i + 1])
+        r.reply()
+        check(r.buf == b"", f"extra bytes: {r.buf[:80]!r}")
+        # Left open, half a request pending: the server stops with it
+        # (and, under ASan, must free its state as it closes).
+        s.sendall(whole[:20])
+    s.close()
+
+
+def check_http_refused(binary):
+    big = "X-Pad: " + "a" * (9 * 1024) + "\r\n"
+    cases = [
+        ("a header block over 8 KiB", request(extra=big)),
+        ("an unfinished header block over 8 KiB",
+         b"GET / HTTP/1.1\r\n" + big.encode() * 2),
+        ("a body", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+        ("a chunked body",
+         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("a bad request line", b"NONSENSE\r\n\r\n"),
+        ("a bad version", b"GET / HTTP/2.0\r\n\r\n"),
+        ("a header without a colon", b"GET / HTTP/1.1\r\nNoColon\r\n\r\n"),
+    ]
+    with Server(binary) as server:
+        for what, data in cases:
+            s = connect(server.port)
+            s.sendall(data)
+            expect_closed(s, what)
+            s.close()
+        # The requests before a refused one are answered.
+        s = connect(server.port)
+        s.sendall(request() + request() + b"NONSENSE\r\n\r\n")
+        r = HttpReader(s)
+        r.reply()
+        r.reply()
+        check(r.buf == b"", f"extra bytes: {r.buf[:80]!r}")
+        expect_closed(s, "after a refused request")
+        s.close()
+        # Just under the limit, and an empty body, are fine.
+        s = connect(server.port)
+        pad = "X-Pad: " + "a" * (8 * 1024 - 100) + "\r\n"
+        s.sendall(request(extra=pad) + request(extra="Content-Length: 0\r\n"))
+        r = HttpReader(s)
+        r.reply()
+        r.reply()
+        s.close()
+
+
 CHECKS = {
     "flags": check_flags,
     "echo-clients": check_echo_clients,
@@ -373,6 +544,10 @@ CHECKS = {
     "echo-ipv6": check_echo_ipv6,
     "chat-broadcast": check_chat_broadcast,
     "chat-lagging": check_chat_lagging,
+    "http-keep-alive": check_http_keep_alive,
+    "http-pipelined": check_http_pipelined,
+    "http-split": check_http_split,
+    "http-refused": check_http_refused,
 }
 
 

@@ -12,7 +12,7 @@
 //       connection one `writable` event, which comes once its queue has
 //       drained (options::send_low_water): the backlog is sent then. A
 //       client that never reads would grow its backlog without end, so
-//       past kMaxBacklogBytes the connection is closed.
+//       past kMaxBacklogBytes the connection is reset.
 //   stale_connection, closing  the connection is gone or going: its echo
 //       has no one to go to, and is dropped.
 #include <cstddef>
@@ -80,9 +80,10 @@ class echo_server {
     if (b.bytes > kMaxBacklogBytes) {
       backlogs_.erase(it);
       ++closed_for_backlog_;
-      // Graceful: what the engine has queued still goes out. An error
-      // means the connection is closing or gone already, which is the aim.
-      (void)engine_.close(conn);
+      // Reset, not graceful: a graceful close would go on sending what is
+      // queued to a client that does not read. An error means the
+      // connection is closing or gone already, which is the aim.
+      (void)engine_.close(conn, ionet::close_mode::reset);
     }
   }
 
@@ -105,7 +106,7 @@ class echo_server {
   // most echoes find none and go straight to send().
   std::unordered_map<ionet::connection_id, backlog> backlogs_;
   std::size_t backlogged_ = 0;          // echoes that waited in a backlog
-  std::size_t closed_for_backlog_ = 0;  // connections closed over the cap
+  std::size_t closed_for_backlog_ = 0;  // connections reset over the cap
 };
 
 }  // namespace
@@ -142,7 +143,7 @@ int main(int argc, char** argv) {
   engine->stop();
   std::fprintf(stderr,
                "%s: %zu echoes waited in a backlog, %zu connections "
-               "closed over the cap\n",
+               "reset over the cap\n",
                kName, server.backlogged(), server.closed_for_backlog());
   return 0;
 }

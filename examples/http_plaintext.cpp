@@ -151,17 +151,18 @@ void append_reply(std::string& out, const request& r) {
   out += "Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 }
 
-// Sends `out`. False when the connection cannot take it: it is then closed.
+// Sends `out`. False when the connection cannot take it: it is then reset.
 bool send_replies(ionet::engine& engine, ionet::connection_id conn,
                   http_conn& c, const std::string& out) {
   const std::error_code ec =
       engine.send(conn, std::as_bytes(std::span(out.data(), out.size())));
   if (!ec) return true;
   // queue_full or pool_exhausted: the client sends requests faster than
-  // it reads the replies. A handler must not wait, so it is dropped.
+  // it reads the replies. A handler must not wait, so it is reset (a
+  // graceful close would go on sending to a client that does not read).
   // stale_connection or closing: it is going anyway.
   c.closing = true;
-  (void)engine.close(conn);  // an error: closing or gone already
+  (void)engine.close(conn, ionet::close_mode::reset);  // error: going already
   return false;
 }
 

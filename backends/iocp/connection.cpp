@@ -260,8 +260,11 @@ void engine_impl::on_eof(connection& c) {
   // Linux socket reports POLLHUP, and the error is consumed before we can
   // ask). A zero-byte send tells them apart: it succeeds on a connection
   // the peer only shut down, and fails on one it reset. On Windows the read
-  // itself fails with WSAECONNRESET and the probe always succeeds.
-  if (c.p.state == phase::open) {
+  // itself fails with WSAECONNRESET and the probe always succeeds. Not
+  // after shutdown_send(): a send on a socket shut for sending fails
+  // (WSAESHUTDOWN) whatever the peer did, so under Wine a reset that comes
+  // then reads as the peer's EOF.
+  if (c.p.state == phase::open && !c.p.fin_first) {
     WSABUF none = buf_of(nullptr, 0);
     DWORD sent = 0;
     if (WSASend(c.s, &none, 1, &sent, 0, nullptr, nullptr) != 0) {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 
+#include "common/ids.hpp"
 #include "ionet/events.hpp"
 
 namespace ionet::detail {

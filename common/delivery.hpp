@@ -33,7 +33,7 @@ namespace ionet::detail {
 // Replies sent meanwhile wait for the batch's one gathered write instead
 // of each going out alone (engine_core::send): a pipelining client's
 // burst is answered with one write, not one per message.
-inline thread_local connection_id more_follow = 0;
+inline thread_local connection_id more_follow{};
 
 // Events are gathered per engine-thread callback and handed over at once.
 class event_batch {
@@ -123,7 +123,7 @@ void delivery::deliver(event_batch& batch, GiveBack&& give_back) {
       more_follow = i + 1 < n && batch.events[i + 1].conn == e.conn &&
                             batch.events[i + 1].type == event_type::message
                         ? e.conn
-                        : 0;
+                        : connection_id{};
       handler_(self_, e);
       // No message of the inline model is counted unreleased: its buffer
       // comes back here. A closed event's hold on the slot is the core's.
@@ -133,7 +133,7 @@ void delivery::deliver(event_batch& batch, GiveBack&& give_back) {
         give_back(e);
       }
     }
-    more_follow = 0;
+    more_follow = connection_id{};
   } else {
     queue_->push(batch.events, [&give_back](event& e) {
       if (e.type == event_type::message) give_back(e);

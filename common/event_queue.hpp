@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "common/ids.hpp"
 #include "common/slot_array.hpp"
 #include "ionet/events.hpp"
 

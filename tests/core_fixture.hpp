@@ -24,7 +24,7 @@ struct core_with_connection {
     REQUIRE(core.init(1).ok());
     id = core.open_slot(0);
     REQUIRE(id);
-    slot = ionet::slot_of(*id);
+    slot = ionet::detail::slot_of(*id);
   }
   null_engine self;
   ionet::detail::engine_core core;

@@ -355,13 +355,13 @@ void engine_impl::accept_done(socket_entry& entry, DWORD error) {
     abort_socket(entry);
     return;
   }
-  connection& c = conns_[slot_of(*id)];
+  connection& c = conns_[detail::slot_of(*id)];
   lock(c);
   if (gate_.stopping()) {
     // The stop began after the check above: close_all() may have swept
     // this slot already (it takes the same lock, after stopping is set),
     // and a connection opened now would keep a read pending forever.
-    core_.cancel_open(slot_of(*id));
+    core_.cancel_open(detail::slot_of(*id));
     unlock(c);
     give_back(entry, false);
     return;

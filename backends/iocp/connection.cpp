@@ -61,7 +61,7 @@ void engine_impl::watch(std::uint32_t slot) {
 
 void engine_impl::open_connection(connection& c, socket_entry& entry,
                                   connection_id id, const endpoint& peer) {
-  c.p.open(generation_of(id));
+  c.p.open(detail::generation_of(id));
   c.entry = &entry;
   c.s = entry.s;
   c.starved = false;
@@ -397,7 +397,8 @@ void engine_impl::on_posted(engine_impl& e, operation&,
   if (auto slot = e.core_.resolve(id)) {
     connection& c = e.conns_[*slot];
     lock(c);
-    if (c.p.state == phase::open && c.p.generation == generation_of(id)) {
+    if (c.p.state == phase::open &&
+        c.p.generation == detail::generation_of(id)) {
       e.flush(c);
     } else {
       e.stale_completions_.fetch_add(1, std::memory_order_relaxed);

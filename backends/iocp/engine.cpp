@@ -210,7 +210,7 @@ void engine_impl::hand_off(connection_id id) {
     // the connection sends nothing, and a sender that keeps its queue
     // full would wait up to housekeeping_ms after each such failure.
     op_finished();
-    watch(slot_of(id));
+    watch(detail::slot_of(id));
     SetEvent(housekeeper_wake_);
   }
 }

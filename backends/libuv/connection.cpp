@@ -137,10 +137,10 @@ void engine_impl::open_connection(loop& l, int fd) {
     posix::refuse(fd);  // max_connections reached; counted by open_slot
     return;
   }
-  const std::uint32_t slot = slot_of(*id);
+  const std::uint32_t slot = detail::slot_of(*id);
   connection& c = conns_.make(slot);
   c.p.slot = slot;
-  c.p.open(generation_of(*id));
+  c.p.open(detail::generation_of(*id));
   c.tcp.data = &c;
   l.members.add(slot);
   uv_tcp_init(&l.uv, &c.tcp);

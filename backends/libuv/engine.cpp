@@ -148,8 +148,8 @@ void engine_impl::stop_locked() noexcept {
 }
 
 void engine_impl::hand_off(connection_id id) {
-  loop& l =
-      *loops_[core_.state(slot_of(id)).owner.load(std::memory_order_relaxed)];
+  loop& l = *loops_[core_.state(detail::slot_of(id))
+                        .owner.load(std::memory_order_relaxed)];
   if (current_loop == &l) {
     l.handoffs.push_local(id);  // served by finish() before the callback ends
   } else if (l.handoffs.push_remote(id)) {

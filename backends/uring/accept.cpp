@@ -76,13 +76,14 @@ void engine_impl::accepted(loop& l, int fd) {
     posix::refuse(fd);  // max_connections are open (counted by open_slot)
     return;
   }
-  connection& c = conns_.make(slot_of(*id), [](connection& m, std::uint32_t i) {
-    // What a slot's connection is for its lifetime.
-    m.p.slot = i;
-    m.recv_op = {&engine_impl::on_recv, i, 0};
-    m.send_op = {&engine_impl::on_send, i, 0};
-    m.ctl_op = {&engine_impl::on_ctl, i, 0};
-  });
+  connection& c =
+      conns_.make(detail::slot_of(*id), [](connection& m, std::uint32_t i) {
+        // What a slot's connection is for its lifetime.
+        m.p.slot = i;
+        m.recv_op = {&engine_impl::on_recv, i, 0};
+        m.send_op = {&engine_impl::on_send, i, 0};
+        m.ctl_op = {&engine_impl::on_ctl, i, 0};
+      });
   open_connection(l, c, fd, *id);
 }
 

@@ -56,7 +56,7 @@ bool engine_impl::current(const loop& l, const connection& c,
 
 void engine_impl::open_connection(loop& l, connection& c, int fd,
                                   connection_id id) {
-  c.p.open(generation_of(id));
+  c.p.open(detail::generation_of(id));
   c.fd = fd;
   c.loop = l.index;
   l.members.add(c.p.slot);

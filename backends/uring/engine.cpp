@@ -179,7 +179,7 @@ void engine_impl::finish(loop& l) {
         auto slot = core_.resolve(id);
         connection* c = slot ? &conns_[*slot] : nullptr;
         if (c && c->p.state == phase::open &&
-            c->p.generation == generation_of(id)) {
+            c->p.generation == detail::generation_of(id)) {
           flush(l, *c);
         } else {
           stale_completions_.fetch_add(1, std::memory_order_relaxed);
@@ -204,7 +204,7 @@ void engine_impl::on_ignored(loop& l, op&, const io_uring_cqe&) { --l.ops; }
 
 void engine_impl::hand_off(connection_id id) {
   const std::uint32_t owner =
-      core_.state(slot_of(id)).owner.load(std::memory_order_relaxed);
+      core_.state(detail::slot_of(id)).owner.load(std::memory_order_relaxed);
   loop& l = *loops_[owner];
   if (current_loop == &l) {
     l.handoffs.push_local(id);  // served by finish() before the loop sleeps

@@ -52,9 +52,9 @@ BENCHMARK(bm_resolve_live);
 void bm_resolve_stale(benchmark::State& state) {
   connection_table table(capacity);
   const connection_id old_id = *table.acquire();
-  table.recycle(ionet::slot_of(old_id));
+  table.recycle(ionet::detail::slot_of(old_id));
   const connection_id new_id = *table.acquire();
-  if (ionet::slot_of(new_id) != ionet::slot_of(old_id)) {
+  if (ionet::detail::slot_of(new_id) != ionet::detail::slot_of(old_id)) {
     state.SkipWithError("slot was not reused");
     return;
   }

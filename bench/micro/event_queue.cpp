@@ -32,7 +32,7 @@ std::array<event, batch> message_batch() {
   std::array<event, batch> events{};
   for (std::size_t i = 0; i < batch; ++i) {
     events[i].type = ionet::event_type::message;
-    events[i].conn = i + 1;
+    events[i].conn = ionet::connection_id{i + 1};
   }
   return events;
 }

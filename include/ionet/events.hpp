@@ -17,23 +17,15 @@
 
 namespace ionet {
 
-/// A connection id: slot index in the low 32 bits, the slot's generation in
-/// the high 32 bits. Ids are unique for the engine's lifetime, so a stale id
-/// can never reach a newer connection that reuses the slot.
-using connection_id = std::uint64_t;
+/// A connection's id: opaque, unique for the engine's lifetime (across
+/// stop() and start() too), so a stale id never reaches a newer connection.
+/// Compare it, hash it, keep it; the value-initialised id names no
+/// connection.
+enum class connection_id : std::uint64_t {};
 
-/// The slot index of an id (its low 32 bits).
-constexpr std::uint32_t slot_of(connection_id id) noexcept {
-  return static_cast<std::uint32_t>(id);
-}
-/// The slot's generation in an id (its high 32 bits).
-constexpr std::uint32_t generation_of(connection_id id) noexcept {
-  return static_cast<std::uint32_t>(id >> 32);
-}
-/// The id of `slot` at `generation`.
-constexpr connection_id make_connection_id(std::uint32_t slot,
-                                           std::uint32_t generation) noexcept {
-  return (static_cast<connection_id>(generation) << 32) | slot;
+/// The id as a number, for logs (it means nothing else).
+constexpr std::uint64_t value_of(connection_id id) noexcept {
+  return static_cast<std::uint64_t>(id);
 }
 
 /// How engine::close() ends a connection.
@@ -73,7 +65,7 @@ struct event {
   /// What happened.
   event_type type = event_type::message;
   /// The connection it happened to.
-  connection_id conn = 0;
+  connection_id conn{};
   /// message: the bytes of one whole message (length_prefix) or of one read
   /// (raw). Valid until released (pull) or until the handler returns.
   std::span<const std::byte> data;

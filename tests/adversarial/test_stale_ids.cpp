@@ -16,7 +16,8 @@ using namespace ionet_test;
 
 namespace {
 
-std::vector<std::byte> tagged(ionet::connection_id id) {
+std::vector<std::byte> tagged(ionet::connection_id conn) {
+  const std::uint64_t id = ionet::value_of(conn);
   std::vector<std::byte> m(16);
   for (int i = 0; i < 8; ++i) {
     m[static_cast<std::size_t>(i)] = static_cast<std::byte>(id >> (8 * i));
@@ -27,16 +28,15 @@ std::vector<std::byte> tagged(ionet::connection_id id) {
 
 bool tag_of(std::span<const std::byte> m, ionet::connection_id& id) {
   if (m.size() != 16) return false;
-  ionet::connection_id a = 0;
-  ionet::connection_id b = 0;
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
   for (int i = 0; i < 8; ++i) {
-    a |= std::to_integer<ionet::connection_id>(m[static_cast<std::size_t>(i)])
+    a |= std::to_integer<std::uint64_t>(m[static_cast<std::size_t>(i)])
          << (8 * i);
-    b |= std::to_integer<ionet::connection_id>(
-             m[static_cast<std::size_t>(8 + i)])
+    b |= std::to_integer<std::uint64_t>(m[static_cast<std::size_t>(8 + i)])
          << (8 * i);
   }
-  id = a;
+  id = ionet::connection_id{a};
   return a == ~b;
 }
 
@@ -105,7 +105,7 @@ TEST_CASE(
         ionet::framed_client c;
         if (!connect_client(c, s.port())) continue;
         std::vector<std::byte> m;
-        ionet::connection_id mine = 0;
+        ionet::connection_id mine{};
         if (const std::error_code ec = c.read(m, 5s); ec && !is_timeout(ec)) {
           // Refused: all 8 slots still held by connections whose close has
           // not finished (checked against stats().rejected below).
@@ -126,7 +126,7 @@ TEST_CASE(
             steady::now() + std::chrono::milliseconds(5 + rng() % 20);
         while (steady::now() < until) {
           if (c.read(m, 2ms)) continue;  // timed out: nothing came
-          ionet::connection_id got = 0;
+          ionet::connection_id got{};
           if (tag_of(m, got) && got == mine) {
             read_ok.fetch_add(1);
           } else {
@@ -215,9 +215,10 @@ TEST_CASE(
   ionet::options o = local_options();
   o.max_connections = 1;
   auto tag = [](ionet::connection_id id) {
-    return reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
+    return reinterpret_cast<void*>(
+        static_cast<std::uintptr_t>(ionet::value_of(id)));
   };
-  std::atomic<ionet::connection_id> newest{0};
+  std::atomic<ionet::connection_id> newest{ionet::connection_id{}};
   std::mutex lock;
   std::uint64_t wrong = 0;  // events that saw another connection's tag
   std::string first_wrong;
@@ -227,7 +228,8 @@ TEST_CASE(
     if (ctx == nullptr || ctx == tag(e.conn)) return;
     std::lock_guard g(lock);
     if (wrong++ == 0) {
-      first_wrong = "connection " + std::to_string(e.conn) + " had the tag " +
+      first_wrong = "connection " + std::to_string(ionet::value_of(e.conn)) +
+                    " had the tag " +
                     std::to_string(reinterpret_cast<std::uintptr_t>(ctx));
     }
   });
@@ -238,7 +240,7 @@ TEST_CASE(
   std::thread setter([&] {
     while (go.load(std::memory_order_relaxed)) {
       const ionet::connection_id id = newest.load();
-      if (id == 0) {
+      if (id == ionet::connection_id{}) {
         std::this_thread::yield();
         continue;
       }

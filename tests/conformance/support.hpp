@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ostream>
 #include <span>
 #include <string>
 #include <system_error>
@@ -62,6 +63,34 @@ namespace ionet_test {
 
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
+
+// --- Ids
+// ------------------------------------------------------------------------
+
+// Ids are opaque to users. To name a stale, future or never-issued id the
+// tests build one as ionet does (common/ids.hpp, whose layout the unit tests
+// check): the slot in the low 32 bits, its generation in the high 32.
+inline ionet::connection_id made_id(std::uint32_t slot,
+                                    std::uint32_t generation) {
+  return ionet::connection_id{(std::uint64_t{generation} << 32) | slot};
+}
+inline std::uint32_t slot_in(ionet::connection_id id) {
+  return static_cast<std::uint32_t>(ionet::value_of(id));
+}
+inline std::uint32_t generation_in(ionet::connection_id id) {
+  return static_cast<std::uint32_t>(ionet::value_of(id) >> 32);
+}
+
+}  // namespace ionet_test
+
+namespace ionet {
+// For the tests' messages (INFO, failed checks): the id's number.
+inline std::ostream& operator<<(std::ostream& os, connection_id id) {
+  return os << value_of(id);
+}
+}  // namespace ionet
+
+namespace ionet_test {
 
 // --- How hard to push -------------------------------------------------------
 
@@ -280,7 +309,7 @@ inline std::uint32_t fill_queue(ionet::engine& eng, ionet::connection_id id,
 // --- A server driven by the pull model (or the inline handler) ---------------
 
 struct closed_record {
-  ionet::connection_id id = 0;
+  ionet::connection_id id{};
   std::error_code reason;
   void* context = nullptr;
 };
@@ -477,7 +506,8 @@ class server {
       const int st =
           it == state_.end() ? 0 : it->second;  // 0 new, 1 open, 2 closed
       auto bad = [&](const char* what) {
-        rec_.order_errors.push_back(what + std::to_string(ev.conn));
+        rec_.order_errors.push_back(what +
+                                    std::to_string(ionet::value_of(ev.conn)));
       };
       switch (ev.type) {
         case ionet::event_type::connected:
@@ -552,7 +582,7 @@ struct lazy_and_other {
   }
   server s;
   ionet::framed_client lazy, other;
-  ionet::connection_id lazy_id = 0, other_id = 0;
+  ionet::connection_id lazy_id{}, other_id{};
 };
 
 // Connected clients, for tests that need a few.

@@ -66,6 +66,6 @@ TEST_CASE("addresses: a connection's two ends, while it lives",
   CHECK(wrong.load() == 0);
   CHECK_FALSE(s.engine().peer_address(*id));
   CHECK_FALSE(s.engine().local_address(*id));
-  CHECK_FALSE(s.engine().peer_address(0));
-  CHECK_FALSE(s.engine().local_address(ionet::make_connection_id(7, 3)));
+  CHECK_FALSE(s.engine().peer_address(ionet::connection_id{}));
+  CHECK_FALSE(s.engine().local_address(made_id(7, 3)));
 }

@@ -10,7 +10,7 @@ using namespace ionet_test;
 namespace {
 
 struct conn_ctx {
-  ionet::connection_id id = 0;
+  ionet::connection_id id{};
   int index = 0;
 };
 
@@ -149,5 +149,6 @@ TEST_CASE("context: set_context on a stale id gives stale_connection",
   REQUIRE(s.wait_closed_id(*id));
   CHECK(s.snapshot().closed_of(*id)->context == &b);
   CHECK(s.engine().set_context(*id, &a) == ionet::errc::stale_connection);
-  CHECK(s.engine().set_context(0, &a) == ionet::errc::stale_connection);
+  CHECK(s.engine().set_context(ionet::connection_id{}, &a) ==
+        ionet::errc::stale_connection);
 }

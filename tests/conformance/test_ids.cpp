@@ -72,7 +72,7 @@ TEST_CASE("ids: a new connection never gets the id of a closed one",
   // With four slots and 60 connections, slots were reused: the generation
   // is what keeps the ids apart.
   std::set<std::uint32_t> slots;
-  for (auto id : seen) slots.insert(ionet::slot_of(id));
+  for (auto id : seen) slots.insert(slot_in(id));
   CHECK(slots.size() <= 4);
   CHECK(seen.size() == static_cast<std::size_t>(rounds) + 1);
 }

@@ -111,8 +111,8 @@ TEST_CASE(
     CHECK(steady::now() - t0 < 2500ms);
     // Calls on a stopped engine fail cleanly.
     const auto msg = pattern(8, 3);
-    CHECK(eng->send(ionet::make_connection_id(0, 1), msg));
-    CHECK(eng->close(ionet::make_connection_id(0, 1)));
+    CHECK(eng->send(made_id(0, 1), msg));
+    CHECK(eng->close(made_id(0, 1)));
   }
   {
     auto eng = ionet::make_engine(local_options());

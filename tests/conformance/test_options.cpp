@@ -68,7 +68,7 @@ TEST_CASE("options: bad options are refused and named",
     const auto t0 = steady::now();
     CHECK(eng->poll(batch, 3000ms) == 0);
     CHECK(steady::now() - t0 < 1500ms);
-    CHECK(eng->send(ionet::make_connection_id(0, 1), pattern(4, 1)));
+    CHECK(eng->send(made_id(0, 1), pattern(4, 1)));
     eng->stop();  // harmless after a refused start
   }
 }

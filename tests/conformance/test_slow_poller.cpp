@@ -52,7 +52,7 @@ TEST_CASE(
               if (problems.size() < 10) {
                 problems.push_back("message " + std::to_string(seq) +
                                    " out of order on " +
-                                   std::to_string(e.conn));
+                                   std::to_string(ionet::value_of(e.conn)));
               }
             } else {
               ++it->second;

@@ -127,7 +127,7 @@ TEST_CASE("stats: an engine started again after stop() counts from zero",
     for (auto& c : clients) REQUIRE_FALSE(echo_roundtrip(c, pattern(700, 1)));
     clients[0].close();
     REQUIRE(eventually([&] { return eng->stats().closed == 1; }));
-    CHECK(eng->send(ionet::make_connection_id(0, 2), pattern(10, 2)));  // stale
+    CHECK(eng->send(made_id(0, 2), pattern(10, 2)));  // stale
     const auto st = eng->stats();
     REQUIRE(st.accepted == 3);
     REQUIRE(st.messages_received == 3);

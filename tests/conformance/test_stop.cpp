@@ -309,8 +309,7 @@ TEST_CASE("stop: an inline handler may call stop() (an idle_timeout close)",
   CHECK(handler_returned);
   if (handler_returned) {
     // The stop has begun: no call enters any more.
-    CHECK(eng->send(ionet::make_connection_id(0, 1), pattern(4, 1)) ==
-          ionet::errc::not_running);
+    CHECK(eng->send(made_id(0, 1), pattern(4, 1)) == ionet::errc::not_running);
   }
   if (!handler_returned) {
     (void)eng.release();  // deadlocked: its threads still use it

@@ -96,8 +96,8 @@ TEST_CASE(
 
     c.close();
     REQUIRE(s.wait_closed_id(*id));
-    CHECK_FALSE(s.engine().queued_bytes(*id));  // stale
-    CHECK_FALSE(s.engine().queued_bytes(0));    // never named a connection
+    CHECK_FALSE(s.engine().queued_bytes(*id));                     // stale
+    CHECK_FALSE(s.engine().queued_bytes(ionet::connection_id{}));  // none
     s.stop();
     CHECK_FALSE(s.engine().queued_bytes(*id));
   }

@@ -35,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   o.slice_bytes = (data[0] & 2) ? 16 : 512;
   o.event_queue_capacity = 1u << 16;
   engine_core* core_ptr = nullptr;
-  ionet::connection_id id = 0;
+  ionet::connection_id id{};
   if (data[0] & 0x80) {
     // Inline: echo from inside the handler, as servers do.
     o.handler = [&](ionet::engine&, const ionet::event& e) {
@@ -50,7 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   auto opened = core.open_slot(0);
   if (!opened) fail();
   id = *opened;
-  const std::uint32_t slot = ionet::slot_of(id);
+  const std::uint32_t slot = ionet::detail::slot_of(id);
   event_batch batch;
   core.emit_connected(slot, ionet::endpoint{}, batch);
   core.deliver(batch);

@@ -17,10 +17,10 @@
 namespace {
 
 using ionet::connection_id;
-using ionet::generation_of;
-using ionet::make_connection_id;
-using ionet::slot_of;
 using ionet::detail::connection_table;
+using ionet::detail::generation_of;
+using ionet::detail::make_connection_id;
+using ionet::detail::slot_of;
 
 }  // namespace
 
@@ -29,7 +29,7 @@ TEST_CASE("connection_table: id helpers pack slot and generation",
   const connection_id id = make_connection_id(7, 3);
   CHECK(slot_of(id) == 7);
   CHECK(generation_of(id) == 3);
-  CHECK(id == ((std::uint64_t{3} << 32) | 7));
+  CHECK(ionet::value_of(id) == ((std::uint64_t{3} << 32) | 7));
   const connection_id big = make_connection_id(0xfffffffeu, 0xffffffffu);
   CHECK(slot_of(big) == 0xfffffffeu);
   CHECK(generation_of(big) == 0xffffffffu);
@@ -47,7 +47,7 @@ TEST_CASE("connection_table: acquire hands out every slot once then nullopt",
     const std::optional<connection_id> id = t.acquire();
     REQUIRE(id.has_value());
     CHECK(slot_of(*id) < 5);
-    CHECK(*id != 0);
+    CHECK(*id != connection_id{});
     CHECK(slots.insert(slot_of(*id)).second);
     CHECK(ids.insert(*id).second);
     // A live id resolves to its slot, and id_of names it.
@@ -74,7 +74,7 @@ TEST_CASE("connection_table: malformed and never-issued ids do not resolve",
   const connection_id id = *t.acquire();
   const std::uint32_t slot = slot_of(id);
   const std::uint32_t gen = generation_of(id);
-  CHECK_FALSE(t.resolve(0).has_value());
+  CHECK_FALSE(t.resolve(connection_id{}).has_value());
   CHECK_FALSE(t.resolve(make_connection_id(slot, 0)).has_value());
   CHECK_FALSE(t.resolve(make_connection_id(slot, gen + 1)).has_value());
   CHECK_FALSE(
@@ -92,9 +92,9 @@ TEST_CASE("connection_table: malformed and never-issued ids do not resolve",
 TEST_CASE("connection_table: a free slot's generation is no id",
           "[unit][connection_table]") {
   connection_table t(2);
-  // Nothing issued yet: no id resolves, 0 least of all (users may use 0 as
-  // "no connection").
-  CHECK_FALSE(t.resolve(0).has_value());
+  // Nothing issued yet: no id resolves, the value-initialised one least of
+  // all (users may use it as "no connection").
+  CHECK_FALSE(t.resolve(connection_id{}).has_value());
   CHECK_FALSE(t.resolve(make_connection_id(1, 0)).has_value());
   CHECK_FALSE(t.resolve(t.id_of(0)).has_value());
   CHECK_FALSE(t.resolve(t.id_of(1)).has_value());
@@ -299,10 +299,11 @@ TEST_CASE(
   ionet::detail::connection_table t(2);
   const auto old_id = t.acquire();
   REQUIRE(old_id);
-  t.recycle(ionet::slot_of(*old_id));
+  t.recycle(ionet::detail::slot_of(*old_id));
   const auto slot = t.take();
   REQUIRE(slot);
-  CHECK(*slot == ionet::slot_of(*old_id));  // the lowest free slot again
+  CHECK(*slot ==
+        ionet::detail::slot_of(*old_id));  // the lowest free slot again
   CHECK_FALSE(t.resolve(*old_id));
   CHECK(t.in_use() == 1);
   const ionet::connection_id id = t.publish(*slot);

@@ -24,37 +24,43 @@ using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using ionet::event;
 using ionet::event_type;
-using ionet::make_connection_id;
 using ionet::detail::event_queue;
+
+// An id as the numbers these tests use.
+std::uint64_t id_of(std::uint32_t slot, std::uint32_t generation) {
+  return ionet::value_of(ionet::detail::make_connection_id(slot, generation));
+}
 
 // Connection slots of every queue here: the ids used are below it.
 constexpr std::uint32_t slots = 8192;
 
-event make_event(event_type type, ionet::connection_id conn) {
+// Ids here are plain numbers (slots at generation 0): the queue only
+// looks at their slot.
+event make_event(event_type type, std::uint64_t conn) {
   event e;
   e.type = type;
-  e.conn = conn;
+  e.conn = ionet::connection_id{conn};
   return e;
 }
-event message(ionet::connection_id conn) {
+event message(std::uint64_t conn) {
   return make_event(event_type::message, conn);
 }
-event connected(ionet::connection_id conn) {
+event connected(std::uint64_t conn) {
   return make_event(event_type::connected, conn);
 }
-event closed(ionet::connection_id conn) {
+event closed(std::uint64_t conn) {
   return make_event(event_type::closed, conn);
 }
 
 // Records dropped events; called on the pusher's thread.
 struct drop_log {
   std::mutex lock;
-  std::vector<ionet::connection_id> conns;
+  std::vector<std::uint64_t> conns;
   void operator()(event& e) {
     std::lock_guard g(lock);
-    conns.push_back(e.conn);
+    conns.push_back(ionet::value_of(e.conn));
   }
-  std::vector<ionet::connection_id> get() {
+  std::vector<std::uint64_t> get() {
     std::lock_guard g(lock);
     return conns;
   }
@@ -105,9 +111,9 @@ bool push_without_waiting(event_queue& q, std::vector<event> batch,
   return finished;
 }
 
-std::vector<ionet::connection_id> conns_of(std::span<const event> events) {
-  std::vector<ionet::connection_id> out;
-  for (const event& e : events) out.push_back(e.conn);
+std::vector<std::uint64_t> conns_of(std::span<const event> events) {
+  std::vector<std::uint64_t> out;
+  for (const event& e : events) out.push_back(ionet::value_of(e.conn));
   return out;
 }
 
@@ -127,15 +133,15 @@ TEST_CASE("event_queue: events come out in the order they went in",
   q.push(c, no_drop{&drops});
   CHECK(q.size() == 8);
   std::vector<event> out(3);
-  std::vector<ionet::connection_id> got;
+  std::vector<std::uint64_t> got;
   std::vector<event_type> types;
   while (std::size_t n = q.pop(out, 0ms)) {
     for (std::size_t i = 0; i < n; ++i) {
-      got.push_back(out[i].conn);
+      got.push_back(ionet::value_of(out[i].conn));
       types.push_back(out[i].type);
     }
   }
-  CHECK(got == std::vector<ionet::connection_id>{1, 2, 3, 4, 5, 6, 7, 8});
+  CHECK(got == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8});
   CHECK(types ==
         std::vector<event_type>{event_type::connected, event_type::message,
                                 event_type::message, event_type::closed,
@@ -150,17 +156,17 @@ TEST_CASE("event_queue: pop takes at most out.size() events",
   event_queue q(100, slots);
   std::atomic<int> drops{0};
   std::vector<event> batch;
-  for (ionet::connection_id i = 0; i < 10; ++i) batch.push_back(message(i));
+  for (std::uint64_t i = 0; i < 10; ++i) batch.push_back(message(i));
   q.push(batch, no_drop{&drops});
   std::vector<event> out(4);
   CHECK(q.pop(out, 0ms) == 4);
-  CHECK(conns_of(out) == std::vector<ionet::connection_id>{0, 1, 2, 3});
+  CHECK(conns_of(out) == std::vector<std::uint64_t>{0, 1, 2, 3});
   CHECK(q.size() == 6);
   CHECK(q.pop(out, 0ms) == 4);
-  CHECK(conns_of(out) == std::vector<ionet::connection_id>{4, 5, 6, 7});
+  CHECK(conns_of(out) == std::vector<std::uint64_t>{4, 5, 6, 7});
   CHECK(q.pop(out, 0ms) == 2);
   CHECK(conns_of(std::span<const event>(out).first(2)) ==
-        std::vector<ionet::connection_id>{8, 9});
+        std::vector<std::uint64_t>{8, 9});
   CHECK(q.pop(out, 0ms) == 0);
   CHECK(q.pop(std::span<event>(), 0ms) == 0);
 }
@@ -201,7 +207,7 @@ TEST_CASE("event_queue: a waiting pop wakes when events arrive",
   // The batch was appended under one lock: both are there.
   CHECK(n == 2);
   CHECK(conns_of(std::span<const event>(out).first(n)) ==
-        std::vector<ionet::connection_id>{1, 2});
+        std::vector<std::uint64_t>{1, 2});
 }
 
 TEST_CASE(
@@ -210,32 +216,28 @@ TEST_CASE(
     "[unit][event_queue]") {
   event_queue q(2, slots);
   drop_log drops;
-  const auto a = [](std::uint32_t seq) {
-    return message(make_connection_id(1, seq));
-  };
+  const auto a = [](std::uint32_t seq) { return message(id_of(1, seq)); };
   // Connection 1's first two messages fill the queue; the rest of its
   // events, its closed event too, wait behind them. A push never waits.
   std::vector<event> batch = {a(0), a(1), a(2), a(3)};
-  batch.push_back(closed(make_connection_id(1, 99)));
+  batch.push_back(closed(id_of(1, 99)));
   REQUIRE(push_without_waiting(q, batch, drops));
   CHECK(q.size() == 5);
   CHECK(q.backed_up(1));
   CHECK(q.backed_up(2));  // full: connection 2's next message would wait too
   // Another connection's connected event is not held: it has nothing held.
-  REQUIRE(
-      push_without_waiting(q, {connected(make_connection_id(2, 0))}, drops));
+  REQUIRE(push_without_waiting(q, {connected(id_of(2, 0))}, drops));
 
   std::vector<event> out(1);
-  std::vector<ionet::connection_id> got;
+  std::vector<std::uint64_t> got;
   while (q.pop(out, 0ms) == 1) {
-    got.push_back(out[0].conn);
+    got.push_back(ionet::value_of(out[0].conn));
     CHECK(q.size() == 6 - got.size());
   }
   // Its held events came in as room was made, after what was queued then.
-  CHECK(got == std::vector<ionet::connection_id>{
-                   make_connection_id(1, 0), make_connection_id(1, 1),
-                   make_connection_id(2, 0), make_connection_id(1, 2),
-                   make_connection_id(1, 3), make_connection_id(1, 99)});
+  CHECK(got == std::vector<std::uint64_t>{id_of(1, 0), id_of(1, 1), id_of(2, 0),
+                                          id_of(1, 2), id_of(1, 3),
+                                          id_of(1, 99)});
   CHECK_FALSE(q.backed_up(1));
   CHECK_FALSE(q.backed_up(2));
   CHECK(drops.get().empty());
@@ -246,21 +248,23 @@ TEST_CASE("event_queue: held connections come in oldest first, each in order",
   event_queue q(1, slots);
   drop_log drops;
   auto m = [](std::uint32_t slot, std::uint32_t seq) {
-    return message(make_connection_id(slot, seq));
+    return message(id_of(slot, seq));
   };
   REQUIRE(push_without_waiting(q, {m(5, 0)}, drops));  // full
   REQUIRE(push_without_waiting(q, {m(7, 0), m(7, 1)}, drops));
   REQUIRE(push_without_waiting(q, {m(6, 0)}, drops));
   REQUIRE(push_without_waiting(q, {m(7, 2)}, drops));  // behind its own
   std::vector<event> out(8);
-  std::vector<ionet::connection_id> got;
+  std::vector<std::uint64_t> got;
   for (int i = 0; i < 10; ++i) {
     const std::size_t n = q.pop(out, 0ms);
-    for (std::size_t j = 0; j < n; ++j) got.push_back(out[j].conn);
+    for (std::size_t j = 0; j < n; ++j)
+      got.push_back(ionet::value_of(out[j].conn));
   }
-  CHECK(got == std::vector<ionet::connection_id>{m(5, 0).conn, m(7, 0).conn,
-                                                 m(7, 1).conn, m(7, 2).conn,
-                                                 m(6, 0).conn});
+  CHECK(got == std::vector<std::uint64_t>{
+                   ionet::value_of(m(5, 0).conn), ionet::value_of(m(7, 0).conn),
+                   ionet::value_of(m(7, 1).conn), ionet::value_of(m(7, 2).conn),
+                   ionet::value_of(m(6, 0).conn)});
   // One pop takes them all: each message taken makes room for the next.
   CHECK(q.size() == 0);
 }
@@ -272,14 +276,14 @@ TEST_CASE("event_queue: connected and closed events never wait",
   const std::vector<event> one = {message(1)};
   REQUIRE(push_without_waiting(q, one, drops));  // full now
   std::vector<event> control;
-  for (ionet::connection_id i = 0; i < 3000; ++i) {
+  for (std::uint64_t i = 0; i < 3000; ++i) {
     control.push_back(i % 2 ? closed(10 + i) : connected(10 + i));
   }
   CHECK(push_without_waiting(q, control, drops));
   CHECK(q.size() == 3001);
   std::vector<event> out(4000);
   REQUIRE(q.pop(out, 0ms) == 3001);
-  CHECK(out[0].conn == 1);
+  CHECK(ionet::value_of(out[0].conn) == 1);
   CHECK(conns_of(std::span<const event>(out).subspan(1, 3000)) ==
         conns_of(control));
   CHECK(drops.get().empty());
@@ -304,16 +308,17 @@ TEST_CASE(
   // After close, messages go straight to the drop callback; others queue.
   const std::vector<event> late = {message(8), closed(9)};
   q.push(late, drops);
-  CHECK(drops.get() == std::vector<ionet::connection_id>{8});
+  CHECK(drops.get() == std::vector<std::uint64_t>{8});
 
   std::vector<event> out(2);
-  std::vector<ionet::connection_id> got;
+  std::vector<std::uint64_t> got;
   for (int i = 0; i < 10; ++i) {
     const std::size_t n = q.pop(out, 10s);  // closed: never waits
     if (n == 0) break;
-    for (std::size_t j = 0; j < n; ++j) got.push_back(out[j].conn);
+    for (std::size_t j = 0; j < n; ++j)
+      got.push_back(ionet::value_of(out[j].conn));
   }
-  CHECK(got == std::vector<ionet::connection_id>{1, 2, 3, 5, 7, 4, 6, 9});
+  CHECK(got == std::vector<std::uint64_t>{1, 2, 3, 5, 7, 4, 6, 9});
   const auto t0 = clock_type::now();
   CHECK(q.pop(out, 10s) == 0);
   CHECK(clock_type::now() - t0 < 2s);
@@ -347,7 +352,7 @@ TEST_CASE("event_queue: reopen accepts messages and waits again",
   CHECK(drops.get().size() == 1);
   std::vector<event> out(4);
   REQUIRE(q.pop(out, 0ms) == 1);
-  CHECK(out[0].conn == 2);
+  CHECK(ionet::value_of(out[0].conn) == 2);
   // Open again: an empty pop waits for its timeout.
   const auto t0 = clock_type::now();
   CHECK(q.pop(out, 30ms) == 0);
@@ -361,9 +366,9 @@ TEST_CASE("event_queue: drain takes everything and frees the message bound",
   const std::vector<event> batch = {connected(1), message(2), message(3),
                                     closed(4), message(5)};
   REQUIRE(push_without_waiting(q, batch, drops));
-  std::vector<ionet::connection_id> got;
-  q.drain([&](event& e) { got.push_back(e.conn); });
-  CHECK(got == std::vector<ionet::connection_id>{1, 2, 3, 4, 5});
+  std::vector<std::uint64_t> got;
+  q.drain([&](event& e) { got.push_back(ionet::value_of(e.conn)); });
+  CHECK(got == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
   CHECK(q.size() == 0);
   // The bound counts from zero again: three messages fit without waiting.
   CHECK(push_without_waiting(q, {message(6), message(7), message(8)}, drops));
@@ -375,8 +380,8 @@ TEST_CASE("event_queue: order survives the ring growing while wrapped",
           "[unit][event_queue]") {
   event_queue q(100000, slots);
   std::atomic<int> drops{0};
-  ionet::connection_id next_in = 0;
-  ionet::connection_id next_out = 0;
+  std::uint64_t next_in = 0;
+  std::uint64_t next_out = 0;
   std::vector<event> out(333);
   bool in_order = true;
   auto push_n = [&](std::size_t n) {
@@ -393,7 +398,7 @@ TEST_CASE("event_queue: order survives the ring growing while wrapped",
           q.pop(std::span<event>(out).first(std::min(n, out.size())), 0ms);
       if (got == 0) break;
       for (std::size_t i = 0; i < got; ++i)
-        in_order = in_order && out[i].conn == next_out++;
+        in_order = in_order && ionet::value_of(out[i].conn) == next_out++;
       n -= got;
     }
   };
@@ -424,8 +429,8 @@ TEST_CASE("event_queue: producers and a consumer under load lose nothing",
       for (int i = 0; i < per_producer; ++i) {
         // One connection per producer: its slot, and the sequence as the
         // generation (order is kept per connection).
-        const auto conn = make_connection_id(static_cast<std::uint32_t>(p),
-                                             static_cast<std::uint32_t>(i));
+        const auto conn =
+            id_of(static_cast<std::uint32_t>(p), static_cast<std::uint32_t>(i));
         batch.push_back(i % 10 == 0 ? connected(conn) : message(conn));
         if (batch.size() == static_cast<std::size_t>(1 + i % 7)) {
           q.push(batch, no_drop{&drops});
@@ -447,8 +452,9 @@ TEST_CASE("event_queue: producers and a consumer under load lose nothing",
          clock_type::now() < deadline) {
     const std::size_t n = q.pop(out, 1s);
     for (std::size_t i = 0; i < n; ++i) {
-      const auto p = static_cast<std::size_t>(ionet::slot_of(out[i].conn));
-      const auto seq = ionet::generation_of(out[i].conn);
+      const auto p =
+          static_cast<std::size_t>(ionet::detail::slot_of(out[i].conn));
+      const auto seq = ionet::detail::generation_of(out[i].conn);
       if (p >= next.size() || seq != next[p]) {
         in_order = false;
       } else {

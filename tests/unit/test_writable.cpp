@@ -121,7 +121,7 @@ TEST_CASE("writable: refused by the engine-wide cap, owed until others drain",
   const ionet::connection_id full = *t.id;
   const auto other = t.core.open_slot(0);
   REQUIRE(other);
-  const std::uint32_t other_slot = ionet::slot_of(*other);
+  const std::uint32_t other_slot = ionet::detail::slot_of(*other);
 
   for (int i = 0; i < 4; ++i) REQUIRE_FALSE(send_one(t, full));
   // Nothing of its own queued, refused all the same: the engine is full.

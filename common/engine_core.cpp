@@ -298,7 +298,9 @@ engine_core::queued_result engine_core::send(connection_id id,
       st.writing_direct = true;
     } else if (small) {
       ec = append_in_place(*slices_, opts_.mode, bytes, st.queue);
-      if (ec == errc::pool_exhausted) owe_writable_locked(st);
+      // (`ec &&` first: comparing a clear code with an errc still builds
+      // one, a call into error_category() per message.)
+      if (ec && ec == errc::pool_exhausted) owe_writable_locked(st);
     } else {
       slices_->append(st.queue, chain);
     }

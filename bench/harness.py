@@ -42,6 +42,22 @@ def rss_kib(pid):
     return None
 
 
+def cpu_seconds(pids):
+    """CPU seconds (utime + stime, every thread) the processes have used so
+    far; a process that is gone counts 0."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                # After the ")" that ends the command name: field 3 first.
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def tree_pids(pid):
     """pid and its children (ionet-echo --processes: the workers)."""
     pids = [pid]

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Server, pin, rss_kib, tree_pids
+from harness import Server, cpu_seconds, pin, rss_kib, tree_pids
 
 # A worker takes at most this many connections: room under the 20,000-file
 # limit for the listener, the loop's own descriptors and stdio.
@@ -40,19 +40,6 @@ TOTAL_RATE_CAP = 65000
 
 def rss_total_kib(pids):
     return sum(rss_kib(pid) or 0 for pid in pids)
-
-
-def cpu_seconds(pids):
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
 
 
 def established_on(port):

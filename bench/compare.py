@@ -3,7 +3,9 @@
 
 Runs a matrix of scenarios against every server that is built: ionet on
 each backend and the peers a user would pick instead (plain libuv, epoll,
-asio and io_uring echo servers). Servers are interleaved within each
+asio and io_uring echo servers), and in the http cells wrk against
+ionet-example-http_plaintext on each backend and against nginx (plaintext.py;
+those cells' ratios are to nginx). Servers are interleaved within each
 repetition, so the runs compared are adjacent in time; every figure is a
 median with its min-max, and every ratio is the median of per-repetition
 ratios against the plain libuv peer. Writes bench/results/<date>-<host>.json
@@ -26,11 +28,14 @@ import sys
 import tempfile
 import time
 
+import plaintext
 import scale
 from harness import ROOT, Server, binary, pin, rss_tree_kib
 
 BASELINE = "peer-libuv"
 MEMORY_METRICS = ["rss_held_kib", "rss_per_conn_bytes", "rss_before_kib"]
+HTTP_METRICS = ["requests_per_sec", "server_cpu_us_per_req", "p50_us", "p99_us",
+                "server_cpu_pct", "wrk_cpu_pct", "socket_errors", "non_2xx"]
 
 # name: (build folder, binary, what it is)
 SERVERS = {
@@ -46,11 +51,22 @@ SERVERS = {
     "peer-uring": ("linux-release", "bench/peers/peer-uring-echo", "plain io_uring echo"),
     "ionet-iocp-wine": ("mingw-iocp", "bench/ionet-echo.exe",
                         "ionet, IOCP backend under Wine: behaviour only, not speed"),
+    # An absolute path: binary() keeps it as it is.
+    "nginx": ("", plaintext.nginx_path(), "nginx (nginx-light), one worker: http cells only"),
 }
 WINE_ONLY = {"ionet-iocp-wine"}
 # Servers run only in the cells that name them (to keep the run short): the
 # pull model of each Linux backend, in the cells marked "+pull".
 EXTRA = {"ionet-libuv-pull", "ionet-uring-pull"}
+# The http cells: wrk against an HTTP "Hello, World!" server. The ionet rows
+# there run the example below instead of ionet-echo (same build folder, one
+# engine thread, as nginx has one worker); nginx runs only there, and is
+# what those cells' ratios are to.
+HTTP_ONLY = {"nginx"}
+HTTP_BINARY = {"ionet-libuv": ("linux-release", "examples/ionet-example-http_plaintext"),
+               "ionet-uring": ("linux-uring-release", "examples/ionet-example-http_plaintext")}
+HTTP_BASE = "nginx"
+HTTP_CONNECTIONS = (50, 1000)
 
 
 def cell(name, scenario, load, metrics, run_s, servers=None, note="", **more):
@@ -98,6 +114,25 @@ def plan(args):
                       ["--mode", "connect-burst", "--connections", str(n_burst)],
                       ["connect_seconds", "connect_failures"], 1.0 + n_burst / 10000,
                       note=f"{n_burst} connects as fast as possible"))
+    # wrk's durations are whole seconds; the warm-up, when there is one, at
+    # least 1.
+    wrk_s = plaintext.wrk_seconds(args.duration)
+    wrk_warm = plaintext.wrk_seconds(args.warmup) if args.warmup > 0 else 0
+    for n in HTTP_CONNECTIONS:
+        cells.append(cell(f"http {n} connections", "http",
+                          plaintext.wrk_args(n, args.duration), HTTP_METRICS,
+                          wrk_s + wrk_warm + 0.8 + n / 2000, base=HTTP_BASE, connections=n,
+                          note=f"wrk, {plaintext.WRK_THREADS} thread, {n} keep-alive "
+                               f"connections, GET / for {wrk_s} s (after {wrk_warm} s of "
+                               "warm-up): ionet-example-http_plaintext with --threads 1 on "
+                               "each backend against nginx with one worker; server CPU is "
+                               "its utime+stime over the measured wrk run (its connects "
+                               "included) per request answered; p50/p99 are wrk's "
+                               "(closed loop); server_cpu_pct and wrk_cpu_pct: share of "
+                               "a core each used over the run (one near 100 set the pace; "
+                               "both low: the machine was busy elsewhere); a run with "
+                               "socket errors or non-2xx/3xx answers is a problem and its "
+                               "speed figures are left out"))
     if not quick:
         cells.append(cell("instructions per message", "instructions",
                           ["--connections", "100", "--size", "512", "--inflight", "16",
@@ -161,6 +196,8 @@ def one_run(name, cell_, args, bins):
     """Starts the server, drives it, stops it; returns (figures, error)."""
     if cell_["scenario"] == "instructions":
         return instructions_run(name, cell_, args, bins)
+    if cell_["scenario"] == "http":
+        return http_run(name, cell_, args, bins)
     srv = start(name, bins, cell_)
     if not srv.wait_listening():
         srv.stop()
@@ -181,6 +218,27 @@ def one_run(name, cell_, args, bins):
         srv.stop()
     rc = srv.proc.returncode
     if rc not in (0, None) and err is None and name not in WINE_ONLY:
+        err = f"{name} exited with {rc}"
+    return figures, err
+
+
+def http_run(name, cell_, args, bins):
+    """One http run: the server (pinned as start() pins), a warm-up wrk and
+    the measured one (plaintext.measure)."""
+    if name in HTTP_ONLY:
+        srv = plaintext.Nginx(bins[name])
+    else:
+        srv = Server(bins[f"http:{name}"], ["--threads", "1"], core=plaintext.SERVER_CORE)
+    if not srv.wait_listening():
+        srv.stop()
+        return None, f"{name} did not start: {srv.output_tail()}"
+    try:
+        warmup = plaintext.wrk_seconds(args.warmup) if args.warmup > 0 else 0
+        figures, err = plaintext.measure(srv, cell_["connections"], args.duration, warmup)
+    finally:
+        srv.stop()
+    rc = srv.proc.returncode
+    if rc not in (0, None) and err is None:
         err = f"{name} exited with {rc}"
     return figures, err
 
@@ -284,6 +342,7 @@ def instructions_run(name, cell_, args, bins):
 # The ratios the summary judges, how it names them, and which way is better
 # (1: higher, -1: lower). Counts (late sends, failures) are not judged.
 JUDGED = {"msgs_per_sec": ("msgs/s", 1), "server_cpu_us_per_msg": ("CPU/msg", -1),
+          "requests_per_sec": ("req/s", 1), "server_cpu_us_per_req": ("CPU/req", -1),
           "p50_us": ("p50", -1), "p99_us": ("p99", -1), "p999_us": ("p99.9", -1),
           "rss_held_kib": ("RSS held", -1), "rss_per_conn_bytes": ("RSS/conn", -1),
           "rss_before_kib": ("RSS before", -1), "connect_seconds": ("connect time", -1),
@@ -310,11 +369,13 @@ def ratio_summary(runs, name, metric, base=BASELINE):
 
 
 def summarize_cell(c):
-    """A cell's summary and ratios, per server and metric, from its runs."""
+    """A cell's summary and ratios (to its base: the baseline, or nginx in
+    the http cells), per server and metric, from its runs."""
     runs = c["runs"]
+    base = c.get("base", BASELINE)
     c["summary"] = {name: {m: summarize([r.get(name, {}).get(m) for r in runs])
                            for m in c["metrics"]} for name in c["servers"]}
-    c["ratios"] = {name: {m: ratio_summary(runs, name, m) for m in c["metrics"]}
+    c["ratios"] = {name: {m: ratio_summary(runs, name, m, base=base) for m in c["metrics"]}
                    for name in c["servers"]}
 
 
@@ -355,10 +416,12 @@ def fmt_ratio(s):
 def summary_markdown(report):
     """Where each ionet row wins and loses against the baseline."""
     lines = [f"## Summary: ionet against {BASELINE}", "",
-             f"Median ratios to `{BASELINE}` run next to it. A win or a loss is a ratio whose "
-             "whole min–max spread lies on that side of 1; higher is better for msgs/s, "
-             "lower for CPU per message, latency, RSS, connect time and instructions. The "
-             "other peers are in the tables; the Wine row (behaviour only) is left out."
+             f"Median ratios to `{BASELINE}` run next to it (in the http cells: to "
+             f"`{HTTP_BASE}`, marked so). A win or a loss is a ratio whose "
+             "whole min–max spread lies on that side of 1; higher is better for msgs/s "
+             "and req/s, lower for CPU per message or request, latency, RSS, connect time "
+             "and instructions. The other peers are in the tables; the Wine row (behaviour "
+             "only) is left out."
              + (" With one repetition there is no spread: each ratio is one run's."
                 if report["config"]["repetitions"] == 1 else ""), ""]
     for name in report["servers"]:
@@ -369,8 +432,10 @@ def summary_markdown(report):
             for m in c["metrics"]:
                 r = c["ratios"].get(name, {}).get(m)
                 if m in JUDGED and r:
+                    base = c.get("base", BASELINE)
                     found[verdict(m, r)].append(
-                        f"{c['name']}: {JUDGED[m][0]} {r['median']:.2f}x")
+                        f"{c['name']}: {JUDGED[m][0]} {r['median']:.2f}x"
+                        + (f" of {base}" if base != BASELINE else ""))
         lines.append(f"- **{name}**")
         lines.append(f"  - wins ({len(found['win'])}): {'; '.join(found['win']) or 'none'}")
         lines.append(f"  - losses ({len(found['loss'])}): {'; '.join(found['loss']) or 'none'}")
@@ -496,7 +561,8 @@ def markdown(report, charts):
              f"Linux {m['kernel']}. Server pinned to core 0, load to core 1. "
              f"{report['config']['repetitions']} interleaved repetitions; figures are "
              "median (min–max); ratios are medians of per-repetition ratios against "
-             f"`{BASELINE}` run next to it in time; ≈ marks a ratio whose spread includes 1.",
+             f"`{BASELINE}` (http cells: `{HTTP_BASE}`) run next to it in time; ≈ marks "
+             "a ratio whose spread includes 1.",
              ""]
     if run:
         lines += [f"Commit `{run['commit']}` (the checkout that ran ci/bench), compiler "
@@ -511,7 +577,8 @@ def markdown(report, charts):
     if charts:
         lines += ["## Charts", "",
                   "Error bars span min–max over the repetitions (on ratio charts, of the "
-                  f"per-repetition ratios to `{BASELINE}`, which is the dashed line at 1); "
+                  f"per-repetition ratios to `{BASELINE}`, or `{HTTP_BASE}` on the HTTP "
+                  "chart, which is the dashed line at 1); "
                   "linear axes start at zero. The Wine row is left out: it runs only in "
                   "saturation 100x64, for behaviour, not speed.", ""]
         lines += [f"![{title}]({os.path.basename(png)})" for png, title in charts] + [""]
@@ -523,11 +590,12 @@ def markdown(report, charts):
         metrics = c["metrics"]
         lines.append("| server | " + " | ".join(metrics) + " |")
         lines.append("|---" * (len(metrics) + 1) + "|")
+        base = c.get("base", BASELINE)
         for name in c["servers"]:
             row = [name + (" (Wine)" if name in WINE_ONLY else "")]
             for m in metrics:
                 s = c["summary"].get(name, {}).get(m)
-                r = c["ratios"].get(name, {}).get(m) if name != BASELINE else None
+                r = c["ratios"].get(name, {}).get(m) if name != base else None
                 row.append(fmt_summary(s) + fmt_ratio(r))
             lines.append("| " + " | ".join(row) + " |")
         if c["errors"]:
@@ -545,7 +613,7 @@ def color(name):
     baseline darker."""
     if name.startswith("ionet"):
         return 0x7fb2e5 if name.endswith("-pull") else 0x2c6fbb
-    return 0x505050 if name == BASELINE else 0xa8a8a8
+    return 0x505050 if name in (BASELINE, HTTP_BASE) else 0xa8a8a8
 
 
 def chart_servers(c):
@@ -554,9 +622,10 @@ def chart_servers(c):
     return sorted(names, key=lambda n: not n.startswith("ionet"))
 
 
-def ratio_panel(c, metric, data):
-    """One cell's ratios of `metric` to the baseline, with their min-max:
-    (gnuplot commands, or None when there is no ratio to draw)."""
+def ratio_panel(c, metric, data, title=None):
+    """One cell's ratios of `metric` to its base (the baseline, or nginx in
+    the http cells), with their min-max: (gnuplot commands, or None when
+    there is no ratio to draw). Titled with the cell's name unless said."""
     rows = [(n, c["ratios"].get(n, {}).get(metric)) for n in chart_servers(c)]
     rows = [(n, r) for n, r in rows if r]
     if not rows:
@@ -565,7 +634,7 @@ def ratio_panel(c, metric, data):
         for i, (n, r) in enumerate(rows):
             f.write(f'{i} "{n}" {r["median"]} {r["min"]} {r["max"]} {color(n)}\n')
     top = 1.2 * max([1.0] + [r["max"] for _, r in rows])
-    return [f'set title "{c["name"]}"', f"set xrange [-0.6:{len(rows) - 0.4}]",
+    return [f'set title "{title or c["name"]}"', f"set xrange [-0.6:{len(rows) - 0.4}]",
             f"set yrange [0:{top}]", "unset logscale y",
             f'plot "{data}" using 1:3:(0.7):6:xtic(2) with boxes lc rgb variable notitle, '
             f'"" using 1:3:4:5 with yerrorbars lc "black" pt 7 ps 0.3 notitle, '
@@ -637,7 +706,7 @@ def plots(report, stem):
         return []
     work = tempfile.mkdtemp(prefix="bench-plot-")
     by = {s: [c for c in report["cells"] if c["scenario"] == s]
-          for s in ("saturation", "efficiency", "memory")}
+          for s in ("saturation", "efficiency", "memory", "http")}
     made = []
 
     def chart(suffix, title, panels, **kw):
@@ -652,6 +721,12 @@ def plots(report, stem):
           [ratio_panel(c, "msgs_per_sec", data(c, "tp")) for c in by["saturation"]])
     chart("cpu", f"Server CPU per message at fixed rates ÷ {BASELINE} (lower is better)",
           [ratio_panel(c, "server_cpu_us_per_msg", data(c, "cpu")) for c in by["efficiency"]])
+    chart("http", f"HTTP plaintext (wrk) ÷ {HTTP_BASE}",
+          [p for c in by["http"] for p in (
+              ratio_panel(c, "requests_per_sec", data(c, "rps"),
+                          title=f"{c['name']}: requests/s (higher is better)"),
+              ratio_panel(c, "server_cpu_us_per_req", data(c, "cpr"),
+                          title=f"{c['name']}: server CPU per request (lower is better)"))])
 
     def stat(c, n, m, scale=1.0):
         s = c["summary"].get(n, {}).get(m)
@@ -792,13 +867,20 @@ def main():
                     "would pick instead.")
     p.add_argument("--quick", action="store_true", help="one repetition of a smaller matrix (a few minutes)")
     p.add_argument("--repetitions", type=int, default=None, help="interleaved repetitions (default 5; 1 with --quick)")
-    p.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 2)")
-    p.add_argument("--warmup", type=float, default=0.5, help="seconds of load before measuring (default 0.5)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="measured seconds per run (default 2; 1 with --quick); wrk, in "
+                        "the http cells, takes the nearest whole number, at least 1")
+    p.add_argument("--warmup", type=float, default=0.5,
+                   help="seconds of load before measuring (default 0.5); the http cells' "
+                        "wrk warm-up is rounded the same way (none when 0)")
     p.add_argument("--scenario", action="append",
-                   choices=["efficiency", "saturation", "memory", "burst", "instructions", "scale"],
-                   help="only this scenario (repeatable); 'scale' (65,000 and 100,000 "
-                        "concurrent connections on each ionet Linux backend, several "
-                        "minutes) runs only when named")
+                   choices=["efficiency", "saturation", "memory", "burst", "instructions", "http",
+                            "scale"],
+                   help="only this scenario (repeatable); 'http' is wrk against "
+                        "ionet-example-http_plaintext on each ionet Linux backend and "
+                        "against nginx, at 50 and 1,000 connections; 'scale' (65,000 and "
+                        "100,000 concurrent connections on each ionet Linux backend, "
+                        "several minutes) runs only when named")
     p.add_argument("--scale-targets", default="65000,100000",
                    help="scale: comma list of connection counts (default 65000,100000)")
     p.add_argument("--hold", type=float, default=60.0,
@@ -851,26 +933,48 @@ def main():
         if w not in SERVERS:
             p.error(f"--servers: unknown server '{w}' (known: {', '.join(SERVERS)})")
     servers = []
+    cells = plan(args)
+    has_http = any(c["scenario"] == "http" for c in cells)
     for name in wanted:
         build, rel, _ = SERVERS[name]
         path = binary(build, rel)
+        missing = "not installed (ci/bootstrap installs it)" if name in HTTP_ONLY else "not built"
         if os.path.exists(path):
             bins[name] = path
             servers.append(name)
         elif args.servers and not args.dry_run:
-            p.error(f"--servers: {name} is not built ({path})")
-        else:
-            print(f"ci/bench: {name} is not built ({path}); left out", file=sys.stderr)
-    if not os.path.exists(bins["ionet-load"]) and not args.dry_run:
+            p.error(f"--servers: {name} is {missing} ({path})")
+        elif name not in HTTP_ONLY or has_http:
+            print(f"ci/bench: {name} is {missing} ({path}); left out", file=sys.stderr)
+    # The http cells' ionet rows: the example, built beside ionet-echo.
+    for name in servers:
+        if name in HTTP_BINARY and has_http:
+            path = binary(*HTTP_BINARY[name])
+            if os.path.exists(path):
+                bins[f"http:{name}"] = path
+            else:
+                print(f"ci/bench: {path} is not built; {name} is left out of the http cells",
+                      file=sys.stderr)
+    if has_http and not shutil.which("wrk") and not args.dry_run:
+        if "http" in (args.scenario or []):
+            print("ci/bench: wrk is not installed (ci/bootstrap installs it)", file=sys.stderr)
+            return 1
+        print("ci/bench: wrk is not installed (ci/bootstrap installs it); the http cells "
+              "are left out", file=sys.stderr)
+        cells = [c for c in cells if c["scenario"] != "http"]
+    echo_cells = any(c["scenario"] != "http" for c in cells)
+    if echo_cells and not os.path.exists(bins["ionet-load"]) and not args.dry_run:
         print(f"ci/bench: {bins['ionet-load']} is missing: build linux-release first", file=sys.stderr)
         return 1
-    if BASELINE not in servers:
+    if BASELINE not in servers and echo_cells:
         print(f"ci/bench: the baseline {BASELINE} is not built; ratios are left out", file=sys.stderr)
 
-    cells = plan(args)
     work = []  # (cell index, repetition, server)
     for i, c in enumerate(cells):
-        names = [s for s in servers if s not in WINE_ONLY and s not in EXTRA]
+        names = [s for s in servers if s not in WINE_ONLY and s not in EXTRA
+                 and s not in HTTP_ONLY]
+        if c["scenario"] == "http":
+            names = [s for s in servers if f"http:{s}" in bins or s in HTTP_ONLY]
         if c["servers"] == "+wine":
             names += [s for s in servers if s in WINE_ONLY]
         if c["servers"] == "+pull":
@@ -933,6 +1037,8 @@ def main():
         c["errors"] = errors.get(i, [])
         summarize_cell(c)
         report["cells"].append(c)
+        # Corrupted echoes, ionet-load's errors, wrk's socket errors and bad
+        # statuses ("http errors") fail the run.
         if any("corrupted" in e or "errors" in e for e in errors.get(i, [])):
             failed = True
 

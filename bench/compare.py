@@ -481,6 +481,17 @@ TARGETS = [
     *[target(f"RSS holding 10,000 idle connections, {b}", "memory 10000 idle",
              "rss_held_kib", f"ionet-{b}", "<=", 1.0) for b in LINUX_BACKENDS],
 ]
+# The http targets: ionet-example-http_plaintext against nginx at each
+# connection count: as many requests a second, a tenth less server CPU per
+# request.
+TARGETS += [
+    *[target(f"HTTP requests/s, {b}", f"http {n} connections", "requests_per_sec",
+             f"ionet-{b}", ">=", 1.0, base=HTTP_BASE)
+      for n in HTTP_CONNECTIONS for b in LINUX_BACKENDS],
+    *[target(f"HTTP server CPU per request, {b}", f"http {n} connections",
+             "server_cpu_us_per_req", f"ionet-{b}", "<=", 0.90, base=HTTP_BASE)
+      for n in HTTP_CONNECTIONS for b in LINUX_BACKENDS],
+]
 
 
 def judge_target(t, cells):
@@ -521,7 +532,8 @@ def targets(report):
 
 def targets_markdown(judged):
     lines = ["## Targets", "",
-             "Issue 14's targets on this run. Measured: the median of the per-repetition "
+             "Issue 14's targets, then the http targets (ionet-example-http_plaintext "
+             f"against {HTTP_BASE}), on this run. Measured: the median of the per-repetition "
              "ratios of the two servers run next to each other (min–max over the "
              "repetitions, n of them); \"missed by X%\": how far that median is from the "
              "target, as a share of the target. ionet-uring's CPU per message is divided by "

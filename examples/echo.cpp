@@ -120,9 +120,7 @@ int main(int argc, char** argv) {
   }
 
   ionet::options opts;
-  opts.host = flags.host;
-  opts.port = flags.port;
-  if (flags.threads) opts.threads = *flags.threads;
+  example::apply(flags, opts);
   opts.mode = ionet::framing::length_prefix;
 
   auto engine = ionet::make_engine(opts);

@@ -261,9 +261,7 @@ int main(int argc, char** argv) {
   }
 
   ionet::options opts;
-  opts.host = flags.host;
-  opts.port = flags.port;
-  if (flags.threads) opts.threads = *flags.threads;
+  example::apply(flags, opts);
   opts.mode = ionet::framing::raw;
   opts.handler = on_event;
 

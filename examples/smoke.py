@@ -165,6 +165,7 @@ def check_flags(binary):
           f"--version: status {r.returncode}, stdout {r.stdout!r}")
     for bad in (["--bogus"], ["--port"], ["--port", "65536"], ["--port=x"],
                 ["--threads", "0"], ["--threads", "-1"], ["--host="],
+                ["--max-connections", "0"], ["--max-connections", "x"],
                 ["--host", "localhost"], ["--host", "256.1.1.1"], ["extra"]):
         r = run(binary, *bad)
         check(r.returncode == 2 and r.stderr and not r.stdout,
@@ -175,6 +176,14 @@ def check_flags(binary):
         check(r.returncode == 1 and "address_in_use" in r.stderr,
               f"a taken port: status {r.returncode} (not 1), stderr "
               f"{r.stderr!r}")
+    # --max-connections 1: a second client is turned away (reset) while
+    # the first is open.
+    with Server(binary, "--max-connections", "1") as server:
+        first = connect(server.port)
+        second = connect(server.port)
+        expect_closed(second, "a client past --max-connections 1")
+        first.close()
+        second.close()
 
 
 # --- echo ----------------------------------------------------------------------

@@ -28,9 +28,18 @@ namespace example {
 
 struct server_flags {
   std::string host = "127.0.0.1";
-  std::uint16_t port = 0;                // 0: the OS picks a free port
-  std::optional<std::uint32_t> threads;  // unset: the backend's choice
+  std::uint16_t port = 0;                        // 0: the OS picks a free port
+  std::optional<std::uint32_t> threads;          // unset: the backend's choice
+  std::optional<std::uint32_t> max_connections;  // unset: ionet's 10,000
 };
+
+// The flags' part of the engine's options.
+inline void apply(const server_flags& flags, ionet::options& opts) {
+  opts.host = flags.host;
+  opts.port = flags.port;
+  if (flags.threads) opts.threads = *flags.threads;
+  if (flags.max_connections) opts.max_connections = *flags.max_connections;
+}
 
 // Reads a whole decimal number in [lo, hi]; nullopt for anything else.
 inline std::optional<std::uint32_t> parse_number(std::string_view text,
@@ -60,10 +69,14 @@ inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
         std::printf("%s %s\n", name, IONET_VERSION_STRING);
       } else {
         std::printf(
-            "usage: %s [--host ADDR] [--port N] [--threads N]\n\n%s\n\n"
+            "usage: %s [--host ADDR] [--port N] [--threads N] "
+            "[--max-connections N]\n\n%s\n\n"
             "  --host ADDR    IPv4 or IPv6 literal to listen on (127.0.0.1)\n"
             "  --port N       TCP port; 0 picks a free one (0)\n"
             "  --threads N    engine threads (the backend's choice)\n"
+            "  --max-connections N\n"
+            "                 connections open at once; more are refused "
+            "(10000)\n"
             "  --help, --version\n\n"
             "Prints 'listening on HOST:PORT' once listening; stops on SIGINT "
             "or SIGTERM.\nExit status: 0 after a signal, 1 when the engine "
@@ -72,7 +85,8 @@ inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
       }
       return 0;
     }
-    if (flag != "--host" && flag != "--port" && flag != "--threads") {
+    if (flag != "--host" && flag != "--port" && flag != "--threads" &&
+        flag != "--max-connections") {
       std::fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", name,
                    argv[i]);
       return 2;
@@ -98,6 +112,10 @@ inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
     if (flag == "--threads") {
       flags.threads = parse_number(*value, 1, 1024);
       if (flags.threads) continue;
+    }
+    if (flag == "--max-connections") {
+      flags.max_connections = parse_number(*value, 1, 1u << 24);
+      if (flags.max_connections) continue;
     }
     std::fprintf(stderr, "%s: bad value '%.*s' for %.*s (see --help)\n", name,
                  static_cast<int>(value->size()), value->data(),

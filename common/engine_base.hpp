@@ -222,7 +222,9 @@ class engine_base : public engine {
 
  protected:
   engine_core core_;
-  call_gate gate_;
+  // Mutable: stats() passes it too, to read what only a running engine has
+  // (a stop frees it once the callers inside have left).
+  mutable call_gate gate_;
   std::mutex stop_lock_;  // start() and the stop on a non-engine thread
 
  private:

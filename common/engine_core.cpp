@@ -41,6 +41,7 @@ void engine_core::discard_unpolled() noexcept {
 }
 
 status engine_core::init(std::uint32_t default_threads) {
+  std::lock_guard g(stats_lock_);
   if (status s = validate(opts_); !s) return s;
   if (opts_.threads == options::backend_default)
     opts_.threads = default_threads;
@@ -694,6 +695,7 @@ bool engine_core::may_resume_reading(std::uint32_t slot) noexcept {
 }
 
 engine_stats engine_core::stats() const {
+  std::lock_guard g(stats_lock_);
   engine_stats s;
   auto get = [](const std::atomic<std::uint64_t>& a) {
     return a.load(std::memory_order_relaxed);

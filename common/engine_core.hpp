@@ -281,6 +281,9 @@ class engine_core {
   std::atomic<std::uint64_t> closed_{0};
   std::atomic<std::uint32_t> live_{0};  // opened, backend_done() not yet
   std::atomic<bool> draining_{false};   // begin_drain() was called
+  // Held by init() and stats(): a monitoring thread may ask for stats
+  // while another starts the engine, which makes or resets what they read.
+  mutable std::mutex stats_lock_;
   // Connections owed a writable event.
   std::atomic<std::uint32_t> writable_waiting_{0};
   std::uint32_t low_water_ = 0;  // options::send_low_water, resolved

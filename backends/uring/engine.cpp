@@ -218,9 +218,14 @@ engine_stats engine_impl::stats() const {
   engine_stats s = core_.stats();
   s.stale_completions = stale_completions_.load(std::memory_order_relaxed);
   s.accept_failures = accept_failures_.load(std::memory_order_relaxed);
-  for (const auto& l : loops_) {
-    s.operations_in_flight += l->ops_seen.load(std::memory_order_relaxed);
-    s.accepts_pending += l->accepts_seen.load(std::memory_order_relaxed);
+  // The loops live from start() to stop(): read them only inside the gate,
+  // which stop() waits for before it frees them.
+  if (gate_.enter()) {
+    for (const auto& l : loops_) {
+      s.operations_in_flight += l->ops_seen.load(std::memory_order_relaxed);
+      s.accepts_pending += l->accepts_seen.load(std::memory_order_relaxed);
+    }
+    gate_.leave();
   }
   return s;
 }

@@ -276,6 +276,17 @@ bool eventually(Pred&& pred, std::chrono::milliseconds timeout = wait_budget) {
   return true;
 }
 
+// Queues of four messages of `message_bytes` each, which a client that
+// does not read fills quickly, and no write_timeout, so nothing closes that
+// client while a test waits (fill_queue below).
+inline ionet::options small_queue_options(std::uint32_t message_bytes) {
+  ionet::options o = local_options();
+  o.max_message_bytes = message_bytes;
+  o.max_queued_bytes = 4 * (message_bytes + 4);
+  o.write_timeout = std::chrono::milliseconds(0);
+  return o;
+}
+
 // Sends messages of `size` bytes (pattern(size, 0), (size, 1), ...) to
 // `id` until the engine keeps refusing them: the client does not read, so
 // the socket buffers fill (Linux grows a loopback socket's send buffer for

@@ -9,16 +9,6 @@ namespace {
 
 constexpr std::uint32_t reset_message = 64 * 1024;
 
-// Queues that a client which does not read fills quickly, and no write
-// timeout to close the connection first.
-ionet::options reset_options() {
-  ionet::options o = local_options();
-  o.max_message_bytes = reset_message;
-  o.max_queued_bytes = 4 * (reset_message + 4);
-  o.write_timeout = std::chrono::milliseconds(0);
-  return o;
-}
-
 }  // namespace
 
 TEST_CASE("close modes: reset drops what is queued, the peer sees a reset",
@@ -27,7 +17,8 @@ TEST_CASE("close modes: reset drops what is queued, the peer sees a reset",
        {server::delivery::pull, server::delivery::inline_handler}) {
     INFO((mode == server::delivery::pull ? "pull" : "inline handler"));
     server s(
-        reset_options(), [](ionet::engine&, const ionet::event&) {}, mode);
+        small_queue_options(reset_message),
+        [](ionet::engine&, const ionet::event&) {}, mode);
     REQUIRE(s.start().ok());
     ionet::framed_client c;
     std::string why;
@@ -54,7 +45,8 @@ TEST_CASE("close modes: reset drops what is queued, the peer sees a reset",
 
 TEST_CASE("close modes: reset cuts short a graceful close stuck sending",
           "[conformance][close]") {
-  server s(reset_options(), [](ionet::engine&, const ionet::event&) {});
+  server s(small_queue_options(reset_message),
+           [](ionet::engine&, const ionet::event&) {});
   REQUIRE(s.start().ok());
   ionet::framed_client c;
   std::string why;

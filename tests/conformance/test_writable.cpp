@@ -11,16 +11,6 @@ namespace {
 
 constexpr std::uint32_t big_message = 64 * 1024;
 
-// Small queues, so a client that does not read fills one quickly; no write
-// timeout, so nothing closes the connection while the test waits.
-ionet::options tight_queue_options() {
-  ionet::options o = local_options();
-  o.max_message_bytes = big_message;
-  o.max_queued_bytes = 4 * (big_message + 4);
-  o.write_timeout = std::chrono::milliseconds(0);
-  return o;
-}
-
 // Reads `n` messages sent by fill_queue (seeds first..first+n-1).
 bool read_sent(ionet::framed_client& c, std::uint32_t first, std::uint32_t n,
                std::string& why) {
@@ -51,7 +41,7 @@ TEST_CASE(
   for (const auto mode :
        {server::delivery::pull, server::delivery::inline_handler}) {
     INFO((mode == server::delivery::pull ? "pull" : "inline handler"));
-    const ionet::options o = tight_queue_options();
+    const ionet::options o = small_queue_options(big_message);
     const std::uint64_t low_water = o.max_queued_bytes / 4;  // the default
     server s(
         o, [](ionet::engine&, const ionet::event&) {}, mode);
@@ -105,7 +95,7 @@ TEST_CASE(
 
 TEST_CASE("writable: a send that was never refused brings no event",
           "[conformance][writable]") {
-  server s(tight_queue_options());  // echoes every message
+  server s(small_queue_options(big_message));  // echoes every message
   REQUIRE(s.start().ok());
   ionet::framed_client c;
   std::string why;
@@ -124,7 +114,7 @@ TEST_CASE("writable: a send that was never refused brings no event",
 TEST_CASE(
     "writable: one refused by the engine-wide cap hears once others drain",
     "[conformance][writable]") {
-  ionet::options o = tight_queue_options();
+  ionet::options o = small_queue_options(big_message);
   // The engine holds one connection's queue in all: a second connection,
   // with nothing of its own queued, is refused while the first is full.
   o.max_total_queued_bytes = o.max_queued_bytes;
@@ -165,7 +155,7 @@ TEST_CASE(
 
 TEST_CASE("writable: a connection closed while owed one gets closed only",
           "[conformance][writable]") {
-  const ionet::options o = tight_queue_options();
+  const ionet::options o = small_queue_options(big_message);
   server s(o, [](ionet::engine&, const ionet::event&) {});
   REQUIRE(s.start().ok());
   ionet::framed_client c;

@@ -22,6 +22,11 @@
 #include <system_error>
 #include <thread>
 
+#if !defined(_WIN32)
+#include <pthread.h>
+#include <signal.h>
+#endif
+
 #include "ionet/ionet.hpp"
 
 namespace example {
@@ -142,11 +147,11 @@ inline void print_listening(const std::string& host, std::uint16_t port) {
   std::fflush(stdout);
 }
 
-// A signal handler may only touch a lock-free atomic: it sets this flag,
-// and the program's loop looks at it at least every 100 ms.
+// Set when SIGINT or SIGTERM arrives; the program's loop looks at it at
+// least every 100 ms.
 inline std::atomic<bool> stop_requested{false};
-static_assert(std::atomic<bool>::is_always_lock_free);
 
+#if defined(_WIN32)
 inline void on_stop_signal(int /*signal*/) {
   stop_requested.store(true, std::memory_order_relaxed);
 }
@@ -155,6 +160,27 @@ inline void stop_on_signals() {
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
 }
+#else
+// POSIX: the signals are blocked on this thread, and so on every thread
+// started after (the engine's inherit the mask), and one thread of our own
+// takes them with sigwait. No handler runs at an arbitrary point of some
+// thread; and under ThreadSanitizer, which defers a handler until its
+// thread next enters the runtime, a SIGTERM could otherwise wait forever
+// (seen: one in about 70 smoke runs never stopped the server).
+// Call it before the engine starts.
+inline void stop_on_signals() {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::thread([stop_signals] {
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    stop_requested.store(true, std::memory_order_relaxed);
+  }).detach();
+}
+#endif
 
 // For the inline handler model, where the engine's threads do the work:
 // the main thread only waits for a stop signal.

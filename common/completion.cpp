@@ -4,9 +4,10 @@ namespace ionet::detail {
 
 engine_core::taken next_send(engine_core& core, conn_protocol& c,
                              std::uint32_t max_slices, event_batch& out) {
-  if (c.state != phase::open) return {};
+  if (!c.active()) return {};
   if (core.reset_requested(c.slot))
     return {{}, make_error_code(errc::closed_by_user), true};
+  if (c.state == phase::connecting) return {};  // connect_done() flushes
   core.check_writable(c.slot, out);
   if (c.writing) return {};
   if (c.backlog.empty()) {
@@ -28,9 +29,19 @@ void requeue_send(engine_core& core, conn_protocol& c,
   chain = slice_chain{};
 }
 
+bool connect_done(engine_core& core, conn_protocol& c, const endpoint& peer,
+                  event_batch& out) {
+  if (c.state != phase::connecting) return false;
+  c.state = phase::open;
+  core.connect_done(c.slot, peer, out);
+  return true;
+}
+
 bool start_close(engine_core& core, conn_protocol& c, std::error_code reason,
                  bool graceful, event_batch& out) {
-  if (c.state != phase::open) return false;
+  if (!c.active()) return false;
+  // A connection that never opened has nothing to say goodbye to.
+  if (c.state == phase::connecting) graceful = false;
   core.close_slot(c.slot, reason, out);
   core.write_done(c.slot, c.backlog, false);  // taken but never sent: dropped
   c.backlog = slice_chain{};
@@ -49,7 +60,7 @@ bool on_peer_eof(engine_core& core, conn_protocol& c) {
 }
 
 abrupt end_abruptly(conn_protocol& c) noexcept {
-  if (c.state == phase::open) return abrupt::close;
+  if (c.active()) return abrupt::close;
   if (c.state != phase::lingering) return abrupt::nothing;
   c.state = phase::draining;
   c.abortive = true;

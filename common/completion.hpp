@@ -27,8 +27,9 @@
 namespace ionet::detail {
 
 enum class phase : std::uint8_t {
-  idle,       // the slot is free
-  open,       // serving
+  idle,        // the slot is free
+  connecting,  // outbound (engine::connect()): the connect is under way
+  open,        // serving
   lingering,  // closed for the user; our FIN is out, waiting for the peer's
   draining,   // closed for the user; waiting for operations in flight
 };
@@ -55,6 +56,15 @@ struct conn_protocol {
     backlog = slice_chain{};
     deadline_ms = 0;
   }
+  // A new outbound connection in this slot, its connect not yet done.
+  void open_connecting(std::uint32_t new_generation) noexcept {
+    open(new_generation);
+    state = phase::connecting;
+  }
+  // Open for the user: serving, or not yet connected (connect()).
+  bool active() const noexcept {
+    return state == phase::open || state == phase::connecting;
+  }
   // Still reading: serving, or waiting for the peer's FIN.
   bool live() const noexcept {
     return state == phase::open || state == phase::lingering;
@@ -74,7 +84,8 @@ inline constexpr std::uint32_t gather_max = 256;
 
 // The next send: up to `max_slices` slices from the backlog, refilled from
 // the core's queue when empty. An empty chain means nothing to send (or
-// not now: closed, or a send already in flight); then `close_now` tells
+// not now: closed, still connecting, or a send already in flight); then
+// `close_now` tells
 // whether the connection should close, why, and whether abortively
 // (close(reset): even with a send in flight), and whether to shut the
 // socket's sending side first (shutdown_send(); conn_protocol::fin_first
@@ -88,6 +99,13 @@ engine_core::taken next_send(engine_core& core, conn_protocol& c,
 // its slices go back in front of the backlog, to go out first next time.
 void requeue_send(engine_core& core, conn_protocol& c,
                   slice_chain& chain) noexcept;
+
+// An outbound connection's connect succeeded: it is open, its connected
+// event (with `peer`) is in `out`. The backend starts reading and flushes
+// (what was sent while it connected goes out). False when it was no
+// longer connecting (closed meanwhile).
+bool connect_done(engine_core& core, conn_protocol& c, const endpoint& peer,
+                  event_batch& out);
 
 // The first half of every close: the user gets the closed event, the id is
 // dead, queued bytes that were never sent are dropped (and counted), and
@@ -127,8 +145,8 @@ bool on_peer_eof(engine_core& core, conn_protocol& c);
 // Something ends the connection abruptly: an error on its socket, or
 // stop(). What the backend does next:
 enum class abrupt : std::uint8_t {
-  close,         // it was open: close it, abortively (with the error, or
-                 // engine_stopped)
+  close,         // it was open (or connecting): close it, abortively (with
+                 // the error, or engine_stopped)
   stop_waiting,  // it was lingering for the peer's FIN: it is now draining
                  // and abortive; cancel what is in flight
   nothing,       // already draining

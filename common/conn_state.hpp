@@ -27,6 +27,9 @@ struct conn_state {
   std::atomic<bool> reset_requested{false};
   bool scheduled = false;  // [lock] backend has been told (or is writing)
   bool peer_eof = false;   // [lock] the peer shut down its side
+  // [lock] An outbound connection not yet open (engine::connect()):
+  // sends queue behind `scheduled`, set meanwhile, until it opens.
+  bool connecting = false;
   // [lock] Our sending side: shutdown_send() closes it (no more sends) and
   // shuts it once the queue is out (our FIN).
   enum class send_side : std::uint8_t { open, closing, shut };
@@ -55,6 +58,8 @@ struct conn_state {
   std::atomic<std::uint32_t> last_active{0};
   std::atomic<std::uint32_t> partial_since{0};
   std::atomic<std::uint32_t> write_since{0};
+  // Connecting: when to give up (connect_timeout; 0: no deadline).
+  std::atomic<std::uint32_t> connect_by{0};
   // [owner] written: the backend stopped reading it (should_pause_reading);
   // read_timeout does not run meanwhile.
   std::atomic<bool> read_paused{false};

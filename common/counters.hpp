@@ -26,6 +26,8 @@ enum class counter : std::uint8_t {
   send_queue_full,
   frames_too_large,
   read_pauses,
+  connects,
+  connect_failures,
   count_
 };
 

@@ -11,7 +11,12 @@
 // begun (the gate says stopping): they close every connection;
 //   void stop_locked() noexcept;
 // the whole stop, on a thread that is not the engine's, with stop_lock_
-// held: close everything, wait, join, free.
+// held: close everything, wait, join, free;
+//   void begin_connect(connection_id id, const endpoint& to);
+// which has the thread that owns `id` (engine_core::state().owner) open a
+// socket and connect it to `to`, then engine_core::connect_done() or
+// close_slot() with why not (any thread, inside the gate; at a stop, a
+// connection whose connect is not begun yet closes like any other).
 // Every thread a backend starts holds an engine_thread for its lifetime.
 #pragma once
 
@@ -142,6 +147,22 @@ class engine_base : public engine {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     stop();
+  }
+
+  connect_result connect(const std::string& host, std::uint16_t port,
+                         const connect_options& how) override {
+    endpoint to;
+    if (port == 0 || !parse_address(host, to))
+      return {{}, make_error_code(errc::bad_address)};
+    to.port = port;
+    if (how.timeout && how.timeout->count() < 0)
+      return {{}, make_error_code(errc::bad_option)};
+    if (!gate_.enter()) return {{}, make_error_code(errc::not_running)};
+    const auto r = core_.open_outbound(
+        how.context, how.timeout.value_or(core_.opts().connect_timeout));
+    if (!r.ec) backend().begin_connect(r.id, to);
+    gate_.leave();
+    return {r.id, r.ec};
   }
 
   std::size_t poll(std::span<event> out,

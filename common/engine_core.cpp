@@ -88,7 +88,7 @@ status engine_core::init(std::uint32_t default_threads) {
   }
   // A restart counts from zero, like a new engine.
   counters_.reset(opts_.threads + 2);
-  accepted_.store(0, std::memory_order_relaxed);
+  opened_.store(0, std::memory_order_relaxed);
   closed_.store(0, std::memory_order_relaxed);
   draining_.store(false, std::memory_order_relaxed);
   delivery_.reset_counts();
@@ -108,10 +108,53 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
     count_rejected();
     return std::nullopt;
   }
+  make_open(*slot, owner);
+  opened_.fetch_add(1, std::memory_order_relaxed);
+  live_.fetch_add(1, std::memory_order_relaxed);
+  return table_->publish(*slot);  // acq_rel: the stores above come first
+}
+
+engine_core::outbound engine_core::open_outbound(
+    void* context, std::chrono::milliseconds timeout) {
+  if (draining_.load(std::memory_order_relaxed))
+    return {{}, make_error_code(errc::not_running)};
+  const auto slot = table_->take();
+  if (!slot) return {{}, make_error_code(errc::connection_limit)};
+  const std::uint32_t owner =
+      next_owner_.fetch_add(1, std::memory_order_relaxed) % opts_.threads;
+  conn_state& st = make_open(*slot, owner);
+  {
+    std::lock_guard g(st.lock);
+    st.connecting = true;
+    st.scheduled = true;  // the backend's until connect_done()
+  }
+  st.context.store(context, std::memory_order_relaxed);
+  st.last_active.store(0, std::memory_order_relaxed);  // no idle_timeout yet
+  st.connect_by.store(timeouts_.deadline_in(timeout), std::memory_order_relaxed);
+  counters_.add(counter::connects, 1);
+  opened_.fetch_add(1, std::memory_order_relaxed);
+  live_.fetch_add(1, std::memory_order_relaxed);
+  return {table_->publish(*slot), {}};
+}
+
+void engine_core::connect_done(std::uint32_t slot, const endpoint& peer,
+                               event_batch& out) {
+  conn_state& st = states_[slot];
+  {
+    std::lock_guard g(st.lock);
+    st.connecting = false;
+  }
+  if (st.connect_by.exchange(0, std::memory_order_relaxed) != 0)
+    timeouts_.done_deadline();
+  st.last_active.store(timeouts_.now(), std::memory_order_relaxed);
+  emit_connected(slot, peer, out);
+}
+
+conn_state& engine_core::make_open(std::uint32_t slot, std::uint32_t owner) {
   // Made and set up before the id is live, so whatever resolves the new id
   // (a send() to a guessed one included) finds the connection whole, on
   // its owner thread. The old id of the slot never resolves again.
-  conn_state& st = states_.make(*slot, [this](conn_state& s, std::uint32_t) {
+  conn_state& st = states_.make(slot, [this](conn_state& s, std::uint32_t) {
     s.decoder.configure(opts_.mode, opts_.max_message_bytes);
   });
   {
@@ -121,6 +164,7 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
     st.reset_requested.store(false, std::memory_order_relaxed);
     st.sending = conn_state::send_side::open;
     st.peer_eof = false;
+    st.connecting = false;
     st.scheduled = false;
     st.queued = 0;
     st.owner.store(owner, std::memory_order_relaxed);
@@ -131,10 +175,9 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
   st.last_active.store(timeouts_.now(), std::memory_order_relaxed);
   st.partial_since.store(0, std::memory_order_relaxed);
   st.write_since.store(0, std::memory_order_relaxed);
+  st.connect_by.store(0, std::memory_order_relaxed);
   st.read_paused.store(false, std::memory_order_relaxed);
-  accepted_.fetch_add(1, std::memory_order_relaxed);
-  live_.fetch_add(1, std::memory_order_relaxed);
-  return table_->publish(*slot);  // acq_rel: the stores above come first
+  return st;
 }
 
 void engine_core::cancel_open(std::uint32_t slot) noexcept {
@@ -146,7 +189,7 @@ void engine_core::cancel_open(std::uint32_t slot) noexcept {
   }
   st.holds.store(0, std::memory_order_relaxed);
   st.last_active.store(0, std::memory_order_relaxed);
-  accepted_.fetch_sub(1, std::memory_order_relaxed);
+  opened_.fetch_sub(1, std::memory_order_relaxed);
   live_.fetch_sub(1, std::memory_order_relaxed);
   free_slot(slot);
 }
@@ -157,10 +200,13 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
   const connection_id id = table_->id_of(slot);
   slice_chain dropped;
   bool writing;
+  bool never_opened;
   {
     std::lock_guard g(st.lock);
     st.open = false;
     st.close_requested = false;
+    never_opened = st.connecting;
+    st.connecting = false;
     dropped = st.queue;
     st.queue = slice_chain{};
     st.queued -= dropped.bytes;
@@ -178,6 +224,9 @@ void engine_core::close_slot(std::uint32_t slot, std::error_code reason,
   st.partial_since.store(0, std::memory_order_relaxed);
   st.write_since.store(0, std::memory_order_relaxed);
   st.last_active.store(0, std::memory_order_relaxed);
+  if (st.connect_by.exchange(0, std::memory_order_relaxed) != 0)
+    timeouts_.done_deadline();
+  if (never_opened) counters_.add(counter::connect_failures, 1);
   if (reason == errc::message_too_large) {
     counters_.add(counter::frames_too_large, 1);
   }
@@ -672,7 +721,7 @@ bool engine_core::should_pause_reading(std::uint32_t slot) noexcept {
   const bool backed_up = delivery_.backed_up(slot);
   const bool pause = pressure_.should_pause(mine, backed_up, [this] {
     const std::uint64_t closed = closed_.load(std::memory_order_relaxed);
-    const std::uint64_t accepted = accepted_.load(std::memory_order_relaxed);
+    const std::uint64_t accepted = opened_.load(std::memory_order_relaxed);
     return accepted > closed ? accepted - closed : 1;
   });
   if (pause) {
@@ -705,8 +754,11 @@ engine_stats engine_core::stats() const {
   // accepted, so a reader stalled between the two loads sees accepted ahead
   // (the clamp covers what relaxed loads do not promise).
   s.closed = get(closed_);
-  s.accepted = get(accepted_);
-  s.connections_open = s.accepted > s.closed ? s.accepted - s.closed : 0;
+  const std::uint64_t opened = get(opened_);  // inbound and outbound
+  s.connections_open = opened > s.closed ? opened - s.closed : 0;
+  s.connects = counters_.sum(counter::connects);
+  s.connect_failures = counters_.sum(counter::connect_failures);
+  s.accepted = opened > s.connects ? opened - s.connects : 0;
   s.rejected = counters_.sum(counter::rejected);
   s.bytes_received = counters_.sum(counter::bytes_received);
   s.bytes_sent = counters_.sum(counter::bytes_sent);

@@ -52,6 +52,20 @@ class engine_core {
   // --- slots (engine threads) ---
   // A new connection's slot, or nullopt at max_connections (counted).
   std::optional<connection_id> open_slot(std::uint32_t owner);
+  // An outbound connection's slot (engine::connect(), any thread): what
+  // open_slot() does, on an engine thread chosen in turn, with `context`
+  // set and a deadline `timeout` from now (0: none). It is connecting:
+  // sends queue, and nothing flushes until connect_done(). Errors:
+  // connection_limit, not_running (a shutdown() is under way).
+  struct outbound {
+    connection_id id{};
+    std::error_code ec;
+  };
+  outbound open_outbound(void* context, std::chrono::milliseconds timeout);
+  // The outbound connection opened (its thread): emits connected with
+  // `peer`; the backend flushes next (what was sent meanwhile goes out).
+  void connect_done(std::uint32_t slot, const endpoint& peer,
+                    event_batch& out);
   // Takes back a slot open_slot() gave that the backend did not open after
   // all (the engine began to stop meanwhile): no event named it, so it is
   // freed at once and not counted as accepted.
@@ -262,6 +276,8 @@ class engine_core {
   void owe_writable(std::uint32_t slot, connection_id id) noexcept;
   void emit_writable(std::uint32_t slot, event_batch& out);
   void discard_unpolled() noexcept;
+  // open_slot()'s part for both kinds: the state of a slot just taken.
+  conn_state& make_open(std::uint32_t slot, std::uint32_t owner);
   void free_slot(std::uint32_t slot) noexcept;
   // What delivery hands back of an event no release() will come for: a
   // closed event after the inline handler, a message dropped once the
@@ -277,10 +293,11 @@ class engine_core {
   delivery delivery_;
 
   // Per connection, and read by should_pause_reading: shared.
-  std::atomic<std::uint64_t> accepted_{0};
+  std::atomic<std::uint64_t> opened_{0};  // accepted and outbound
   std::atomic<std::uint64_t> closed_{0};
   std::atomic<std::uint32_t> live_{0};  // opened, backend_done() not yet
   std::atomic<bool> draining_{false};   // begin_drain() was called
+  std::atomic<std::uint32_t> next_owner_{0};  // open_outbound()'s turn
   // Held by init() and stats(): a monitoring thread may ask for stats
   // while another starts the engine, which makes or resets what they read.
   mutable std::mutex stats_lock_;

@@ -49,6 +49,14 @@ class category final : public std::error_category {
         return "read_timeout";
       case errc::write_timeout:
         return "write_timeout";
+      case errc::connection_refused:
+        return "connection_refused";
+      case errc::connect_timeout:
+        return "connect_timeout";
+      case errc::host_unreachable:
+        return "host_unreachable";
+      case errc::connection_limit:
+        return "connection_limit";
     }
     return "unknown ionet error " + std::to_string(value);
   }

@@ -165,7 +165,7 @@ status validate(const options& o, endpoint* bound) {
                                         std::to_string(got) + ")"};
   };
   endpoint ep;
-  if (!parse_address(o.host, ep)) {
+  if (o.listen && !parse_address(o.host, ep)) {
     return {errc::bad_address,
             "host '" + o.host + "' is not an IPv4 or IPv6 address literal"};
   }
@@ -218,7 +218,8 @@ status validate(const options& o, endpoint* bound) {
   constexpr std::int64_t max_timeout_ms = 24LL * 24 * 3600 * 1000;  // 24 days
   for (auto [name, t] : {std::pair{"idle_timeout", o.idle_timeout},
                          std::pair{"read_timeout", o.read_timeout},
-                         std::pair{"write_timeout", o.write_timeout}}) {
+                         std::pair{"write_timeout", o.write_timeout},
+                         std::pair{"connect_timeout", o.connect_timeout}}) {
     if (t.count() < 0 || t.count() > max_timeout_ms) {
       return {errc::bad_option,
               std::string(name) + " must be between 0 (off) and 24 days (got " +

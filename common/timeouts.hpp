@@ -35,11 +35,19 @@ class timeouts {
     return now_.load(std::memory_order_relaxed);
   }
   // The timeout `st` has run into, if any (the backend then closes the
-  // connection with this reason).
+  // connection with this reason). A connection still connecting has only
+  // its connect deadline.
   std::error_code expired(const conn_state& st) const noexcept;
   // Whether any timeout is on (backends skip the sweep otherwise).
   bool on() const noexcept {
-    return idle_.count() || read_.count() || write_.count();
+    return idle_.count() || read_.count() || write_.count() ||
+           deadlines_.load(std::memory_order_relaxed) != 0;
+  }
+  // A connect deadline `ms` from now (0: none), for conn_state::connect_by;
+  // while any is set, on() is true. done_deadline() when it is cleared.
+  std::uint32_t deadline_in(std::chrono::milliseconds ms) noexcept;
+  void done_deadline() noexcept {
+    deadlines_.fetch_sub(1, std::memory_order_relaxed);
   }
 
  private:
@@ -47,6 +55,7 @@ class timeouts {
   std::chrono::milliseconds read_;
   std::chrono::milliseconds write_;
   std::atomic<std::uint32_t> now_{1};  // coarse ms since start, never 0
+  std::atomic<std::uint32_t> deadlines_{0};  // connect deadlines set
   std::int64_t epoch_ms_ = 0;
 };
 

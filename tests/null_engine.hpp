@@ -11,6 +11,10 @@ class null_engine final : public ionet::engine {
  public:
   ionet::status start() override { return {}; }
   std::uint16_t port() const noexcept override { return 0; }
+  ionet::connect_result connect(const std::string&, std::uint16_t,
+                                const ionet::connect_options&) override {
+    return {{}, ionet::make_error_code(ionet::errc::unsupported)};
+  }
   std::size_t poll(std::span<ionet::event>,
                    std::chrono::milliseconds) override {
     return 0;

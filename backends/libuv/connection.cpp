@@ -129,7 +129,80 @@ void on_shutdown(uv_shutdown_t* req, int status) {
   uv_close(h, engine_impl::on_closed);
 }
 
+void on_connect(uv_connect_t* req, int status) {
+  connection& c = *static_cast<connection*>(req->data);
+  engine_impl::give_request(c, reinterpret_cast<request*>(req));
+  c.owner().engine->on_connected(c, status);
+}
+
 }  // namespace
+
+void engine_impl::start_connect(loop& l, connection_id id,
+                                const endpoint& to) {
+  const std::uint32_t slot = detail::slot_of(id);
+  connection& c = conns_[slot];  // made by begin_connect()
+  c.p.slot = slot;
+  c.p.open_connecting(detail::generation_of(id));
+  c.tcp.data = &c;
+  l.members.add(slot);
+  uv_tcp_init(&l.uv, &c.tcp);
+  // Closed before it began: stop(), or close(reset) (a graceful close
+  // waits for the connect, then sends what was queued).
+  if (stopping()) {
+    close_connection(c, make_error_code(errc::engine_stopped), false);
+    return;
+  }
+  if (core_.reset_requested(slot)) {
+    close_connection(c, make_error_code(errc::closed_by_user), false);
+    return;
+  }
+  int err = 0;
+  const int fd = posix::open_outbound(to, core_.opts(), err);
+  if (fd < 0) {
+    close_connection(c, posix::close_reason_of(err), false);
+    return;
+  }
+  if (const int r = uv_tcp_open(&c.tcp, fd); r != 0) {
+    ::close(fd);
+    close_connection(c, reason_of(r), false);
+    return;
+  }
+  sockaddr_storage ss{};
+  posix::sockaddr_of(to, ss);  // uv_tcp_connect reads its family
+  request* req = take_request(c);
+  const int r = req ? uv_tcp_connect(&req->op.connect, &c.tcp,
+                                     reinterpret_cast<const sockaddr*>(&ss),
+                                     on_connect)
+                    : UV_ENOMEM;
+  if (r != 0) {
+    if (req) give_request(c, req);
+    close_connection(c, posix::connect_reason_of(-r), false);
+  }
+}
+
+void engine_impl::on_connected(connection& c, int status) {
+  // Cancelled: the handle was closed meanwhile (close(reset), a timeout,
+  // stop()), and the connection with it.
+  if (status == UV_ECANCELED || c.p.state != phase::connecting) return;
+  loop& l = c.owner();
+  if (status < 0) {
+    close_connection(c, posix::connect_reason_of(-status), false);
+    finish(l);
+    return;
+  }
+  uv_os_fd_t fd = -1;
+  uv_fileno(reinterpret_cast<uv_handle_t*>(&c.tcp), &fd);
+  detail::connect_done(core_, c.p, posix::peer_of(fd), l.batch);
+  c.fd = fd;
+  if (const int r = uv_read_start(reinterpret_cast<uv_stream_t*>(&c.tcp),
+                                  on_alloc, on_read);
+      r != 0) {
+    close_connection(c, reason_of(r), false);
+  } else {
+    flush(c);  // what was sent while it connected
+  }
+  finish(l);
+}
 
 void engine_impl::open_connection(loop& l, int fd) {
   auto id = core_.open_slot(l.index);

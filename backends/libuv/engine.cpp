@@ -46,10 +46,13 @@ status engine_impl::start() {
   if (status s = core_.init(1); !s) return s;
   const std::uint32_t threads = core_.opts().threads;
 
-  if (status s = posix::open_listener(ep, core_.opts(), SOCK_NONBLOCK,
-                                      listen_fd_, port_);
-      !s) {
-    return s;
+  port_ = 0;
+  if (core_.opts().listen) {
+    if (status s = posix::open_listener(ep, core_.opts(), SOCK_NONBLOCK,
+                                        listen_fd_, port_);
+        !s) {
+      return s;
+    }
   }
 
   conns_.reserve(core_.opts().max_connections);  // made as slots are used
@@ -64,7 +67,7 @@ status engine_impl::start() {
     l->uv.data = l.get();  // connection::owner() finds its loop here
     if (r != 0) {
       gate_.begin_stop();
-      ::close(listen_fd_);
+      if (listen_fd_ >= 0) ::close(listen_fd_);
       listen_fd_ = -1;
       for (auto& done : loops_) {
         uv_close(reinterpret_cast<uv_handle_t*>(&done->wake), nullptr);
@@ -92,7 +95,7 @@ status engine_impl::start() {
           lp.engine->on_sweep(lp);
         },
         sweep_interval_ms, sweep_interval_ms);
-    if (i == 0) {
+    if (i == 0 && listen_fd_ >= 0) {
       l->listen_poll.data = l.get();
       uv_poll_init(&l->uv, &l->listen_poll, listen_fd_);
       uv_poll_start(&l->listen_poll, UV_READABLE, on_listen_readable);
@@ -164,6 +167,24 @@ std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
   return fd < 0 ? 0 : posix::send_now(fd, head, body);
 }
 
+void engine_impl::begin_connect(connection_id id, const endpoint& to) {
+  const std::uint32_t slot = detail::slot_of(id);
+  conns_.make(slot);  // a hand-off may find it before the connect begins
+  loop& l = *loops_[core_.state(slot).owner.load(std::memory_order_relaxed)];
+  if (current_loop == &l) {
+    start_connect(l, id, to);  // finish() ends the callback we are in
+    return;
+  }
+  bool first;
+  {
+    std::lock_guard g(l.lock);
+    first = l.incoming.empty() && l.connects.empty();
+    l.connects.emplace_back(id, to);
+    l.has_incoming.store(true, std::memory_order_release);
+  }
+  if (first) uv_async_send(&l.wake);
+}
+
 void engine_impl::on_accept(loop& l) {
   // Bounded per callback so the acceptor loop also serves its connections.
   for (int n = 0; n < 256; ++n) {
@@ -189,7 +210,7 @@ void engine_impl::on_accept(loop& l) {
     bool first;
     {
       std::lock_guard g(target.lock);
-      first = target.incoming.empty();
+      first = target.incoming.empty() && target.connects.empty();
       target.incoming.push_back(fd);
       target.has_incoming.store(true, std::memory_order_release);
     }
@@ -208,9 +229,12 @@ void engine_impl::on_wake(loop& l) {
     {
       std::lock_guard g(l.lock);
       l.incoming_local.swap(l.incoming);
+      l.connects_local.swap(l.connects);
     }
     for (int fd : l.incoming_local) open_connection(l, fd);
     l.incoming_local.clear();
+    for (const auto& [id, to] : l.connects_local) start_connect(l, id, to);
+    l.connects_local.clear();
   }
   l.handoffs.take_remote();
   finish(l);
@@ -230,7 +254,11 @@ void engine_impl::shutdown_loop(loop& l) {
     std::lock_guard g(l.lock);
     for (int fd : l.incoming) ::close(fd);
     l.incoming.clear();
+    l.connects_local.swap(l.connects);
   }
+  // Connects not begun: each gets its closed event (engine_stopped).
+  for (const auto& [id, to] : l.connects_local) start_connect(l, id, to);
+  l.connects_local.clear();
   l.handoffs.clear();
   // Handles close later, in callbacks: none leaves the list meanwhile.
   l.members.sweep([&](std::uint32_t slot) {
@@ -260,7 +288,7 @@ void engine_impl::on_sweep(loop& l) {
   if ((core_.timeouts_on() || core_.writable_waiting()) && !stopping()) {
     l.members.sweep([&](std::uint32_t slot) {
       connection& c = conns_[slot];
-      if (c.p.state != phase::open) return;
+      if (!c.p.active()) return;  // open, or connecting
       if (const std::error_code ec = core_.expired(slot)) {
         close_connection(c, ec, detail::graceful_after(ec));
       } else {

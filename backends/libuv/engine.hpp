@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "backends/posix/sockets.hpp"
@@ -28,13 +29,14 @@ using detail::phase;
 class engine_impl;
 struct loop;
 
-// A write that waits for the socket, or a shutdown under way. A connection
+// A write that waits for the socket, a shutdown or a connect under way. A connection
 // needs one only then, so requests come from its loop's spares (made as
 // needed, kept for reuse) instead of living in every connection: an idle
 // connection is its handle and a few fields.
 union request_op {
   uv_write_t write;
   uv_shutdown_t shutdown;
+  uv_connect_t connect;
 };
 struct request {
   request_op op{};            // first: libuv's callbacks get its address
@@ -72,8 +74,11 @@ struct loop : detail::loop_lists<connection> {
   detail::handoffs handoffs;              // connections with something to send
   std::mutex lock;                        // guards incoming
   std::vector<int> incoming;              // accepted sockets for this loop
-  std::atomic<bool> has_incoming{false};  // set with each push to incoming
+  // Outbound connections to begin on this loop (engine::connect()).
+  std::vector<std::pair<connection_id, endpoint>> connects;
+  std::atomic<bool> has_incoming{false};  // set with each push to either
   std::vector<int> incoming_local;
+  std::vector<std::pair<connection_id, endpoint>> connects_local;
 
   std::vector<uv_buf_t> bufs;        // scratch for gathering a write
   detail::event_batch batch;         // events of the current callback
@@ -115,6 +120,12 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void on_accept(loop& l);
   void on_wake(loop& l);
   void open_connection(loop& l, int fd);
+  // engine_base: begins `id`'s connect on its loop (any thread).
+  void begin_connect(connection_id id, const endpoint& to);
+  // On the loop: the socket, then uv_tcp_connect (or the closed event).
+  void start_connect(loop& l, connection_id id, const endpoint& to);
+  // The connect finished: connected and reading, or closed with why not.
+  void on_connected(connection& c, int status);
   void flush(connection& c);
   // Reads a paused connection again once its queue and the engine's have
   // room; resume_reading() tries every paused connection of the loop.

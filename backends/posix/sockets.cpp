@@ -111,6 +111,35 @@ std::error_code close_reason_of(int err) noexcept {
   return {err, std::system_category()};
 }
 
+std::error_code connect_reason_of(int err) noexcept {
+  switch (err) {
+    case ECONNREFUSED:
+      return make_error_code(errc::connection_refused);
+    case ETIMEDOUT:
+      return make_error_code(errc::connect_timeout);
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+      return make_error_code(errc::host_unreachable);
+    default:
+      return close_reason_of(err);
+  }
+}
+
+socklen_t sockaddr_of(const endpoint& to, sockaddr_storage& ss) noexcept {
+  return to_sockaddr(to, ss);
+}
+
+int open_outbound(const endpoint& to, const options& o, int& err) noexcept {
+  const int fd = ::socket(to.v6 ? AF_INET6 : AF_INET,
+                          SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = errno;
+    return -1;
+  }
+  tune_accepted(fd, o);
+  return fd;
+}
+
 void refuse(int fd) noexcept {
   const linger reset{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);

@@ -2,6 +2,8 @@
 // listening socket with the errors users should see, and peer addresses.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -35,8 +37,18 @@ inline endpoint peer_of(int fd) {
 std::error_code close_reason_of(int err) noexcept;
 
 // TCP_NODELAY, and TCP keepalive as the options say (off when
-// keepalive_idle is 0), on an accepted socket.
+// keepalive_idle is 0), on an accepted or outbound socket.
 void tune_accepted(int fd, const options& o);
+
+// An outbound connection's socket (engine::connect()): non-blocking,
+// close-on-exec, of `to`'s family, tuned as tune_accepted() does; -1 with
+// `err` set when the system has none to give.
+int open_outbound(const endpoint& to, const options& o, int& err) noexcept;
+// `to` as a sockaddr for connect(2); returns its length.
+socklen_t sockaddr_of(const endpoint& to, sockaddr_storage& ss) noexcept;
+// The close reason of a connect that failed with `err`: refused, timed out
+// (the system's own deadline), unreachable, or what close_reason_of says.
+std::error_code connect_reason_of(int err) noexcept;
 
 // Turns away an accepted connection (max_connections): closes it with a
 // reset (SO_LINGER {on, 0 s}), so the client learns at once and the server

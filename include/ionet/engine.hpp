@@ -8,6 +8,11 @@
 ///                  starts again with the same pools: ids go on from the
 ///                  last run's, so none of them names a new connection.
 /// - port()         the bound port (useful with options::port == 0).
+/// - connect()      an outbound connection: its id at once, then its
+///                  connected event, or a closed event that says why it
+///                  did not open (connection_refused, connect_timeout,
+///                  host_unreachable, a native code). Then it is a
+///                  connection like any other.
 /// - poll/release   the pull model: batches of events for the user's thread.
 /// - send()         any thread; never blocks on I/O. queue_full and
 ///                  pool_exhausted are answered at once; the connection
@@ -49,6 +54,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <system_error>
 
 #include "ionet/error.hpp"
@@ -63,10 +69,16 @@ struct engine_stats {
   /// Engine threads serving connections (libuv loops, io_uring rings, IOCP
   /// workers): options::threads as the backend resolved it.
   std::uint64_t threads = 0;
-  /// Connections open now: accepted less closed.
+  /// Connections open now: accepted and outbound (connecting ones too),
+  /// less closed.
   std::uint64_t connections_open = 0;
-  std::uint64_t accepted = 0;  ///< connections that got a slot
-  std::uint64_t closed = 0;    ///< of those, closed (their slot is recycled)
+  std::uint64_t accepted = 0;  ///< inbound connections that got a slot
+  /// Outbound connections begun: connect() calls that got a slot.
+  std::uint64_t connects = 0;
+  /// Of those, closed before they opened (refused, timed out, ...).
+  std::uint64_t connect_failures = 0;
+  /// Of accepted and connects, closed (their slot is recycled).
+  std::uint64_t closed = 0;
   /// Accepted by the OS, then refused (reset): max_connections were open,
   /// or a shutdown() was under way.
   std::uint64_t rejected = 0;
@@ -112,6 +124,27 @@ struct engine_stats {
   /// @}
 };
 
+/// How engine::connect() makes one outbound connection.
+struct connect_options {
+  /// How long it may take to open; unset: options::connect_timeout. 0
+  /// leaves it to the system.
+  std::optional<std::chrono::milliseconds> timeout;
+  /// The connection's context (event::context()) from the start: its
+  /// connected or closed event carries it already.
+  void* context = nullptr;
+};
+
+/// What engine::connect() answers: the new connection's id, or why there
+/// is none.
+struct connect_result {
+  /// The new connection; names none when `error` is set.
+  connection_id conn{};
+  /// bad_address, bad_option, connection_limit or not_running.
+  std::error_code error;
+  /// True when the connection was begun.
+  explicit operator bool() const noexcept { return !error; }
+};
+
 /// A TCP server engine: one backend's implementation of the contract that
 /// engine.hpp describes. Made by make_engine().
 class IONET_API engine {
@@ -124,8 +157,25 @@ class IONET_API engine {
   /// Binds, listens, reserves every pool and starts the threads; on failure
   /// nothing is left running, and the status says what was wrong.
   [[nodiscard]] virtual status start() = 0;
-  /// The bound port (useful with options::port == 0).
+  /// The bound port (useful with options::port == 0); 0 when the engine
+  /// does not listen (options::listen).
   virtual std::uint16_t port() const noexcept = 0;
+
+  /// Begins an outbound connection to `host` (an IPv4 or IPv6 literal) and
+  /// `port`, on an engine thread; any thread. Answers at once with the new
+  /// connection's id, which then gets a `connected` event (with the peer's
+  /// address), or a `closed` event whose reason says why it did not open:
+  /// connection_refused, connect_timeout, host_unreachable, or the native
+  /// code. From `connected` on it is a connection like any other. Sends
+  /// made before it opens are queued and go out once it has; close() ends
+  /// it at any point (graceful: once it has opened and sent what was
+  /// queued). It counts against max_connections. Errors: bad_address (not
+  /// a literal, or port 0), bad_option (a negative timeout),
+  /// connection_limit (max_connections are open), not_running (not
+  /// started, stopping, or shutdown() under way).
+  [[nodiscard]] virtual connect_result connect(
+      const std::string& host, std::uint16_t port,
+      const connect_options& how = {}) = 0;
 
   /// The pull model (no options::handler). Waits up to `timeout` for
   /// events, fills `out` with at most out.size(), returns how many. Every

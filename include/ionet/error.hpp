@@ -13,8 +13,8 @@
 
 namespace ionet {
 
-/// ionet's error codes: what send(), close(), set_context() and start()
-/// answer, and the close reasons a closed event carries.
+/// ionet's error codes: what send(), close(), set_context(), connect() and
+/// start() answer, and the close reasons a closed event carries.
 enum class errc : int {
   // send(), close(), set_context()
   stale_connection = 1,  ///< the id names a connection that no longer exists
@@ -43,6 +43,13 @@ enum class errc : int {
   read_timeout,    ///< a message left partial for options::read_timeout
   /// queued bytes made no progress for options::write_timeout
   write_timeout,
+  // engine::connect(): the closed event of a connection that never opened.
+  connection_refused,  ///< nothing listens there (the peer answered a reset)
+  /// the connection did not open within its connect timeout
+  connect_timeout,
+  host_unreachable,  ///< no route to the address (net or host unreachable)
+  /// engine::connect() refused: max_connections are open already
+  connection_limit,
 };
 
 /// The category of ionet::errc values ("ionet").

@@ -41,8 +41,14 @@ struct options {
   std::string host = "127.0.0.1";
   /// 0 picks a free port; engine::port() tells which.
   std::uint16_t port = 0;
-  /// Connections open at once; more are accepted, reset at once (the client
-  /// sees connection_reset) and counted (stats().rejected). Memory for this
+  /// Whether start() binds and listens on host:port. An engine that only
+  /// makes outbound connections (engine::connect()) sets it false; host and
+  /// port are then not used, and port() answers 0.
+  bool listen = true;
+  /// Connections open at once, accepted and outbound (engine::connect())
+  /// alike; more are accepted, reset at once (the client sees
+  /// connection_reset) and counted (stats().rejected), and connect()
+  /// answers errc::connection_limit. Memory for this
   /// many is reserved at start; a connection slot's state is made, and its
   /// pages touched, the first time the slot is used (Linux backends), so
   /// resident memory follows the most connections open at once.
@@ -99,6 +105,11 @@ struct options {
   std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
   /// How long queued bytes may make no progress (see idle_timeout).
   std::chrono::milliseconds write_timeout{std::chrono::seconds(60)};
+  /// How long an outbound connection (engine::connect()) may take to open
+  /// before it is closed with errc::connect_timeout; connect_options can
+  /// set it per connection. 0 leaves it to the system (on Linux a connect
+  /// to a silent host gives up after about two minutes).
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
   /// TCP keepalive on every connection: the first probe after this much
   /// silence, then one every keepalive_interval, `keepalive_probes` in all
   /// (so a vanished peer is noticed in ~2 minutes). 0 turns it off.

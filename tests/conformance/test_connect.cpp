@@ -1,0 +1,302 @@
+// Outbound connections (engine::connect()): an ionet engine that does not
+// listen connects to one that does, and they echo; connects that cannot
+// open end with a closed event that says why (refused, unreachable, timed
+// out), and every id connect() gave gets exactly one closed event, also
+// when the engine stops meanwhile.
+#include "support.hpp"
+
+using namespace ionet_test;
+
+namespace {
+
+ionet::options outbound_options() {
+  ionet::options o = local_options();
+  o.listen = false;
+  return o;
+}
+
+// What a client engine's callback saw: the connected event's peer and
+// context, and each message's bytes in order.
+struct outbound_log {
+  std::mutex lock;
+  std::vector<ionet::endpoint> peers;
+  std::vector<void*> contexts;
+  std::vector<std::vector<std::byte>> messages;
+
+  server::callback callback() {
+    return [this](ionet::engine&, const ionet::event& e) {
+      std::lock_guard g(lock);
+      if (e.type == ionet::event_type::connected) {
+        peers.push_back(e.peer);
+        contexts.push_back(e.context());
+      } else if (e.type == ionet::event_type::message) {
+        messages.emplace_back(e.data.begin(), e.data.end());
+      }
+    };
+  }
+  std::size_t message_count() {
+    std::lock_guard g(lock);
+    return messages.size();
+  }
+};
+
+void run_connect_echo(server::delivery d) {
+  server s;  // echoes
+  REQUIRE(s.start().ok());
+  outbound_log log;
+  server c(outbound_options(), log.callback(), d);
+  REQUIRE(c.start().ok());
+  CHECK(c.port() == 0);  // it does not listen
+
+  int context = 0;
+  ionet::connect_options how;
+  how.context = &context;
+  const ionet::connect_result r =
+      c.engine().connect("127.0.0.1", s.port(), how);
+  REQUIRE(r);
+  // Sent before it opened: queued, and out once it has.
+  constexpr std::size_t early = 5, late = 5;
+  std::vector<std::vector<std::byte>> sent;
+  for (std::size_t i = 0; i < early; ++i) {
+    sent.push_back(pattern(100 + i * 3000, 500 + i));
+    REQUIRE_FALSE(c.engine().send(r.conn, sent.back()));
+  }
+  REQUIRE(c.wait_connected(1));
+  CHECK(c.snapshot().connected.at(0) == r.conn);
+  for (std::size_t i = 0; i < late; ++i) {
+    sent.push_back(pattern(7 + i * 5000, 600 + i));
+    REQUIRE_FALSE(c.engine().send(r.conn, sent.back()));
+  }
+  REQUIRE(eventually([&] { return log.message_count() == early + late; }));
+  {
+    std::lock_guard g(log.lock);
+    REQUIRE(log.peers.size() == 1);
+    CHECK(log.peers[0].to_string() ==
+          "127.0.0.1:" + std::to_string(s.port()));
+    CHECK(log.contexts[0] == &context);
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+      INFO("message " << i);
+      CHECK(same_bytes(log.messages[i], sent[i]));
+    }
+  }
+  const auto peer = c.engine().peer_address(r.conn);
+  REQUIRE(peer);
+  CHECK(peer->port == s.port());
+  const auto local = c.engine().local_address(r.conn);
+  REQUIRE(local);
+  CHECK(local->port != 0);
+
+  REQUIRE_FALSE(c.engine().close(r.conn));
+  REQUIRE(c.wait_closed_id(r.conn));
+  REQUIRE(s.wait_closed(1));
+  const record cr = c.snapshot();
+  CHECK(cr.closed_of(r.conn)->reason == ionet::errc::closed_by_user);
+  CHECK(cr.closed_of(r.conn)->context == &context);
+  CHECK(cr.order_errors.empty());
+  const record sr = s.snapshot();
+  CHECK(sr.closed.at(0).reason == ionet::errc::peer_closed);
+  CHECK(sr.messages == early + late);
+  CHECK(sr.echo_failures == 0);
+
+  const ionet::engine_stats st = c.engine().stats();
+  CHECK(st.connects == 1);
+  CHECK(st.connect_failures == 0);
+  CHECK(st.accepted == 0);
+  CHECK(eventually([&] { return c.engine().stats().connections_open == 0; }));
+  CHECK(s.engine().stats().accepted == 1);
+}
+
+// Waits for `id`'s closed event on `c` and returns its record.
+closed_record closed_of(server& c, ionet::connection_id id) {
+  REQUIRE(c.wait_closed_id(id));
+  return *c.snapshot().closed_of(id);
+}
+
+}  // namespace
+
+TEST_CASE("connect: an outbound connection echoes with an ionet server (pull)",
+          "[conformance][connect]") {
+  run_connect_echo(server::delivery::pull);
+}
+
+TEST_CASE(
+    "connect: an outbound connection echoes with an ionet server (inline handler)",
+    "[conformance][connect]") {
+  run_connect_echo(server::delivery::inline_handler);
+}
+
+TEST_CASE("connect: nothing listening ends it with connection_refused",
+          "[conformance][connect]") {
+  std::uint16_t port = 0;
+  {
+    server gone;  // a port that was just free, now free again
+    REQUIRE(gone.start().ok());
+    port = gone.port();
+  }
+  server c(outbound_options());
+  REQUIRE(c.start().ok());
+  int context = 0;
+  ionet::connect_options how;
+  how.context = &context;
+  const auto r = c.engine().connect("127.0.0.1", port, how);
+  REQUIRE(r);
+  const closed_record end = closed_of(c, r.conn);
+  CHECK(end.reason == ionet::errc::connection_refused);
+  CHECK_FALSE(end.opened);
+  CHECK(end.context == &context);  // handed back on the closed event
+  CHECK(c.snapshot().connected.empty());
+  const ionet::engine_stats st = c.engine().stats();
+  CHECK(st.connects == 1);
+  CHECK(st.connect_failures == 1);
+  CHECK(eventually([&] { return c.engine().stats().connections_open == 0; }));
+}
+
+TEST_CASE("connect: an unroutable address ends it with host_unreachable",
+          "[conformance][connect]") {
+  server c(outbound_options());
+  REQUIRE(c.start().ok());
+  // The limited broadcast address: no TCP connection can go there, and
+  // the system says so without sending anything.
+  const auto r = c.engine().connect("255.255.255.255", 9);
+  REQUIRE(r);
+  CHECK(closed_of(c, r.conn).reason == ionet::errc::host_unreachable);
+}
+
+TEST_CASE("connect: a peer that never answers ends it with connect_timeout",
+          "[conformance][connect]") {
+  black_hole hole;
+  INFO(hole.error());
+  REQUIRE(hole.error().empty());
+  server c(outbound_options());
+  REQUIRE(c.start().ok());
+  ionet::connect_options how;
+  how.timeout = 300ms;
+  const auto began = steady::now();
+  const auto r = c.engine().connect("127.0.0.1", hole.port(), how);
+  REQUIRE(r);
+  REQUIRE_FALSE(c.engine().send(r.conn, pattern(1000, 1)));  // queued
+  const closed_record end = closed_of(c, r.conn);
+  CHECK(end.reason == ionet::errc::connect_timeout);
+  CHECK_FALSE(end.opened);
+  // Never early (the deadline is checked a few times a second: late by
+  // up to one check).
+  CHECK(steady::now() - began >= 295ms);
+  const ionet::engine_stats st = c.engine().stats();
+  CHECK(st.connect_failures == 1);
+  CHECK(st.bytes_dropped == 1004);  // the queued frame never went
+}
+
+TEST_CASE("connect: close(reset) ends a connect under way at once",
+          "[conformance][connect]") {
+  black_hole hole;
+  INFO(hole.error());
+  REQUIRE(hole.error().empty());
+  server c(outbound_options());
+  REQUIRE(c.start().ok());
+  const auto r = c.engine().connect("127.0.0.1", hole.port());
+  REQUIRE(r);
+  REQUIRE_FALSE(c.engine().close(r.conn, ionet::close_mode::reset));
+  const closed_record end = closed_of(c, r.conn);
+  CHECK(end.reason == ionet::errc::closed_by_user);
+  CHECK_FALSE(end.opened);
+  CHECK(c.engine().close(r.conn) == ionet::errc::stale_connection);
+}
+
+TEST_CASE(
+    "connect: a graceful close before it opens still sends what was queued",
+    "[conformance][connect]") {
+  server s;
+  REQUIRE(s.start().ok());
+  server c(outbound_options());
+  REQUIRE(c.start().ok());
+  const auto r = c.engine().connect("127.0.0.1", s.port());
+  REQUIRE(r);
+  for (int i = 0; i < 3; ++i)
+    REQUIRE_FALSE(c.engine().send(r.conn, pattern(64, i)));
+  REQUIRE_FALSE(c.engine().close(r.conn));
+  CHECK(closed_of(c, r.conn).reason == ionet::errc::closed_by_user);
+  REQUIRE(s.wait_closed(1));
+  const record sr = s.snapshot();
+  CHECK(sr.messages == 3);
+  CHECK(sr.closed.at(0).reason == ionet::errc::peer_closed);
+}
+
+TEST_CASE("connect: bad addresses, a full engine and a stopped one are refused",
+          "[conformance][connect]") {
+  ionet::options o = outbound_options();
+  o.max_connections = 1;
+  auto eng = ionet::make_engine(o);
+  CHECK(eng->connect("127.0.0.1", 9).error == ionet::errc::not_running);
+  REQUIRE(eng->start().ok());
+  for (const char* bad : {"localhost", "", "1.2.3", "1.2.3.4.5", "::g"}) {
+    INFO(bad);
+    CHECK(eng->connect(bad, 9).error == ionet::errc::bad_address);
+  }
+  CHECK(eng->connect("127.0.0.1", 0).error == ionet::errc::bad_address);
+  ionet::connect_options how;
+  how.timeout = -1ms;
+  CHECK(eng->connect("127.0.0.1", 9, how).error == ionet::errc::bad_option);
+
+  black_hole hole;
+  INFO(hole.error());
+  REQUIRE(hole.error().empty());
+  const auto first = eng->connect("127.0.0.1", hole.port());
+  REQUIRE(first);
+  const auto second = eng->connect("127.0.0.1", hole.port());
+  CHECK(second.error == ionet::errc::connection_limit);
+  CHECK(second.conn == ionet::connection_id{});
+  eng->stop();
+  CHECK(eng->connect("127.0.0.1", hole.port()).error ==
+        ionet::errc::not_running);
+}
+
+TEST_CASE("connect: every connect under way at stop() gets its closed event",
+          "[conformance][connect]") {
+  black_hole hole;
+  INFO(hole.error());
+  REQUIRE(hole.error().empty());
+  server s;
+  REQUIRE(s.start().ok());
+  for (const auto d :
+       {server::delivery::pull, server::delivery::inline_handler}) {
+    server c(outbound_options(), {}, d);
+    REQUIRE(c.start().ok());
+    std::vector<ionet::connection_id> ids;
+    for (int i = 0; i < 40; ++i) {
+      // Half never open, half open (or are opening) when stop() comes.
+      const auto r = c.engine().connect(
+          "127.0.0.1", i % 2 ? hole.port() : s.port());
+      REQUIRE(r);
+      ids.push_back(r.conn);
+      REQUIRE_FALSE(c.engine().send(r.conn, pattern(32, i)));
+    }
+    c.stop();
+    const record cr = c.snapshot();
+    CHECK(cr.order_errors.empty());
+    CHECK(cr.closed.size() == ids.size());
+    for (const auto id : ids) {
+      INFO("id " << id);
+      const closed_record* end = cr.closed_of(id);
+      REQUIRE(end);
+      CHECK(end->reason == ionet::errc::engine_stopped);
+    }
+  }
+}
+
+TEST_CASE("connect: shutdown() ends a connect that does not open in time",
+          "[conformance][connect]") {
+  black_hole hole;
+  INFO(hole.error());
+  REQUIRE(hole.error().empty());
+  server c(outbound_options());
+  REQUIRE(c.start().ok());
+  const auto r = c.engine().connect("127.0.0.1", hole.port());
+  REQUIRE(r);
+  c.engine().shutdown(200ms);
+  CHECK(c.engine().connect("127.0.0.1", hole.port()).error ==
+        ionet::errc::not_running);
+  c.stop();
+  const record cr = c.snapshot();
+  REQUIRE(cr.closed_of(r.conn));
+  CHECK(cr.closed_of(r.conn)->reason == ionet::errc::engine_stopped);
+}

@@ -551,6 +551,74 @@ def check_http_refused(binary):
         s.close()
 
 
+# --- proxy (relays to an ionet-example-echo started for it) ---------------------
+
+def free_port():
+    """A port nothing listens on (it was free a moment ago)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def check_proxy_flags(binary, upstream_binary):
+    r = run(binary, "--help")
+    check(r.returncode == 0 and "--upstream" in r.stdout,
+          f"--help: status {r.returncode}, stdout {r.stdout!r}")
+    r = run(binary, "--version")
+    check(r.returncode == 0 and
+          re.fullmatch(r"ionet-example-proxy \d+\.\d+\.\d+\n", r.stdout),
+          f"--version: status {r.returncode}, stdout {r.stdout!r}")
+    for bad in ([], ["--upstream"], ["--upstream", "127.0.0.1"],
+                ["--upstream", "127.0.0.1:0"], ["--upstream", "::1:80"],
+                ["--upstream", "127.0.0.1:65536"], ["--upstream=:80"],
+                ["--upstream", "127.0.0.1:80", "--bogus"]):
+        r = run(binary, *bad)
+        check(r.returncode == 2 and r.stderr and not r.stdout,
+              f"{bad}: status {r.returncode} (not 2), stdout {r.stdout!r}, "
+              f"stderr {r.stderr!r}")
+
+
+def check_proxy_relay(binary, upstream_binary):
+    rng = random.Random(2)
+    sizes = [0, 1, 100, 4096, 65536 + 3, 200 * 1024, 7]
+    with Server(upstream_binary) as echo, \
+            Server(binary, "--upstream", f"127.0.0.1:{echo.port}") as proxy:
+        clients = [connect(proxy.port) for _ in range(3)]
+        sent = [[rng.randbytes(n) for n in sizes] for _ in clients]
+        for k in range(len(sizes)):
+            for s, msgs in zip(clients, sent):
+                send_msg(s, msgs[k])
+        for i, (s, msgs) in enumerate(zip(clients, sent)):
+            for k, msg in enumerate(msgs):
+                got = recv_msg(s)
+                check(got == msg, f"client {i}, message {k}: {len(got)} "
+                      f"bytes back, not the {len(msg)} sent")
+        # A client that ends its side: the proxy ends the upstream's, and
+        # then the client's connection (EOF, nothing more).
+        s = clients[0]
+        s.shutdown(socket.SHUT_WR)
+        expect_closed(s, "a client after its own end")
+        for s in clients:
+            s.close()
+
+
+def check_proxy_upstream_down(binary, upstream_binary):
+    with Server(binary, "--upstream", f"127.0.0.1:{free_port()}") as proxy:
+        for i in range(3):
+            s = connect(proxy.port)
+            send_msg(s, b"nobody is there")
+            expect_closed(s, f"client {i} of an upstream that refuses")
+            s.close()
+
+
+PROXY_CHECKS = {
+    "proxy-flags": check_proxy_flags,
+    "proxy-relay": check_proxy_relay,
+    "proxy-upstream-down": check_proxy_upstream_down,
+}
+
 CHECKS = {
     "flags": check_flags,
     "echo-clients": check_echo_clients,
@@ -568,11 +636,18 @@ CHECKS = {
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--binary", required=True, help="the example program")
-    p.add_argument("check", choices=sorted(CHECKS))
+    p.add_argument("--upstream-binary",
+                   help="proxy checks: the echo example to relay to")
+    p.add_argument("check", choices=sorted({**CHECKS, **PROXY_CHECKS}))
     args = p.parse_args()
+    if args.check in PROXY_CHECKS and not args.upstream_binary:
+        p.error(f"{args.check} needs --upstream-binary")
     started = time.monotonic()
     try:
-        CHECKS[args.check](args.binary)
+        if args.check in PROXY_CHECKS:
+            PROXY_CHECKS[args.check](args.binary, args.upstream_binary)
+        else:
+            CHECKS[args.check](args.binary)
     except (Failure, OSError, subprocess.TimeoutExpired) as e:
         traceback.print_exc(file=sys.stdout)
         print(f"FAIL: {args.check}: {e}")

@@ -36,7 +36,32 @@ struct server_flags {
   std::uint16_t port = 0;                        // 0: the OS picks a free port
   std::optional<std::uint32_t> threads;          // unset: the backend's choice
   std::optional<std::uint32_t> max_connections;  // unset: ionet's 10,000
+  // --upstream HOST:PORT, for the programs that ask parse_flags() for it.
+  std::string upstream_host;
+  std::uint16_t upstream_port = 0;
 };
+
+// "127.0.0.1:7000" or "[::1]:7000" into host and port; false when it is
+// neither (the host is checked by connect(), which wants a literal).
+inline bool parse_host_port(std::string_view text, std::string& host,
+                            std::uint16_t& port) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  std::string_view h = text.substr(0, colon);
+  if (h.front() == '[') {
+    if (h.size() < 3 || h.back() != ']') return false;
+    h = h.substr(1, h.size() - 2);
+  } else if (h.find(':') != std::string_view::npos) {
+    return false;  // an IPv6 address needs its brackets
+  }
+  std::uint32_t p = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data() + colon + 1, end, p);
+  if (ec != std::errc() || ptr != end || p == 0 || p > 65535) return false;
+  host = std::string(h);
+  port = static_cast<std::uint16_t>(p);
+  return true;
+}
 
 // The flags' part of the engine's options.
 inline void apply(const server_flags& flags, ionet::options& opts) {
@@ -57,11 +82,13 @@ inline std::optional<std::uint32_t> parse_number(std::string_view text,
   return value;
 }
 
-// Fills `flags` from the command line ("--port 80" or "--port=80").
+// Fills `flags` from the command line ("--port 80" or "--port=80");
+// with `upstream`, --upstream HOST:PORT is accepted, and required.
 // Returns the status main() should exit with at once (--help, --version,
 // a bad flag), or nullopt to go on and serve.
 inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
-                                      const char* about, server_flags& flags) {
+                                      const char* about, server_flags& flags,
+                                      bool upstream = false) {
   for (int i = 1; i < argc; ++i) {
     std::string_view flag = argv[i];
     std::optional<std::string_view> value;
@@ -74,8 +101,8 @@ inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
         std::printf("%s %s\n", name, IONET_VERSION_STRING);
       } else {
         std::printf(
-            "usage: %s [--host ADDR] [--port N] [--threads N] "
-            "[--max-connections N]\n\n%s\n\n"
+            "usage: %s %s[--host ADDR] [--port N] [--threads N] "
+            "[--max-connections N]\n\n%s\n\n%s"
             "  --host ADDR    IPv4 or IPv6 literal to listen on (127.0.0.1)\n"
             "  --port N       TCP port; 0 picks a free one (0)\n"
             "  --threads N    engine threads (the backend's choice)\n"
@@ -86,12 +113,17 @@ inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
             "Prints 'listening on HOST:PORT' once listening; stops on SIGINT "
             "or SIGTERM.\nExit status: 0 after a signal, 1 when the engine "
             "cannot run (address in use),\n2 on a bad flag or option.\n",
-            name, about);
+            name, upstream ? "--upstream HOST:PORT " : "", about,
+            upstream ? "  --upstream HOST:PORT\n"
+                       "                 where to relay each connection "
+                       "(an address literal:\n"
+                       "                 127.0.0.1:7000, [::1]:7000)\n"
+                     : "");
       }
       return 0;
     }
     if (flag != "--host" && flag != "--port" && flag != "--threads" &&
-        flag != "--max-connections") {
+        flag != "--max-connections" && !(upstream && flag == "--upstream")) {
       std::fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", name,
                    argv[i]);
       return 2;
@@ -122,9 +154,18 @@ inline std::optional<int> parse_flags(int argc, char** argv, const char* name,
       flags.max_connections = parse_number(*value, 1, 1u << 24);
       if (flags.max_connections) continue;
     }
+    if (flag == "--upstream" &&
+        parse_host_port(*value, flags.upstream_host, flags.upstream_port)) {
+      continue;
+    }
     std::fprintf(stderr, "%s: bad value '%.*s' for %.*s (see --help)\n", name,
                  static_cast<int>(value->size()), value->data(),
                  static_cast<int>(flag.size()), flag.data());
+    return 2;
+  }
+  if (upstream && flags.upstream_port == 0) {
+    std::fprintf(stderr, "%s: --upstream HOST:PORT is required (see --help)\n",
+                 name);
     return 2;
   }
   return std::nullopt;

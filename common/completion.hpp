@@ -30,8 +30,8 @@ enum class phase : std::uint8_t {
   idle,        // the slot is free
   connecting,  // outbound (engine::connect()): the connect is under way
   open,        // serving
-  lingering,  // closed for the user; our FIN is out, waiting for the peer's
-  draining,   // closed for the user; waiting for operations in flight
+  lingering,   // closed for the user; our FIN is out, waiting for the peer's
+  draining,    // closed for the user; waiting for operations in flight
 };
 
 struct conn_protocol {

@@ -130,7 +130,8 @@ engine_core::outbound engine_core::open_outbound(
   }
   st.context.store(context, std::memory_order_relaxed);
   st.last_active.store(0, std::memory_order_relaxed);  // no idle_timeout yet
-  st.connect_by.store(timeouts_.deadline_in(timeout), std::memory_order_relaxed);
+  st.connect_by.store(timeouts_.deadline_in(timeout),
+                      std::memory_order_relaxed);
   counters_.add(counter::connects, 1);
   opened_.fetch_add(1, std::memory_order_relaxed);
   live_.fetch_add(1, std::memory_order_relaxed);

@@ -64,8 +64,7 @@ class engine_core {
   outbound open_outbound(void* context, std::chrono::milliseconds timeout);
   // The outbound connection opened (its thread): emits connected with
   // `peer`; the backend flushes next (what was sent meanwhile goes out).
-  void connect_done(std::uint32_t slot, const endpoint& peer,
-                    event_batch& out);
+  void connect_done(std::uint32_t slot, const endpoint& peer, event_batch& out);
   // Takes back a slot open_slot() gave that the backend did not open after
   // all (the engine began to stop meanwhile): no event named it, so it is
   // freed at once and not counted as accepted.
@@ -295,8 +294,8 @@ class engine_core {
   // Per connection, and read by should_pause_reading: shared.
   std::atomic<std::uint64_t> opened_{0};  // accepted and outbound
   std::atomic<std::uint64_t> closed_{0};
-  std::atomic<std::uint32_t> live_{0};  // opened, backend_done() not yet
-  std::atomic<bool> draining_{false};   // begin_drain() was called
+  std::atomic<std::uint32_t> live_{0};        // opened, backend_done() not yet
+  std::atomic<bool> draining_{false};         // begin_drain() was called
   std::atomic<std::uint32_t> next_owner_{0};  // open_outbound()'s turn
   // Held by init() and stats(): a monitoring thread may ask for stats
   // while another starts the engine, which makes or resets what they read.

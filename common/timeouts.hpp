@@ -54,7 +54,7 @@ class timeouts {
   std::chrono::milliseconds idle_;
   std::chrono::milliseconds read_;
   std::chrono::milliseconds write_;
-  std::atomic<std::uint32_t> now_{1};  // coarse ms since start, never 0
+  std::atomic<std::uint32_t> now_{1};        // coarse ms since start, never 0
   std::atomic<std::uint32_t> deadlines_{0};  // connect deadlines set
   std::int64_t epoch_ms_ = 0;
 };

@@ -137,8 +137,7 @@ void on_connect(uv_connect_t* req, int status) {
 
 }  // namespace
 
-void engine_impl::start_connect(loop& l, connection_id id,
-                                const endpoint& to) {
+void engine_impl::start_connect(loop& l, connection_id id, const endpoint& to) {
   const std::uint32_t slot = detail::slot_of(id);
   connection& c = conns_[slot];  // made by begin_connect()
   c.p.slot = slot;
@@ -170,10 +169,10 @@ void engine_impl::start_connect(loop& l, connection_id id,
   sockaddr_storage ss{};
   posix::sockaddr_of(to, ss);  // uv_tcp_connect reads its family
   request* req = take_request(c);
-  const int r = req ? uv_tcp_connect(&req->op.connect, &c.tcp,
-                                     reinterpret_cast<const sockaddr*>(&ss),
-                                     on_connect)
-                    : UV_ENOMEM;
+  const int r =
+      req ? uv_tcp_connect(&req->op.connect, &c.tcp,
+                           reinterpret_cast<const sockaddr*>(&ss), on_connect)
+          : UV_ENOMEM;
   if (r != 0) {
     if (req) give_request(c, req);
     close_connection(c, posix::connect_reason_of(-r), false);

@@ -29,9 +29,9 @@ using detail::phase;
 class engine_impl;
 struct loop;
 
-// A write that waits for the socket, a shutdown or a connect under way. A connection
-// needs one only then, so requests come from its loop's spares (made as
-// needed, kept for reuse) instead of living in every connection: an idle
+// A write that waits for the socket, a shutdown or a connect under way. A
+// connection needs one only then, so requests come from its loop's spares (made
+// as needed, kept for reuse) instead of living in every connection: an idle
 // connection is its handle and a few fields.
 union request_op {
   uv_write_t write;
@@ -71,9 +71,9 @@ struct loop : detail::loop_lists<connection> {
   std::thread thread;
   std::thread::id thread_id;
 
-  detail::handoffs handoffs;              // connections with something to send
-  std::mutex lock;                        // guards incoming
-  std::vector<int> incoming;              // accepted sockets for this loop
+  detail::handoffs handoffs;  // connections with something to send
+  std::mutex lock;            // guards incoming
+  std::vector<int> incoming;  // accepted sockets for this loop
   // Outbound connections to begin on this loop (engine::connect()).
   std::vector<std::pair<connection_id, endpoint>> connects;
   std::atomic<bool> has_incoming{false};  // set with each push to either

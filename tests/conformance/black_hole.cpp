@@ -46,8 +46,8 @@ black_hole::black_hole() {
   // Fill the queue: connects that complete take its places; the first one
   // that stays pending shows it is full.
   for (int i = 0; i < 16; ++i) {
-    const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                           0);
+    const int c =
+        ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c < 0) {
       error_ = std::string("socket: ") + std::strerror(errno);
       return;

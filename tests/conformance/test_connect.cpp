@@ -71,8 +71,7 @@ void run_connect_echo(server::delivery d) {
   {
     std::lock_guard g(log.lock);
     REQUIRE(log.peers.size() == 1);
-    CHECK(log.peers[0].to_string() ==
-          "127.0.0.1:" + std::to_string(s.port()));
+    CHECK(log.peers[0].to_string() == "127.0.0.1:" + std::to_string(s.port()));
     CHECK(log.contexts[0] == &context);
     for (std::size_t i = 0; i < sent.size(); ++i) {
       INFO("message " << i);
@@ -264,8 +263,8 @@ TEST_CASE("connect: every connect under way at stop() gets its closed event",
     std::vector<ionet::connection_id> ids;
     for (int i = 0; i < 40; ++i) {
       // Half never open, half open (or are opening) when stop() comes.
-      const auto r = c.engine().connect(
-          "127.0.0.1", i % 2 ? hole.port() : s.port());
+      const auto r =
+          c.engine().connect("127.0.0.1", i % 2 ? hole.port() : s.port());
       REQUIRE(r);
       ids.push_back(r.conn);
       REQUIRE_FALSE(c.engine().send(r.conn, pattern(32, i)));

@@ -21,4 +21,20 @@ TEST_CASE("close reasons: resets are named, other errors stay native",
     CHECK(ec.value() == err);
   }
 }
+
+TEST_CASE("close reasons: a failed connect is named", "[unit][close_reasons]") {
+  CHECK(ionet::posix::connect_reason_of(ECONNREFUSED) ==
+        ionet::errc::connection_refused);
+  CHECK(ionet::posix::connect_reason_of(ETIMEDOUT) ==
+        ionet::errc::connect_timeout);
+  CHECK(ionet::posix::connect_reason_of(ENETUNREACH) ==
+        ionet::errc::host_unreachable);
+  CHECK(ionet::posix::connect_reason_of(EHOSTUNREACH) ==
+        ionet::errc::host_unreachable);
+  // Anything else, as any failed call: a reset, or the native code.
+  CHECK(ionet::posix::connect_reason_of(ECONNRESET) ==
+        ionet::errc::connection_reset);
+  CHECK(ionet::posix::connect_reason_of(EACCES) ==
+        std::error_code(EACCES, std::system_category()));
+}
 #endif

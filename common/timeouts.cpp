@@ -32,10 +32,12 @@ void timeouts::tick() noexcept {
 std::uint32_t timeouts::deadline_in(std::chrono::milliseconds ms) noexcept {
   if (ms.count() <= 0) return 0;
   deadlines_.fetch_add(1, std::memory_order_relaxed);
-  // From the clock itself, not the coarse one (up to a tick behind): the
-  // deadline is never early, only up to a tick late.
+  // From the clock itself, not the coarse one (up to a tick behind), and
+  // two milliseconds on: one for the part of this one already gone, one
+  // for the clock's low bit, always set: the deadline is never early, only
+  // up to a tick late.
   const auto now = static_cast<std::uint32_t>(steady_ms() - epoch_ms_);
-  return (now + static_cast<std::uint32_t>(ms.count())) | 1u;
+  return (now + static_cast<std::uint32_t>(ms.count()) + 2) | 1u;
 }
 
 std::error_code timeouts::expired(const conn_state& st) const noexcept {

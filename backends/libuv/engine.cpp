@@ -170,11 +170,10 @@ std::size_t engine_impl::write_now(void* self, std::uint32_t slot,
 void engine_impl::begin_connect(connection_id id, const endpoint& to) {
   const std::uint32_t slot = detail::slot_of(id);
   conns_.make(slot);  // a hand-off may find it before the connect begins
+  // Through the loop's inbox even from its own thread: an inline handler
+  // may be calling, in the middle of delivering the loop's batch, and a
+  // connect that fails at once adds its closed event to that batch.
   loop& l = *loops_[core_.state(slot).owner.load(std::memory_order_relaxed)];
-  if (current_loop == &l) {
-    start_connect(l, id, to);  // finish() ends the callback we are in
-    return;
-  }
   bool first;
   {
     std::lock_guard g(l.lock);

@@ -299,3 +299,47 @@ TEST_CASE("connect: shutdown() ends a connect that does not open in time",
   REQUIRE(cr.closed_of(r.conn));
   CHECK(cr.closed_of(r.conn)->reason == ionet::errc::engine_stopped);
 }
+
+TEST_CASE(
+    "connect: from an inline handler, a connect that fails at once is closed",
+    "[conformance][connect]") {
+  // The handler connects while the engine delivers its batch to it. A
+  // connect the system refuses on the spot (no route) must still reach
+  // the handler as a closed event, not be lost with the batch.
+  std::mutex lock;
+  std::vector<ionet::connection_id> made;
+  std::vector<std::pair<ionet::connection_id, std::error_code>> ended;
+  ionet::options o = local_options();
+  o.handler = [&](ionet::engine& eng, const ionet::event& e) {
+    if (e.type == ionet::event_type::connected && !e.context()) {
+      static int outbound_mark = 0;
+      ionet::connect_options how;
+      how.context = &outbound_mark;
+      for (int i = 0; i < 20; ++i) {
+        const auto r = eng.connect("255.255.255.255", 9, how);
+        std::lock_guard g(lock);
+        if (r) made.push_back(r.conn);
+      }
+    } else if (e.type == ionet::event_type::closed && e.context()) {
+      std::lock_guard g(lock);
+      ended.emplace_back(e.conn, e.reason);
+    }
+  };
+  auto eng = ionet::make_engine(o);
+  REQUIRE(eng->start().ok());
+  ionet::framed_client c;
+  REQUIRE(connect_client(c, eng->port()).ok());
+  const bool all = eventually([&] {
+    std::lock_guard g(lock);
+    return made.size() == 20 && ended.size() == 20;
+  });
+  eng->stop();
+  std::lock_guard g(lock);
+  CHECK(made.size() == 20);
+  REQUIRE(all);
+  for (const auto& [id, reason] : ended) {
+    INFO("id " << id);
+    CHECK(std::find(made.begin(), made.end(), id) != made.end());
+    CHECK(reason == ionet::errc::host_unreachable);
+  }
+}

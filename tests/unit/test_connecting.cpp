@@ -126,8 +126,7 @@ TEST_CASE("connecting: a full engine answers connection_limit",
   outbound_core t;
   REQUIRE_FALSE(t.core.open_outbound(nullptr, 0ms).ec);
   REQUIRE(t.core.open_slot(0));
-  CHECK(t.core.open_outbound(nullptr, 0ms).ec ==
-        ionet::errc::connection_limit);
+  CHECK(t.core.open_outbound(nullptr, 0ms).ec == ionet::errc::connection_limit);
   t.core.begin_drain();
   CHECK(t.core.open_outbound(nullptr, 0ms).ec == ionet::errc::not_running);
 }

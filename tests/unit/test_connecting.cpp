@@ -64,7 +64,7 @@ TEST_CASE("connecting: sends queue and wake nothing until connect_done",
   CHECK(st.connect_failures == 0);
 }
 
-TEST_CASE("connecting: a reset ends it at once; a graceful close waits",
+TEST_CASE("connecting: a reset ends it at once, a graceful close waits",
           "[unit][connecting]") {
   outbound_core t;
   const auto a = t.core.open_outbound(nullptr, 0ms);

@@ -211,13 +211,14 @@ struct echo_window {
   std::int64_t begin = 0;
   std::int64_t end = 0;
   std::optional<double> server_cpu_begin, server_cpu_end;
+  std::optional<double> upstream_cpu_begin, upstream_cpu_end;
   self_usage self_begin, self_end;
 };
 
 echo_window run_echo_window(const load_config& cfg, load_clock& clock,
                             const std::vector<std::unique_ptr<worker>>& workers,
                             std::uint32_t connected, int server_pid,
-                            std::int64_t t0) {
+                            int upstream_pid, std::int64_t t0) {
   echo_window w;
   const std::int64_t start = now_ns();
   w.begin = start + static_cast<std::int64_t>(cfg.warmup_s * 1e9);
@@ -242,10 +243,14 @@ echo_window run_echo_window(const load_config& cfg, load_clock& clock,
     if (!sampled_begin && now >= w.begin) {
       sampled_begin = true;
       if (server_pid != 0) w.server_cpu_begin = process_cpu_seconds(server_pid);
+      if (upstream_pid != 0)
+        w.upstream_cpu_begin = process_cpu_seconds(upstream_pid);
       w.self_begin = self_usage_now();
     }
     if (now >= w.end) {
       if (server_pid != 0) w.server_cpu_end = process_cpu_seconds(server_pid);
+      if (upstream_pid != 0)
+        w.upstream_cpu_end = process_cpu_seconds(upstream_pid);
       w.self_end = self_usage_now();
       return w;
     }
@@ -318,7 +323,8 @@ static int run(int argc, char** argv) {
       "echo adds {inflight, loop, duration_s, warmup_s, messages, bytes,\n"
       "msgs_per_sec, mib_per_sec, latency_us:{p50,p90,p99,p999,max,mean,count},\n"
       "stalled_connections, client_cpu_s, client_preempted (involuntary context\n"
-      "switches in the window), server_cpu_s, server_cpu_us_per_msg};\n"
+      "switches in the window), server_cpu_s, server_cpu_us_per_msg, and with\n"
+      "--upstream-pid upstream_cpu_s, upstream_cpu_us_per_msg};\n"
       "open loop also {offered_rate, rate_per_connection, sends, late_sends,\n"
       "skipped_sends, max_send_lag_us, send_lag_us:{p50,...}}, counting the\n"
       "messages whose intended time is inside the window. late_sends: sent\n"
@@ -343,6 +349,7 @@ static int run(int argc, char** argv) {
   std::uint32_t threads = 1;
   std::uint32_t burst_inflight = 1024;
   int server_pid = 0;
+  int upstream_pid = 0;
   load_config cfg;
 
   app.add_option(
@@ -427,6 +434,10 @@ static int run(int argc, char** argv) {
   app.add_option("--server-pid", server_pid,
                  "echo: also report this process's CPU time over the measured\n"
                  "window (from /proc/PID/stat)")
+      ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--upstream-pid", upstream_pid,
+                 "echo: also report a second process's CPU time over the same\n"
+                 "window (the server behind a proxy that --server-pid names)")
       ->check(CLI::Range(1, 1 << 30));
 
   app.set_version_flag("--version", "ionet-load " IONET_VERSION_STRING);
@@ -517,7 +528,8 @@ static int run(int argc, char** argv) {
   echo_window window;
   double hold_s = 0;
   if (cfg.mode == load_mode::echo) {
-    window = run_echo_window(cfg, clock, workers, connected, server_pid, t0);
+    window = run_echo_window(cfg, clock, workers, connected, server_pid,
+                             upstream_pid, t0);
     mark("done");
   } else if (cfg.mode == load_mode::connect_burst) {
     mark("done");
@@ -595,6 +607,14 @@ static int run(int argc, char** argv) {
       const double cpu = *window.server_cpu_end - *window.server_cpu_begin;
       out["server_cpu_s"] = round_to(cpu, 3);
       out["server_cpu_us_per_msg"] =
+          total.messages > 0
+              ? round_to(cpu * 1e6 / static_cast<double>(total.messages), 3)
+              : 0.0;
+    }
+    if (window.upstream_cpu_begin && window.upstream_cpu_end) {
+      const double cpu = *window.upstream_cpu_end - *window.upstream_cpu_begin;
+      out["upstream_cpu_s"] = round_to(cpu, 3);
+      out["upstream_cpu_us_per_msg"] =
           total.messages > 0
               ? round_to(cpu * 1e6 / static_cast<double>(total.messages), 3)
               : 0.0;

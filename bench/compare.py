@@ -5,7 +5,9 @@ Runs a matrix of scenarios against every server that is built: ionet on
 each backend and the peers a user would pick instead (plain libuv, epoll,
 asio and io_uring echo servers), and in the http cells wrk against
 ionet-example-http_plaintext on each backend and against nginx (plaintext.py;
-those cells' ratios are to nginx). Servers are interleaved within each
+those cells' ratios are to nginx), and in the proxy cells the load through
+ionet-example-proxy to ionet-echo against the load straight to ionet-echo
+(their ratios are to that direct run). Servers are interleaved within each
 repetition, so the runs compared are adjacent in time; every figure is a
 median with its min-max, and every ratio is the median of per-repetition
 ratios against the plain libuv peer. Writes bench/results/<date>-<host>.json
@@ -20,6 +22,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -49,6 +52,12 @@ SERVERS = {
     "peer-epoll": ("linux-release", "bench/peers/peer-epoll-echo", "plain epoll echo"),
     "peer-asio": ("linux-release", "bench/peers/peer-asio-echo", "standalone asio echo"),
     "peer-uring": ("linux-release", "bench/peers/peer-uring-echo", "plain io_uring echo"),
+    "proxy-libuv": ("linux-release", "examples/ionet-example-proxy",
+                    "ionet-example-proxy --threads 1 in front of ionet-echo, libuv: "
+                    "proxy cells only"),
+    "proxy-uring": ("linux-uring-release", "examples/ionet-example-proxy",
+                    "ionet-example-proxy --threads 1 in front of ionet-echo, io_uring: "
+                    "proxy cells only"),
     "ionet-iocp-wine": ("mingw-iocp", "bench/ionet-echo.exe",
                         "ionet, IOCP backend under Wine: behaviour only, not speed"),
     # An absolute path: binary() keeps it as it is.
@@ -67,6 +76,15 @@ HTTP_BINARY = {"ionet-libuv": ("linux-release", "examples/ionet-example-http_pla
                "ionet-uring": ("linux-uring-release", "examples/ionet-example-http_plaintext")}
 HTTP_BASE = "nginx"
 HTTP_CONNECTIONS = (50, 1000)
+# The proxy cells, one pair per backend: ionet-load straight to ionet-echo
+# (the row ionet-<backend>, the cell's base) and through
+# ionet-example-proxy --threads 1 to an ionet-echo of the same build (the
+# row proxy-<backend>), run only there.
+PROXY_ONLY = {"proxy-libuv", "proxy-uring"}
+PROXY_ECHO = {"proxy-libuv": "ionet-libuv", "proxy-uring": "ionet-uring"}
+PROXY_RATE = 10000
+PROXY_METRICS = ["server_cpu_us_per_msg", "upstream_cpu_us_per_msg", "msgs_per_sec",
+                 "p50_us", "p99_us", "problems"]
 
 
 def cell(name, scenario, load, metrics, run_s, servers=None, note="", **more):
@@ -133,6 +151,27 @@ def plan(args):
                                "both low: the machine was busy elsewhere); a run with "
                                "socket errors or non-2xx/3xx answers is a problem and its "
                                "speed figures are left out"))
+    proxy_load = ["--connections", "100", "--size", "512", "--inflight", "16"]
+    proxy_note = ("ionet-load on core 1, 100 connections x 512 B, 16 in flight: to "
+                  "ionet-echo directly (the base row) and through ionet-example-proxy "
+                  "--threads 1 to an ionet-echo of the same build (the proxy row). With 2 "
+                  "cores the proxy and the echo server behind it share core 0. "
+                  "server_cpu_us_per_msg: the server the load talks to (in the proxy row: "
+                  "the proxy alone); upstream_cpu_us_per_msg: the echo behind the proxy, "
+                  "over the same window; problems: connection errors, connect failures, "
+                  "stalled connections (an echo outstanding past the stall timeout at the "
+                  "end: lost), corrupted bytes, and the proxy's failed upstream connections "
+                  "and backlog resets; any is a problem, and that run's speed figures are "
+                  "left out")
+    for b in LINUX_BACKENDS:
+        cells.append(cell(f"proxy {PROXY_RATE // 1000}k/s, {b}", "proxy",
+                          proxy_load + ["--rate", str(PROXY_RATE)], PROXY_METRICS,
+                          timed + 0.3, base=f"ionet-{b}", backend=b,
+                          note=f"open loop, {PROXY_RATE:,} msg/s offered; " + proxy_note))
+        if not quick:
+            cells.append(cell(f"proxy saturation, {b}", "proxy", proxy_load,
+                              PROXY_METRICS, timed + 0.3, base=f"ionet-{b}", backend=b,
+                              note="closed loop; " + proxy_note))
     if not quick:
         cells.append(cell("instructions per message", "instructions",
                           ["--connections", "100", "--size", "512", "--inflight", "16",
@@ -157,7 +196,7 @@ def run_load(load_bin, port, cell_, args, server_pid, extra=()):
     cmd = pin(1) + [load_bin, "--host", "127.0.0.1", "--port", str(port),
                     "--framing", "length_prefix", "--server-pid", str(server_pid)]
     cmd += cell_["load"] + list(extra)
-    if cell_["scenario"] in ("efficiency", "saturation", "instructions"):
+    if cell_["scenario"] in ("efficiency", "saturation", "instructions", "proxy"):
         cmd += ["--duration", str(args.duration), "--warmup", str(args.warmup)]
     budget = args.duration + args.warmup + 120
     try:
@@ -198,6 +237,8 @@ def one_run(name, cell_, args, bins):
         return instructions_run(name, cell_, args, bins)
     if cell_["scenario"] == "http":
         return http_run(name, cell_, args, bins)
+    if cell_["scenario"] == "proxy":
+        return proxy_run(name, cell_, args, bins)
     srv = start(name, bins, cell_)
     if not srv.wait_listening():
         srv.stop()
@@ -241,6 +282,70 @@ def http_run(name, cell_, args, bins):
     if rc not in (0, None) and err is None:
         err = f"{name} exited with {rc}"
     return figures, err
+
+
+def proxy_stall_s(duration):
+    """ionet-load's --stall-timeout in the proxy cells: short enough that an
+    echo lost early in the measured window is still outstanding past it at
+    the end (the default, 2 s, outlasts a short run)."""
+    return max(0.5, min(2.0, duration / 2))
+
+
+def proxy_said(text):
+    """The proxy's closing line on stderr: (upstream connections failed,
+    links reset over the backlog cap), or None when it did not say."""
+    m = re.search(r"([0-9]+) upstream connections failed, ([0-9]+) reset over the "
+                  r"backlog cap", text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def proxy_run(name, cell_, args, bins):
+    """One proxy-cell run: ionet-echo of the cell's backend on core 0 and
+    the load on core 1, the load straight to the echo (the row
+    ionet-<backend>) or through ionet-example-proxy --threads 1, on core 0
+    too (proxy-<backend>); ionet-load reads both servers' CPU over its
+    window. A run in which anything was lost or went wrong has no speed
+    figures (they are under "unclean") and an error that fails ci/bench."""
+    echo = start(PROXY_ECHO.get(name, name), bins, cell_)
+    servers = [echo]
+    try:
+        if not echo.wait_listening():
+            return None, f"ionet-echo did not start: {echo.output_tail()}"
+        front, extra = echo, []
+        if name in PROXY_ONLY:
+            front = Server(bins[name], ["--threads", "1",
+                                        "--upstream", f"127.0.0.1:{echo.port}"], core=0)
+            servers.insert(0, front)
+            if not front.wait_listening():
+                return None, f"{name} did not start: {front.output_tail()}"
+            extra = ["--upstream-pid", str(echo.proc.pid)]
+        extra += ["--stall-timeout", str(proxy_stall_s(args.duration))]
+        result, log = run_load(bins["ionet-load"], front.port, cell_, args, front.proc.pid,
+                               extra)
+    finally:
+        for srv in servers:  # the proxy first
+            srv.stop()
+    if result is None:
+        return None, f"ionet-load failed: {log[-300:]}"
+    figures = flatten(result)
+    found = {k: result.get(k, 0) for k in ("errors", "connect_failures",
+                                            "stalled_connections", "corrupted_bytes")}
+    if name in PROXY_ONLY:
+        said = proxy_said(servers[0].stderr_tail(2000))
+        if said is None:
+            found["proxy said nothing at exit"] = 1
+        else:
+            found["failed upstream connections"], found["backlog resets"] = said
+    figures["problems"] = sum(found.values())
+    problems = []
+    if figures["problems"]:
+        figures["unclean"] = {k: figures.pop(k) for k in PROXY_METRICS[:-1] if k in figures}
+        problems.append("lost or errors: " + ", ".join(f"{k} {v}" for k, v in found.items()
+                                                       if v) + "; speed figures left out")
+    for what, srv in zip(([name] if name in PROXY_ONLY else []) + ["ionet-echo"], servers):
+        if srv.proc.returncode not in (0, None):
+            problems.append(f"{what} exited with {srv.proc.returncode}")
+    return figures, "; ".join(problems) or None
 
 
 def memory_run(srv, cell_, args, bins):
@@ -431,8 +536,8 @@ def summary_markdown(report):
         for c in report["cells"]:
             for m in c["metrics"]:
                 r = c["ratios"].get(name, {}).get(m)
-                if m in JUDGED and r:
-                    base = c.get("base", BASELINE)
+                base = c.get("base", BASELINE)
+                if m in JUDGED and r and name != base:
                     found[verdict(m, r)].append(
                         f"{c['name']}: {JUDGED[m][0]} {r['median']:.2f}x"
                         + (f" of {base}" if base != BASELINE else ""))
@@ -447,7 +552,9 @@ def summary_markdown(report):
 
 def target(what, cell_name, metric, server, op, bound, base=BASELINE):
     """A target: the median of the per-repetition ratios server/base of
-    `metric` in the cell `cell_name` must be <= or >= (op) bound."""
+    `metric` in the cell `cell_name` must be <= or >= (op) bound; with op
+    "count" (and no base), the most `metric` reached in a repetition must
+    be <= bound."""
     return {"what": what, "cell": cell_name, "metric": metric, "server": server,
             "base": base, "op": op, "bound": bound}
 
@@ -492,6 +599,19 @@ TARGETS += [
              "server_cpu_us_per_req", f"ionet-{b}", "<=", 0.90, base=HTTP_BASE)
       for n in HTTP_CONNECTIONS for b in LINUX_BACKENDS],
 ]
+# The proxy targets: ionet-example-proxy costs at most twice the CPU per
+# message of the echo server it fronts (that server run alone, next to it),
+# and loses nothing, in every repetition of every proxy cell. The quick
+# run has only the fixed-rate cells.
+PROXY_CELLS = (f"proxy {PROXY_RATE // 1000}k/s", "proxy saturation")
+TARGETS += [
+    *[target(f"proxy's CPU per message, {b}", f"{c}, {b}", "server_cpu_us_per_msg",
+             f"proxy-{b}", "<=", 2.0, base=f"ionet-{b}")
+      for c in PROXY_CELLS for b in LINUX_BACKENDS],
+    *[target(f"nothing lost through the proxy, {b}", f"{c}, {b}", "problems", f"proxy-{b}",
+             "count", 0, base=None)
+      for c in PROXY_CELLS for b in LINUX_BACKENDS],
+]
 
 
 def judge_target(t, cells):
@@ -504,9 +624,19 @@ def judge_target(t, cells):
     if c is None:
         out["result"] = "not run: no such cell in this run"
         return out
-    missing = [n for n in (t["server"], t["base"]) if n not in c["servers"]]
+    missing = [n for n in (t["server"], t["base"]) if n and n not in c["servers"]]
     if missing:
         out["result"] = f"not run: {' and '.join(missing)} not in this cell"
+        return out
+    if t["op"] == "count":
+        seen = [v for v in (rep.get(t["server"], {}).get(t["metric"]) for rep in c["runs"])
+                if v is not None]
+        if not seen:
+            said = [e for e in c.get("errors", []) if e.startswith(f"{t['server']} ")]
+            out["result"] = "no data" + (f": {said[0]}" if said else "")
+            return out
+        out["count"] = {"max": max(seen), "n": len(seen)}
+        out["result"] = "met" if max(seen) <= t["bound"] else f"missed: {max(seen)}"
         return out
     r = ratio_summary(c["runs"], t["server"], t["metric"], base=t["base"])
     if r is None:
@@ -533,7 +663,10 @@ def targets(report):
 def targets_markdown(judged):
     lines = ["## Targets", "",
              "Issue 14's targets, then the http targets (ionet-example-http_plaintext "
-             f"against {HTTP_BASE}), on this run. Measured: the median of the per-repetition "
+             f"against {HTTP_BASE}), then the proxy ones (ionet-example-proxy's CPU per "
+             "message against ionet-echo's run alone, and its problems: what was lost or "
+             "went wrong, the most in any repetition, which must be 0), on this run. "
+             "Measured: the median of the per-repetition "
              "ratios of the two servers run next to each other (min–max over the "
              "repetitions, n of them); \"missed by X%\": how far that median is from the "
              "target, as a share of the target. ionet-uring's CPU per message is divided by "
@@ -545,6 +678,12 @@ def targets_markdown(judged):
              "|---|---|---|---|---|---|"]
     for t in judged:
         r = t["ratio"]
+        if t["op"] == "count":
+            n = t.get("count")
+            measured = f"{n['max']} (most in a run, n={n['n']})" if n else "-"
+            lines.append(f"| {t['what']} | {t['cell']} | {t['metric']}: {t['server']} | "
+                         f"{measured} | ≤ {t['bound']} | {t['result']} |")
+            continue
         if r is None:
             measured = "-"
         elif r["n"] == 1 or r["min"] == r["max"]:
@@ -590,7 +729,8 @@ def markdown(report, charts):
         lines += ["## Charts", "",
                   "Error bars span min–max over the repetitions (on ratio charts, of the "
                   f"per-repetition ratios to `{BASELINE}`, or `{HTTP_BASE}` on the HTTP "
-                  "chart, which is the dashed line at 1); "
+                  "chart, or ionet-echo run alone on the proxy chart, which is the dashed "
+                  "line at 1); "
                   "linear axes start at zero. The Wine row is left out: it runs only in "
                   "saturation 100x64, for behaviour, not speed.", ""]
         lines += [f"![{title}]({os.path.basename(png)})" for png, title in charts] + [""]
@@ -718,7 +858,7 @@ def plots(report, stem):
         return []
     work = tempfile.mkdtemp(prefix="bench-plot-")
     by = {s: [c for c in report["cells"] if c["scenario"] == s]
-          for s in ("saturation", "efficiency", "memory", "http")}
+          for s in ("saturation", "efficiency", "memory", "http", "proxy")}
     made = []
 
     def chart(suffix, title, panels, **kw):
@@ -739,6 +879,14 @@ def plots(report, stem):
                           title=f"{c['name']}: requests/s (higher is better)"),
               ratio_panel(c, "server_cpu_us_per_req", data(c, "cpr"),
                           title=f"{c['name']}: server CPU per request (lower is better)"))])
+
+    chart("proxy", "ionet-example-proxy ÷ ionet-echo alone",
+          [p for c in by["proxy"] for p in (
+              ratio_panel(c, "server_cpu_us_per_msg", data(c, "pcpu"),
+                          title=f"{c['name']}: server CPU per message (target ≤ 2)"),
+              ratio_panel(c, "msgs_per_sec", data(c, "pmps"),
+                          title=f"{c['name']}: msgs/s (higher is better)")
+              if c["name"].startswith("proxy saturation") else None)])
 
     def stat(c, n, m, scale=1.0):
         s = c["summary"].get(n, {}).get(m)
@@ -887,10 +1035,12 @@ def main():
                         "wrk warm-up is rounded the same way (none when 0)")
     p.add_argument("--scenario", action="append",
                    choices=["efficiency", "saturation", "memory", "burst", "instructions", "http",
-                            "scale"],
+                            "proxy", "scale"],
                    help="only this scenario (repeatable); 'http' is wrk against "
                         "ionet-example-http_plaintext on each ionet Linux backend and "
-                        "against nginx, at 50 and 1,000 connections; 'scale' (65,000 and "
+                        "against nginx, at 50 and 1,000 connections; 'proxy' is the load "
+                        "through ionet-example-proxy to ionet-echo against the load "
+                        "straight to ionet-echo, on each Linux backend; 'scale' (65,000 and "
                         "100,000 concurrent connections on each ionet Linux backend, "
                         "several minutes) runs only when named")
     p.add_argument("--scale-targets", default="65000,100000",
@@ -981,10 +1131,20 @@ def main():
     if BASELINE not in servers and echo_cells:
         print(f"ci/bench: the baseline {BASELINE} is not built; ratios are left out", file=sys.stderr)
 
+    # A proxy cell needs its backend's echo server and proxy.
+    for c in [c for c in cells if c["scenario"] == "proxy"]:
+        missing = [n for n in (c["base"], f"proxy-{c['backend']}") if n not in servers]
+        if missing:
+            print(f"ci/bench: the cell {c['name']} is left out ({' and '.join(missing)} "
+                  "not run)", file=sys.stderr)
+            cells.remove(c)
+
     work = []  # (cell index, repetition, server)
     for i, c in enumerate(cells):
         names = [s for s in servers if s not in WINE_ONLY and s not in EXTRA
-                 and s not in HTTP_ONLY]
+                 and s not in HTTP_ONLY and s not in PROXY_ONLY]
+        if c["scenario"] == "proxy":
+            names = [c["base"], f"proxy-{c['backend']}"]
         if c["scenario"] == "http":
             names = [s for s in servers if f"http:{s}" in bins or s in HTTP_ONLY]
         if c["servers"] == "+wine":
@@ -1050,7 +1210,8 @@ def main():
         summarize_cell(c)
         report["cells"].append(c)
         # Corrupted echoes, ionet-load's errors, wrk's socket errors and bad
-        # statuses ("http errors") fail the run.
+        # statuses ("http errors"), and whatever a proxy cell lost ("lost or
+        # errors") fail the run.
         if any("corrupted" in e or "errors" in e for e in errors.get(i, [])):
             failed = True
 

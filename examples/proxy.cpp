@@ -4,8 +4,17 @@
 // One engine does both sides: it accepts clients, and for each one opens a
 // connection of its own to --upstream with engine::connect(). Raw framing:
 // the bytes pass through as they come, whatever protocol they carry. The
-// pull model, on this one thread; the two connections of a pair find each
-// other through their context (a `link`), so no lookup table is needed.
+// inline handler, on the engine's threads: a relay is one send() on the
+// thread that read the bytes, with no hand-off to a thread of ours. The
+// two connections of a pair find each other through their context (a
+// `link`), so no lookup table is needed.
+//
+// Threads: one connection's events come one at a time, but the two ends
+// of a link may be served by two engine threads at once, so what they
+// share (the backlogs, the count of open ends) is under the link's mutex.
+// A link lives until the closed events of both its ends: no event of
+// either end can come after its own closed event, so every handler call
+// that finds the link in its context finds it alive.
 //
 //   client --accept--> [link] --connect()--> upstream
 //
@@ -21,13 +30,14 @@
 // kMaxBacklogBytes resets both connections (a real proxy would rather stop
 // reading the fast side; ionet reads on until a connection's own queue is
 // half full).
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <mutex>
 #include <span>
 #include <system_error>
-#include <vector>
 
 #include "common/cli.hpp"
 #include "ionet/ionet.hpp"
@@ -44,6 +54,7 @@ bool try_later(std::error_code ec) {
 // A client and its upstream connection: end 0 was accepted, end 1 made by
 // connect(). Bytes read on one end are sent to the other.
 struct link {
+  std::mutex lock;  // guards what follows
   ionet::connection_id end[2]{};
   // What waits to be sent to end[i]: the engine refused it for now.
   std::deque<std::vector<std::byte>> backlog[2];
@@ -57,61 +68,79 @@ struct link {
 
 class proxy {
  public:
-  proxy(ionet::engine& engine, std::string host, std::uint16_t port)
-      : engine_(engine), host_(std::move(host)), port_(port) {}
+  proxy(std::string host, std::uint16_t port)
+      : host_(std::move(host)), port_(port) {}
 
-  void handle(const ionet::event& e) {
+  // The inline handler: on an engine thread, for each event.
+  void handle(ionet::engine& engine, const ionet::event& e) {
     auto* l = static_cast<link*>(e.context());
     switch (e.type) {
       case ionet::event_type::connected:
         // An upstream connection arrives with its link as context; a
         // client without one.
-        if (!l) accept(e.conn);
+        if (!l) accept(engine, e.conn);
         break;
       case ionet::event_type::message:
-        if (l) relay(*l, 1 - l->side_of(e.conn), e.data);
+        if (l) relay(engine, *l, e.conn, e.data);
         break;
       case ionet::event_type::writable:
-        if (l) send_backlog(*l, l->side_of(e.conn));
+        if (l) send_backlog(engine, *l, e.conn);
         break;
       case ionet::event_type::closed:
-        if (l) end(l, e.conn, e.reason);
+        if (l) end(engine, l, e.conn, e.reason);
         break;
     }
   }
 
-  std::uint64_t links() const { return links_; }
-  std::uint64_t upstream_failures() const { return upstream_failures_; }
-  std::uint64_t closed_for_backlog() const { return closed_for_backlog_; }
+  std::uint64_t links() const { return links_.load(); }
+  std::uint64_t upstream_failures() const { return upstream_failures_.load(); }
+  std::uint64_t closed_for_backlog() const {
+    return closed_for_backlog_.load();
+  }
 
  private:
-  void accept(ionet::connection_id client) {
+  void accept(ionet::engine& engine, ionet::connection_id client) {
     auto* l = new link;
     l->end[0] = client;
-    // Set before anything else can see the link: a context set on a
-    // connection already gone fails, and nothing else will name the link.
-    if (engine_.set_context(client, l)) {
-      delete l;
-      return;
-    }
     l->open_ends = 1;
+    // The upstream's events carry the link from the first on, and may
+    // come on another thread before connect() has even returned here: so
+    // end[] is read only under the lock, and connect() is called with it
+    // held, so they find end[1] set.
+    std::unique_lock g(l->lock);
     ionet::connect_options how;
     how.context = l;
-    const ionet::connect_result r = engine_.connect(host_, port_, how);
+    const ionet::connect_result r = engine.connect(host_, port_, how);
     if (!r) {
       // The engine is full or stopping: the client cannot be served.
+      g.unlock();
+      delete l;
       ++upstream_failures_;
-      (void)engine_.close(client, ionet::close_mode::reset);
+      (void)engine.close(client, ionet::close_mode::reset);
       return;
     }
     l->end[1] = r.conn;
     l->open_ends = 2;
+    g.unlock();
     ++links_;
+    // Only now may the client's events find the link. Should the client
+    // be gone already, its closed event (next, on this thread) comes
+    // without the link: the upstream's must then end it alone.
+    if (engine.set_context(client, l)) {
+      std::lock_guard again(l->lock);
+      l->end[0] = ionet::connection_id{};
+      --l->open_ends;
+      (void)engine.close(l->end[1], ionet::close_mode::reset);
+    }
   }
 
-  void relay(link& l, int to, std::span<const std::byte> bytes) {
+  // Bytes read on `from` go to the other end.
+  void relay(ionet::engine& engine, link& l, ionet::connection_id from,
+             std::span<const std::byte> bytes) {
+    std::lock_guard g(l.lock);
+    const int to = 1 - l.side_of(from);
     if (l.backlog[to].empty()) {
-      const std::error_code ec = engine_.send(l.end[to], bytes);
+      const std::error_code ec = engine.send(l.end[to], bytes);
       if (!try_later(ec)) return;  // sent, or that side is gone
     }
     // The bytes live only until release(): keep a copy, in order.
@@ -120,36 +149,44 @@ class proxy {
     if (l.backlog_bytes[to] > kMaxBacklogBytes) {
       ++closed_for_backlog_;
       // Errors only mean that end is closing or gone already.
-      (void)engine_.close(l.end[0], ionet::close_mode::reset);
-      (void)engine_.close(l.end[1], ionet::close_mode::reset);
+      (void)engine.close(l.end[0], ionet::close_mode::reset);
+      (void)engine.close(l.end[1], ionet::close_mode::reset);
     }
   }
 
-  // end[side] drained: what waits goes now, until the engine refuses again
-  // (it then owes that end another writable event).
-  void send_backlog(link& l, int side) {
+  // `conn` drained: what waits for it goes now, until the engine refuses
+  // again (it then owes `conn` another writable event).
+  void send_backlog(ionet::engine& engine, link& l, ionet::connection_id conn) {
+    std::lock_guard g(l.lock);
+    const int side = l.side_of(conn);
     auto& q = l.backlog[side];
     while (!q.empty()) {
-      if (try_later(engine_.send(l.end[side], q.front()))) return;
+      if (try_later(engine.send(l.end[side], q.front()))) return;
       l.backlog_bytes[side] -= q.front().size();
       q.pop_front();
     }
   }
 
-  void end(link* l, ionet::connection_id conn, std::error_code reason) {
-    const int side = l->side_of(conn);
-    if (side == 1 && !reason_is_after_open(reason)) ++upstream_failures_;
-    // The other end: gracefully, so what was relayed to it still goes
-    // out; a client whose upstream never opened gets a reset.
-    const int other = 1 - side;
-    if (l->end[other] != ionet::connection_id{}) {
+  void end(ionet::engine& engine, link* l, ionet::connection_id conn,
+           std::error_code reason) {
+    bool last;
+    {
+      std::lock_guard g(l->lock);
+      const int side = l->side_of(conn);
       const bool never_opened = side == 1 && !reason_is_after_open(reason);
-      (void)engine_.close(l->end[other], never_opened
-                                             ? ionet::close_mode::reset
-                                             : ionet::close_mode::graceful);
+      if (never_opened) ++upstream_failures_;
+      // The other end: gracefully, so what was relayed to it still goes
+      // out; a client whose upstream never opened gets a reset.
+      const int other = 1 - side;
+      if (l->end[other] != ionet::connection_id{}) {
+        (void)engine.close(l->end[other], never_opened
+                                              ? ionet::close_mode::reset
+                                              : ionet::close_mode::graceful);
+      }
+      l->backlog[side].clear();  // no one to send it to
+      last = --l->open_ends == 0;
     }
-    l->backlog[side].clear();  // no one to send it to
-    if (--l->open_ends == 0) delete l;
+    if (last) delete l;
   }
 
   // Whether a close reason ends a connection that had opened: every reason
@@ -160,12 +197,11 @@ class proxy {
            reason != ionet::errc::host_unreachable;
   }
 
-  ionet::engine& engine_;
-  std::string host_;
-  std::uint16_t port_;
-  std::uint64_t links_ = 0;
-  std::uint64_t upstream_failures_ = 0;
-  std::uint64_t closed_for_backlog_ = 0;
+  const std::string host_;
+  const std::uint16_t port_;
+  std::atomic<std::uint64_t> links_{0};
+  std::atomic<std::uint64_t> upstream_failures_{0};
+  std::atomic<std::uint64_t> closed_for_backlog_{0};
 };
 
 }  // namespace
@@ -185,30 +221,20 @@ int main(int argc, char** argv) {
   // Every client costs two connections: its own and its upstream's.
   if (flags.max_connections) opts.max_connections = 2 * *flags.max_connections;
 
+  proxy relay(flags.upstream_host, flags.upstream_port);
+  opts.handler = [&relay](ionet::engine& engine, const ionet::event& e) {
+    relay.handle(engine, e);
+  };
   auto engine = ionet::make_engine(opts);
   example::stop_on_signals();
   if (ionet::status st = engine->start(); !st) {
     return example::start_failed(kName, st);
   }
   example::print_listening(opts.host, engine->port());
-
-  proxy relay(*engine, flags.upstream_host, flags.upstream_port);
-  std::vector<ionet::event> events(256);
-  while (!example::stop_requested.load(std::memory_order_relaxed)) {
-    // The timeout only bounds how late a stop signal is noticed.
-    const std::size_t n = engine->poll(events, std::chrono::milliseconds(100));
-    for (std::size_t i = 0; i < n; ++i) relay.handle(events[i]);
-    engine->release({events.data(), n});  // message bytes live until here
-  }
-  // The links still open are freed by their closed events, which stop()
-  // delivers: poll() gives them until it answers 0.
+  example::wait_for_stop_signal();
+  // Every connection still open gets its closed event, on the engine's
+  // threads, before stop() returns: the last links are freed there.
   engine->stop();
-  for (;;) {
-    const std::size_t n = engine->poll(events, std::chrono::milliseconds(0));
-    if (n == 0) break;
-    for (std::size_t i = 0; i < n; ++i) relay.handle(events[i]);
-    engine->release({events.data(), n});
-  }
   std::fprintf(stderr,
                "%s: %llu clients relayed, %llu upstream connections failed, "
                "%llu reset over the backlog cap\n",

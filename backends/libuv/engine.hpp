@@ -72,7 +72,7 @@ struct loop : detail::loop_lists<connection> {
   std::thread::id thread_id;
 
   detail::handoffs handoffs;  // connections with something to send
-  std::mutex lock;            // guards incoming
+  std::mutex lock;            // guards incoming and connects
   std::vector<int> incoming;  // accepted sockets for this loop
   // Outbound connections to begin on this loop (engine::connect()).
   std::vector<std::pair<connection_id, endpoint>> connects;

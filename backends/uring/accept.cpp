@@ -76,15 +76,17 @@ void engine_impl::accepted(loop& l, int fd) {
     posix::refuse(fd);  // max_connections are open (counted by open_slot)
     return;
   }
-  connection& c =
-      conns_.make(detail::slot_of(*id), [](connection& m, std::uint32_t i) {
-        // What a slot's connection is for its lifetime.
-        m.p.slot = i;
-        m.recv_op = {&engine_impl::on_recv, i, 0};
-        m.send_op = {&engine_impl::on_send, i, 0};
-        m.ctl_op = {&engine_impl::on_ctl, i, 0};
-      });
-  open_connection(l, c, fd, *id);
+  open_connection(l, make_connection(detail::slot_of(*id)), fd, *id);
+}
+
+connection& engine_impl::make_connection(std::uint32_t slot) {
+  return conns_.make(slot, [](connection& m, std::uint32_t i) {
+    // What a slot's connection is for its lifetime.
+    m.p.slot = i;
+    m.recv_op = {&engine_impl::on_recv, i, 0};
+    m.send_op = {&engine_impl::on_send, i, 0};
+    m.ctl_op = {&engine_impl::on_ctl, i, 0};
+  });
 }
 
 }  // namespace ionet::uring

@@ -8,6 +8,9 @@
 // serves many completions; an idle connection holds no buffer); without
 // multishot, a single recv re-armed after each completion; without buffer
 // rings, a readiness poll and a plain recv() into the loop's buffer.
+// Outbound connections: an IORING_OP_CONNECT on a socket of their own,
+// counted in flight like any operation, so a close (a reset, the deadline,
+// stop()) cancels it and waits for its completion as for a receive.
 // Sends: the core's queue of slices goes out in sendmsgs of up to
 // `gather_max` slices. While the socket has room they are plain calls that
 // finish at once (IOCP's skip-on-success); otherwise an io_uring sendmsg,
@@ -68,6 +71,94 @@ void engine_impl::open_connection(loop& l, connection& c, int fd,
   posix::tune_accepted(fd, core_.opts());
   core_.emit_connected(c.p.slot, posix::peer_of(fd), l.batch);
   arm_recv(l, c);
+}
+
+// --- outbound connections ------------------------------------------------
+
+void engine_impl::start_connect(loop& l, connection_id id, const endpoint& to) {
+  const std::uint32_t slot = detail::slot_of(id);
+  connection& c = conns_[slot];  // made by begin_connect()
+  c.p.open_connecting(detail::generation_of(id));
+  c.loop = l.index;
+  l.members.add(slot);
+  c.head_offset = 0;
+  c.cancelling = false;
+  c.recv_cut = false;
+  c.send_inline = features_.inline_send;
+  c.sending = detail::slice_chain{};
+  c.connect = no_connect;
+  // Closed before it began: stop(), or close(reset) (a graceful close
+  // waits for the connect, then sends what was queued).
+  std::error_code why;
+  if (gate_.stopping()) {
+    why = make_error_code(errc::engine_stopped);
+  } else if (core_.reset_requested(slot)) {
+    why = make_error_code(errc::closed_by_user);
+  } else {
+    int err = 0;
+    const int fd = posix::open_outbound(to, core_.opts(), err);
+    if (fd < 0) {
+      why = posix::close_reason_of(err);
+    } else {
+      // The id is live already: address_of() reads the descriptor under
+      // the slot's lock from other threads.
+      std::lock_guard g(core_.state(slot).lock);
+      c.fd = fd;
+    }
+  }
+  if (why) {
+    begin_close(l, c, why, false);
+    return;
+  }
+  std::uint32_t index;
+  if (l.free_connects.empty()) {
+    index = static_cast<std::uint32_t>(l.connect_records.size());
+    l.connect_records.emplace_back();
+    l.connect_records.back().complete = &engine_impl::on_connect;
+  } else {
+    index = l.free_connects.back();
+    l.free_connects.pop_back();
+  }
+  pending_connect& rec = l.connect_records[index];
+  rec.owner = slot;
+  rec.generation = c.p.generation;
+  rec.index = index;
+  sockaddr_storage ss{};
+  const socklen_t len = posix::sockaddr_of(to, ss);
+  static_assert(sizeof rec.to == sizeof(sockaddr_in6));
+  std::memcpy(&rec.to, &ss, std::min<std::size_t>(len, sizeof rec.to));
+  io_uring_sqe* s = l.r.sqe();
+  io_uring_prep_connect(s, c.fd, reinterpret_cast<const sockaddr*>(&rec.to),
+                        len);
+  io_uring_sqe_set_data(s, static_cast<op*>(&rec));
+  c.connect = index;
+  ++c.p.in_flight;
+  ++l.ops;
+}
+
+void engine_impl::on_connect(loop& l, op& o, const io_uring_cqe& cqe) {
+  engine_impl& e = *l.engine;
+  connection& c = e.conns_[o.owner];
+  --l.ops;
+  l.free_connects.push_back(static_cast<pending_connect&>(o).index);
+  if (!e.current(l, c, o)) return;
+  c.connect = no_connect;
+  --c.p.in_flight;
+  e.connect_finished(l, c, cqe.res);
+  e.maybe_finish(l, c);
+}
+
+void engine_impl::connect_finished(loop& l, connection& c, int res) {
+  // Closed meanwhile (close(reset), the deadline, stop()): cancelled, or
+  // done too late to matter.
+  if (c.p.state != phase::connecting) return;
+  if (res < 0) {
+    begin_close(l, c, posix::connect_reason_of(-res), false);
+    return;
+  }
+  detail::connect_done(core_, c.p, posix::peer_of(c.fd), l.batch);
+  arm_recv(l, c);
+  flush(l, c);  // what was sent while it connected, and a close asked for
 }
 
 // --- receives -----------------------------------------------------------
@@ -359,7 +450,10 @@ void engine_impl::begin_close(loop& l, connection& c, std::error_code reason,
 }
 
 void engine_impl::cancel_ops(loop& l, connection& c) {
-  if (c.cancelling || (!c.p.reading && !c.p.writing)) return;
+  if (c.cancelling ||
+      (!c.p.reading && !c.p.writing && c.connect == no_connect)) {
+    return;
+  }
   if (features_.cancel_fd) {
     // One cancel for every operation on the descriptor. Counted against
     // the connection, so the descriptor is not closed (and its number not
@@ -381,6 +475,12 @@ void engine_impl::cancel_ops(loop& l, connection& c) {
     io_uring_sqe_set_data(s, &l.ignore_op);
     ++l.ops;
   }
+  if (c.connect != no_connect) {
+    io_uring_sqe* s = l.r.sqe();
+    io_uring_prep_cancel(s, static_cast<op*>(&l.connect_records[c.connect]), 0);
+    io_uring_sqe_set_data(s, &l.ignore_op);
+    ++l.ops;
+  }
 }
 
 void engine_impl::on_ctl(loop& l, op& o, const io_uring_cqe&) {
@@ -398,13 +498,15 @@ void engine_impl::maybe_finish(loop& l, connection& c) {
   // Swap-remove from the loop's lists: once idle, the slot may be taken
   // by another loop's thread, so this loop must not look at it again.
   l.leave_lists(c.p.slot);
-  if (c.p.abortive) {
-    // A reset, so the peer does not wait on a connection we gave up on.
-    linger lg{1, 0};
-    ::setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  if (c.fd >= 0) {  // none when a connect closed before it began
+    if (c.p.abortive) {
+      // A reset, so the peer does not wait on a connection we gave up on.
+      linger lg{1, 0};
+      ::setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    ::close(c.fd);
+    c.fd = -1;
   }
-  ::close(c.fd);
-  c.fd = -1;
   c.p.state = phase::idle;
   core_.backend_done(c.p.slot);
 }
@@ -413,7 +515,7 @@ void engine_impl::sweep_connections(loop& l) {
   // A close may finish a connection at once: it leaves the list.
   l.members.sweep([&](std::uint32_t slot) {
     connection& c = conns_[slot];
-    if (c.p.state != phase::open) return;
+    if (!c.p.active()) return;  // open, or connecting (its deadline)
     if (const std::error_code ec = core_.expired(c.p.slot)) {
       begin_close(l, c, ec, detail::graceful_after(ec));
     } else {

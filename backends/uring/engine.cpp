@@ -60,11 +60,15 @@ status engine_impl::start() {
   stale_completions_.store(
       0, std::memory_order_relaxed);  // a restart counts from zero
   accept_failures_.store(0, std::memory_order_relaxed);
+  callers_gone_.store(false, std::memory_order_relaxed);
   const options& o = core_.opts();
 
-  if (status s = open_listener(ep); !s) {
-    release_resources();
-    return s;
+  port_ = 0;
+  if (o.listen) {  // else it only connects: no listener, no accepts
+    if (status s = open_listener(ep); !s) {
+      release_resources();
+      return s;
+    }
   }
   try {
     conns_.reserve(o.max_connections);  // each made as its slot is first used
@@ -123,7 +127,7 @@ void engine_impl::run(loop& l) {
     io_uring_sqe_set_data(s, &l.wake_op);
     ++l.ops;
   }
-  arm_accepts(l);
+  if (listen_fd_ >= 0) arm_accepts(l);
   bool wound_down = false;
   std::uint64_t next_tick = now_ms() + tick_ms;
   std::uint64_t next_sweep = next_tick;
@@ -148,7 +152,12 @@ void engine_impl::run(loop& l) {
         wind_down(l);
         wound_down = true;
       }
-      if (l.ops == 0) break;
+      // Every connect() has left the gate: begin (and so close) what they
+      // handed over since the last look, then nothing more can come.
+      if (l.ops == 0 && callers_gone_.load(std::memory_order_acquire)) {
+        finish(l);
+        if (l.ops == 0) break;
+      }
     }
     const std::uint64_t now = now_ms();
     if (now >= next_tick) {
@@ -160,7 +169,7 @@ void engine_impl::run(loop& l) {
         sweep_connections(l);
         next_sweep = now + sweep_ms;
       }
-      if (l.accepts_armed == 0 && !wound_down)
+      if (l.accepts_armed == 0 && !wound_down && listen_fd_ >= 0)
         arm_accepts(l);  // after a shortage
       next_tick = now + tick_ms;
       finish(l);
@@ -173,19 +182,57 @@ void engine_impl::run(loop& l) {
 }
 
 void engine_impl::finish(loop& l) {
-  core_.deliver(l.batch);
-  l.handoffs.serve_local(
-      [&](connection_id id) {
-        auto slot = core_.resolve(id);
-        connection* c = slot ? &conns_[*slot] : nullptr;
-        if (c && c->p.state == phase::open &&
-            c->p.generation == detail::generation_of(id)) {
-          flush(l, *c);
-        } else {
-          stale_completions_.fetch_add(1, std::memory_order_relaxed);
-        }
-      },
-      [&] { core_.deliver(l.batch); });
+  // Connects handed over (an inline handler's too) begin here; one that
+  // closes at once has a closed event to deliver, and handlers may send.
+  do {
+    core_.deliver(l.batch);
+    l.handoffs.serve_local(
+        [&](connection_id id) {
+          auto slot = core_.resolve(id);
+          connection* c =
+              slot && *slot < conns_.made() ? &conns_[*slot] : nullptr;
+          if (c && c->p.active() &&
+              c->p.generation == detail::generation_of(id)) {
+            flush(l, *c);  // connecting: only a close(reset) acts
+          } else if (!c || c->p.state != phase::idle) {
+            stale_completions_.fetch_add(1, std::memory_order_relaxed);
+          }
+          // Live but idle here: a connect not begun yet. Its start checks
+          // for a close(reset), and connect_done flushes what is queued.
+        },
+        [&] { core_.deliver(l.batch); });
+  } while (start_connects(l));
+}
+
+void engine_impl::begin_connect(connection_id id, const endpoint& to) {
+  const std::uint32_t slot = detail::slot_of(id);
+  make_connection(slot);  // a hand-off may find it before the connect begins
+  loop& l = *loops_[core_.state(slot).owner.load(std::memory_order_relaxed)];
+  bool first;
+  {
+    std::lock_guard g(l.connects_lock);
+    first = l.connects.empty();
+    l.connects.emplace_back(id, to);
+    l.has_connects.store(true, std::memory_order_release);
+  }
+  // On the loop's own thread (an inline handler), finish() begins it.
+  if (first && current_loop != &l) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(l.wake_fd, &one, sizeof one);
+  }
+}
+
+bool engine_impl::start_connects(loop& l) {
+  if (!l.has_connects.load(std::memory_order_acquire)) return false;
+  {
+    std::lock_guard g(l.connects_lock);
+    l.connects_local.swap(l.connects);
+    l.has_connects.store(false, std::memory_order_relaxed);
+  }
+  for (const auto& [id, to] : l.connects_local) start_connect(l, id, to);
+  const bool any = !l.connects_local.empty();
+  l.connects_local.clear();
+  return any;
 }
 
 void engine_impl::on_wake(loop& l, op&, const io_uring_cqe& cqe) {
@@ -264,6 +311,7 @@ void engine_impl::stop_locked() noexcept {
   if (!gate_.running()) return;
   if (gate_.begin_stop()) core_.stop_events();
   gate_.wait_for_callers();
+  callers_gone_.store(true, std::memory_order_release);
   wake_for_stop();
   for (auto& l : loops_) {
     if (l->thread.joinable()) l->thread.join();

@@ -12,6 +12,11 @@
 // generation. Receives use a provided-buffer ring, so an idle connection
 // holds no receive buffer (IOCP's zero-byte read has the same aim).
 //
+// Outbound connections (engine::connect()) go to the loop that owns their
+// slot through its connect inbox; that loop opens the socket and issues an
+// IORING_OP_CONNECT, then reads and sends as on an accepted connection.
+// With options::listen false there is no listening socket and no accept.
+//
 // Concurrency: a connection is only touched by its loop's thread.
 // send()/close() from other threads go through the core's per-slot lock
 // and, when a queue goes from idle to busy, put the id in the loop's inbox
@@ -19,14 +24,17 @@
 // empty: one wake serves every id queued before the loop looks).
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "backends/posix/sockets.hpp"
@@ -45,6 +53,18 @@ using detail::phase;
 
 // A provided receive buffer, and the poll path's one buffer per loop.
 inline constexpr std::uint32_t recv_buffer_bytes = 16 * 1024;
+
+// An IORING_OP_CONNECT in flight, and the address it reads, which must stay
+// put until its completion. Kept by the loop for the connects under way, not
+// in every connection (most never connect out).
+struct pending_connect : op {
+  union {
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+  } to{};
+  std::uint32_t index = 0;  // its place in loop::connect_records
+};
+inline constexpr std::uint32_t no_connect = ~std::uint32_t{0};
 
 // One per connection slot, made at start and reused; only its loop's
 // thread touches it. The protocol state is common/completion.hpp's, shared
@@ -67,6 +87,8 @@ struct connection {
   // (-ECANCELED) is expected, even if reading resumed meanwhile.
   bool recv_cut = false;
   bool send_inline = true;  // the socket had room: try a plain sendmsg first
+  // Connecting: its IORING_OP_CONNECT (loop::connect_records), or none.
+  std::uint32_t connect = no_connect;
   detail::slice_chain sending;  // owned by send_op until it completes
 };
 
@@ -90,6 +112,15 @@ struct loop : detail::loop_lists<connection> {
   std::uint64_t ops = 0;                   // operations in flight on this ring
   std::atomic<std::uint64_t> ops_seen{0};  // copies for stats()
   std::atomic<std::uint32_t> accepts_seen{0};
+  // Outbound connections to begin on this loop (engine::connect(), from any
+  // thread); has_connects is set with each push.
+  std::mutex connects_lock;
+  std::vector<std::pair<connection_id, endpoint>> connects;  // [connects_lock]
+  std::atomic<bool> has_connects{false};
+  std::vector<std::pair<connection_id, endpoint>> connects_local;
+  // The connects in flight own a record each; the records are reused.
+  std::deque<pending_connect> connect_records;
+  std::vector<std::uint32_t> free_connects;
 
   // Scratch for sendmsg: the kernel copies msghdr and iovecs when it
   // consumes the SQE (IORING_FEAT_SUBMIT_STABLE), so they live until the
@@ -130,6 +161,7 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   static void on_recv(loop& l, op& o, const io_uring_cqe& cqe);
   static void on_send(loop& l, op& o, const io_uring_cqe& cqe);
   static void on_ctl(loop& l, op& o, const io_uring_cqe& cqe);
+  static void on_connect(loop& l, op& o, const io_uring_cqe& cqe);
   static void on_ignored(loop& l, op& o, const io_uring_cqe& cqe);
 
  private:
@@ -139,6 +171,11 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void finish(loop& l);
   void wind_down(loop& l);
   void hand_off(connection_id id);
+  // engine_base: begins `id`'s connect on the loop that owns it (any
+  // thread, inside the gate).
+  void begin_connect(connection_id id, const endpoint& to);
+  // The loop: begins the connects handed to it; true when there were any.
+  bool start_connects(loop& l);
   void release_resources() noexcept;
   void wake_for_stop() noexcept;
   void stop_locked() noexcept;
@@ -147,9 +184,15 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   status open_listener(const endpoint& ep);
   void arm_accepts(loop& l);
   void accepted(loop& l, int fd);
+  // The slot's connection object, made (any thread) if it is not yet.
+  connection& make_connection(std::uint32_t slot);
 
   // connection.cpp; on the connection's loop thread.
   void open_connection(loop& l, connection& c, int fd, connection_id id);
+  // An outbound connection: its socket and its IORING_OP_CONNECT, or its
+  // closed event when it cannot begin (stop(), close(reset), no socket).
+  void start_connect(loop& l, connection_id id, const endpoint& to);
+  void connect_finished(loop& l, connection& c, int res);
   void arm_recv(loop& l, connection& c);
   void on_bytes(loop& l, connection& c, const std::byte* data, std::size_t n);
   void read_ready(loop& l, connection& c);
@@ -183,6 +226,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   detail::slot_array<connection> conns_;  // made as slots come into use
   std::vector<std::unique_ptr<loop>> loops_;
 
+  // stop() has seen every caller leave the gate: no connect is handed to a
+  // loop any more, so a loop that has wound down may end.
+  std::atomic<bool> callers_gone_{false};
   std::atomic<std::uint64_t> stale_completions_{0};
   std::atomic<std::uint64_t> accept_failures_{0};
 };

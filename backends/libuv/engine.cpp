@@ -243,7 +243,11 @@ void engine_impl::finish(loop& l) {
   core_.deliver(l.batch);
   l.handoffs.serve_local(
       [&](connection_id id) {
-        if (auto slot = core_.resolve(id)) flush(conns_[*slot]);
+        auto slot = core_.resolve(id);
+        // Idle here: a connect handed to this loop but not begun yet (its
+        // handle is not this loop's yet). Its start checks for a
+        // close(reset); connect_done's flush sends what is queued.
+        if (slot && conns_[*slot].p.state != phase::idle) flush(conns_[*slot]);
       },
       [&] { core_.deliver(l.batch); });
 }

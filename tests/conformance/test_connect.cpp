@@ -343,3 +343,56 @@ TEST_CASE(
     CHECK(reason == ionet::errc::host_unreachable);
   }
 }
+
+TEST_CASE("connect: a close that races the connect's start ends it once",
+          "[conformance][connect]") {
+  // close() right after connect(), from the connecting thread or another:
+  // the close may reach the engine thread before the connect has begun
+  // there. Each id still gets exactly one closed event; a reset ends it
+  // unopened or just opened, a graceful close after its queue went out.
+  server s;
+  REQUIRE(s.start().ok());
+  ionet::options o = outbound_options();
+  o.threads = 2;
+  server c(o, [](ionet::engine&, const ionet::event&) {});
+  REQUIRE(c.start().ok());
+  constexpr std::uint64_t count = 200;
+  std::vector<ionet::connection_id> ids;
+  std::uint64_t graceful = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const auto r = c.engine().connect("127.0.0.1", s.port());
+    REQUIRE(r);
+    ids.push_back(r.conn);
+    const auto mode =
+        i % 2 ? ionet::close_mode::reset : ionet::close_mode::graceful;
+    if (mode == ionet::close_mode::graceful) {
+      REQUIRE_FALSE(c.engine().send(r.conn, pattern(64, i)));
+      ++graceful;
+    }
+    if (i % 4 < 2) {
+      REQUIRE_FALSE(c.engine().close(r.conn, mode));
+    } else {
+      std::error_code ec;
+      std::thread other([&] { ec = c.engine().close(r.conn, mode); });
+      other.join();
+      REQUIRE_FALSE(ec);
+    }
+  }
+  REQUIRE(c.wait_closed(count));
+  const record cr = c.snapshot();
+  CHECK(cr.order_errors.empty());
+  CHECK(cr.closed.size() == ids.size());
+  for (const auto id : ids) {
+    INFO("id " << id);
+    const closed_record* end = cr.closed_of(id);
+    REQUIRE(end);
+    CHECK(end->reason == ionet::errc::closed_by_user);
+  }
+  // Every graceful one sent its message before its FIN (once: the
+  // client does not echo the server's echo).
+  CHECK(eventually([&] { return s.snapshot().messages == graceful; }));
+  CHECK(eventually([&] { return c.engine().stats().connections_open == 0; }));
+  const ionet::engine_stats st = c.engine().stats();
+  CHECK(st.connects == count);
+  CHECK(st.connect_failures <= count - graceful);
+}

@@ -15,6 +15,10 @@ ionet::options outbound_options() {
   return o;
 }
 
+// A client engine does not echo (the server it talks to does: the two
+// would bounce every message between them until one closed).
+void quiet(ionet::engine&, const ionet::event&) {}
+
 // What a client engine's callback saw: the connected event's peer and
 // context, and each message's bytes in order.
 struct outbound_log {
@@ -132,7 +136,7 @@ TEST_CASE("connect: nothing listening ends it with connection_refused",
     REQUIRE(gone.start().ok());
     port = gone.port();
   }
-  server c(outbound_options());
+  server c(outbound_options(), quiet);
   REQUIRE(c.start().ok());
   int context = 0;
   ionet::connect_options how;
@@ -152,7 +156,7 @@ TEST_CASE("connect: nothing listening ends it with connection_refused",
 
 TEST_CASE("connect: an unroutable address ends it with host_unreachable",
           "[conformance][connect]") {
-  server c(outbound_options());
+  server c(outbound_options(), quiet);
   REQUIRE(c.start().ok());
   // The limited broadcast address: no TCP connection can go there, and
   // the system says so without sending anything.
@@ -166,7 +170,7 @@ TEST_CASE("connect: a peer that never answers ends it with connect_timeout",
   black_hole hole;
   INFO(hole.error());
   REQUIRE(hole.error().empty());
-  server c(outbound_options());
+  server c(outbound_options(), quiet);
   REQUIRE(c.start().ok());
   ionet::connect_options how;
   how.timeout = 300ms;
@@ -190,7 +194,7 @@ TEST_CASE("connect: close(reset) ends a connect under way at once",
   black_hole hole;
   INFO(hole.error());
   REQUIRE(hole.error().empty());
-  server c(outbound_options());
+  server c(outbound_options(), quiet);
   REQUIRE(c.start().ok());
   const auto r = c.engine().connect("127.0.0.1", hole.port());
   REQUIRE(r);
@@ -206,7 +210,7 @@ TEST_CASE(
     "[conformance][connect]") {
   server s;
   REQUIRE(s.start().ok());
-  server c(outbound_options());
+  server c(outbound_options(), quiet);
   REQUIRE(c.start().ok());
   const auto r = c.engine().connect("127.0.0.1", s.port());
   REQUIRE(r);
@@ -258,7 +262,7 @@ TEST_CASE("connect: every connect under way at stop() gets its closed event",
   REQUIRE(s.start().ok());
   for (const auto d :
        {server::delivery::pull, server::delivery::inline_handler}) {
-    server c(outbound_options(), {}, d);
+    server c(outbound_options(), quiet, d);
     REQUIRE(c.start().ok());
     std::vector<ionet::connection_id> ids;
     for (int i = 0; i < 40; ++i) {
@@ -287,7 +291,7 @@ TEST_CASE("connect: shutdown() ends a connect that does not open in time",
   black_hole hole;
   INFO(hole.error());
   REQUIRE(hole.error().empty());
-  server c(outbound_options());
+  server c(outbound_options(), quiet);
   REQUIRE(c.start().ok());
   const auto r = c.engine().connect("127.0.0.1", hole.port());
   REQUIRE(r);
@@ -354,7 +358,7 @@ TEST_CASE("connect: a close that races the connect's start ends it once",
   REQUIRE(s.start().ok());
   ionet::options o = outbound_options();
   o.threads = 2;
-  server c(o, [](ionet::engine&, const ionet::event&) {});
+  server c(o, quiet);
   REQUIRE(c.start().ok());
   constexpr std::uint64_t count = 200;
   std::vector<ionet::connection_id> ids;

@@ -26,6 +26,7 @@ struct rig {
   std::uint16_t port = 0;
   LPFN_ACCEPTEX accept_ex = nullptr;
   LPFN_DISCONNECTEX disconnect_ex = nullptr;
+  LPFN_CONNECTEX connect_ex = nullptr;
 
   rig() {
     WSADATA data;
@@ -50,6 +51,10 @@ struct rig {
     REQUIRE(WSAIoctl(listener, SIO_GET_EXTENSION_FUNCTION_POINTER, &g2,
                      sizeof g2, &disconnect_ex, sizeof disconnect_ex, &n,
                      nullptr, nullptr) == 0);
+    GUID g3 = WSAID_CONNECTEX;
+    REQUIRE(WSAIoctl(listener, SIO_GET_EXTENSION_FUNCTION_POINTER, &g3,
+                     sizeof g3, &connect_ex, sizeof connect_ex, &n, nullptr,
+                     nullptr) == 0);
   }
   ~rig() {
     closesocket(listener);
@@ -81,6 +86,30 @@ struct rig {
     const BOOL ok = accept_ex(listener, s, buf, 0, sizeof(sockaddr_in6) + 16,
                               sizeof(sockaddr_in6) + 16, &n, &ov);
     REQUIRE((ok || WSAGetLastError() == ERROR_IO_PENDING));
+  }
+
+  // An overlapped socket on the port, bound to 0.0.0.0:0 (for ConnectEx).
+  SOCKET bound() {
+    SOCKET s = open();
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&any), sizeof any) == 0);
+    return s;
+  }
+
+  // ConnectEx from `s` to 127.0.0.1:`to`; its packet comes whether it
+  // finished at once or not (no skip mode). False when the call failed
+  // at once (WSAGetLastError says why).
+  bool connect(SOCKET s, std::uint16_t to, OVERLAPPED& ov,
+               std::uint32_t addr = INADDR_LOOPBACK) {
+    std::memset(&ov, 0, sizeof ov);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(addr);
+    a.sin_port = htons(to);
+    return connect_ex(s, reinterpret_cast<const sockaddr*>(&a), sizeof a,
+                      nullptr, 0, nullptr, &ov) ||
+           WSAGetLastError() == ERROR_IO_PENDING;
   }
 
   int client() {
@@ -231,4 +260,96 @@ TEST_CASE(
   using std::chrono::milliseconds;
   CHECK(reuse(true) >= milliseconds(300));  // IONET_WINSIM_TIME_WAIT_MS
   CHECK(reuse(false) < milliseconds(300));
+}
+
+TEST_CASE("winsim: ConnectEx needs a bound socket and completes by the port") {
+  rig r;
+  OVERLAPPED ov;
+  // ConnectEx's WSAEINVAL: "an unbound or a listening socket".
+  SOCKET unbound = r.open();
+  CHECK_FALSE(r.connect(unbound, r.port, ov));
+  CHECK(WSAGetLastError() == WSAEINVAL);
+  CHECK_FALSE(r.connect(r.listener, r.port, ov));
+  CHECK(WSAGetLastError() == WSAEINVAL);
+  closesocket(unbound);
+
+  SOCKET s = r.bound();
+  REQUIRE(r.connect(s, r.port, ov));
+  DWORD bytes = 0;
+  REQUIRE(r.next(bytes) == &ov);
+  CHECK(error_of(s, ov) == 0);
+  // Connected, but getpeername and shutdown wait for the connect context.
+  sockaddr_in peer{};
+  int len = sizeof peer;
+  CHECK(getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0);
+  CHECK(WSAGetLastError() == WSAENOTCONN);
+  CHECK(shutdown(s, SD_SEND) != 0);
+  REQUIRE(setsockopt(s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0) ==
+          0);
+  REQUIRE(getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) == 0);
+  CHECK(ntohs(peer.sin_port) == r.port);
+  // A second ConnectEx on it: connected already.
+  OVERLAPPED again;
+  CHECK_FALSE(r.connect(s, r.port, again));
+  CHECK(WSAGetLastError() == WSAEISCONN);
+  closesocket(s);
+}
+
+TEST_CASE(
+    "winsim: ConnectEx is refused, unreachable, or waits on a full "
+    "backlog until cancelled") {
+  rig r;
+  OVERLAPPED ov;
+  DWORD bytes = 0;
+  // Nothing listens: the completion says refused.
+  std::uint16_t free_port = 0;
+  {
+    SOCKET probe = r.bound();
+    sockaddr_in a{};
+    int len = sizeof a;
+    REQUIRE(getsockname(probe, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    free_port = ntohs(a.sin_port);  // bound, never listening
+    SOCKET s = r.bound();
+    REQUIRE(r.connect(s, free_port, ov));
+    REQUIRE(r.next(bytes) == &ov);
+    CHECK(error_of(s, ov) == WSAECONNREFUSED);
+    closesocket(s);
+    closesocket(probe);
+  }
+  // No route for TCP to the limited broadcast address: it fails at once.
+  {
+    SOCKET s = r.bound();
+    CHECK_FALSE(r.connect(s, 9, ov, INADDR_BROADCAST));
+    const int e = WSAGetLastError();
+    CHECK((e == WSAENETUNREACH || e == WSAEHOSTUNREACH));
+    closesocket(s);
+  }
+  // A listener with backlog 0 that accepts nothing: connects complete
+  // until its queue is full, then one stays pending (the SYN dropped, as
+  // on Linux, Wine's host) until CancelIoEx.
+  SOCKET l = r.bound();
+  REQUIRE(listen(l, 0) == 0);
+  sockaddr_in la{};
+  int llen = sizeof la;
+  REQUIRE(getsockname(l, reinterpret_cast<sockaddr*>(&la), &llen) == 0);
+  std::vector<SOCKET> fillers;
+  std::vector<OVERLAPPED> ovs(8);
+  bool pending = false;
+  for (std::size_t i = 0; i < ovs.size() && !pending; ++i) {
+    fillers.push_back(r.bound());
+    REQUIRE(r.connect(fillers.back(), ntohs(la.sin_port), ovs[i]));
+    if (r.next(bytes, 300) == nullptr) {
+      pending = true;
+      CHECK(ovs[i].Internal == 0x103);  // STATUS_PENDING
+      REQUIRE(CancelIoEx(reinterpret_cast<HANDLE>(fillers.back()), &ovs[i]));
+      REQUIRE(r.next(bytes) == &ovs[i]);
+      CHECK(error_of(fillers.back(), ovs[i]) == WSA_OPERATION_ABORTED);
+    } else {
+      CHECK(error_of(fillers.back(), ovs[i]) == 0);
+    }
+  }
+  CHECK(pending);
+  CHECK(fillers.size() >= 2);  // at least one was queued first
+  for (SOCKET f : fillers) closesocket(f);
+  closesocket(l);
 }

@@ -23,6 +23,9 @@ using LPFN_GETACCEPTEXSOCKADDRS = void (*)(PVOID output, DWORD receive_bytes,
                                            int* remote_length);
 using LPFN_DISCONNECTEX = BOOL (*)(SOCKET s, LPOVERLAPPED ov, DWORD flags,
                                    DWORD reserved);
+using LPFN_CONNECTEX = BOOL (*)(SOCKET s, const sockaddr* name, int namelen,
+                                PVOID send_buffer, DWORD send_bytes,
+                                LPDWORD sent, LPOVERLAPPED ov);
 
 #define WSAID_ACCEPTEX                               \
   {                                                  \
@@ -40,5 +43,11 @@ using LPFN_DISCONNECTEX = BOOL (*)(SOCKET s, LPOVERLAPPED ov, DWORD flags,
   {                                                  \
     0x7fda2e11, 0x8630, 0x436f, {                    \
       0xa0, 0x31, 0xf5, 0x36, 0xa6, 0xee, 0xc1, 0x57 \
+    }                                                \
+  }
+#define WSAID_CONNECTEX                              \
+  {                                                  \
+    0x25a207b9, 0xddf3, 0x4660, {                    \
+      0x8e, 0xe9, 0x76, 0xe5, 0x8c, 0x74, 0x06, 0x3e \
     }                                                \
   }

@@ -32,7 +32,9 @@ constexpr const char* names[fault_count] = {
     "wouldblock_io",  "post_fail",
     "non_ifs",        "fd_accept_once",
     "reset_accept",   "update_context_fail",
-    "netdown_accept", "wine_disconnect"};
+    "netdown_accept", "wine_disconnect",
+    "refuse_connect", "unreachable_connect",
+    "silent_connect"};
 constexpr int benign_count = 4;  // the first four
 
 struct schedule {

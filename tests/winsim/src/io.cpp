@@ -30,6 +30,14 @@
 //   that sent the first FIN (an active close): there DisconnectEx completes
 //   after TIME_WAIT (2 MSL, Windows' default 120 s;
 //   IONET_WINSIM_TIME_WAIT_MS here); after a passive close, at once.
+// - ConnectEx remarks and return values: the socket must be bound
+//   (WSAEINVAL for an unbound or a listening one); the connect completes
+//   like any overlapped operation (a packet, unless skip-on-success and
+//   done at once); a refused connect completes with WSAECONNREFUSED; once
+//   it succeeded the socket has its full connected state (getpeername,
+//   shutdown) only after SO_UPDATE_CONNECT_CONTEXT. A connect to a
+//   listener whose backlog is full waits as on Linux (the SYN is dropped
+//   and sent again) until it is cancelled or the system gives up.
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -198,6 +206,27 @@ outcome try_accept(sim_socket& l, op& o, DWORD& err) {
   return outcome::done;
 }
 
+// A pending ConnectEx: done when Linux's connect has finished, one way or
+// the other (EPOLLOUT, or an error), or at once under a fault.
+outcome try_connect(sim_socket& s, op& o, DWORD& err) {
+  err = 0;
+  if (o.silent) return outcome::pending;  // a SYN nobody answers
+  if (o.forced) {
+    err = o.forced;
+    return outcome::done;
+  }
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (::getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
+  if (e) {
+    err = static_cast<DWORD>(wsa_from_errno(e));
+    return outcome::done;
+  }
+  pollfd p{s.fd, POLLOUT, 0};
+  if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLOUT)) return outcome::pending;
+  return outcome::done;
+}
+
 outcome try_op(sim_socket& s, op& o, DWORD& err) {
   switch (o.k) {
     case op::kind::recv:
@@ -207,10 +236,36 @@ outcome try_op(sim_socket& s, op& o, DWORD& err) {
       return try_send(s, o, err);
     case op::kind::accept:
       return try_accept(s, o, err);
+    case op::kind::connect:
+      return try_connect(s, o, err);
     case op::kind::disconnect:
       break;
   }
   return outcome::pending;
+}
+
+void connected_by_connect_ex(sim_socket& s) {
+  s.state = sock_state::connected;
+  s.connected_out = true;
+  s.connect_context = false;  // until SO_UPDATE_CONNECT_CONTEXT
+  s.fin_sent = false;
+  s.active_close = false;
+  s.latched = 0;
+}
+
+// Ends s's pending ConnectEx with `err` (0: connected) and queues its packet.
+void finish_connect(sim_socket& s, DWORD err) {
+  op o = std::move(*s.connect);
+  s.connect.reset();
+  if (err) {
+    // A failed connect leaves nothing to use: only closesocket (Windows
+    // does not promise a second ConnectEx on it).
+    s.state = sock_state::unusable;
+    kernel_unwatch(s);
+  } else {
+    connected_by_connect_ex(s);
+  }
+  complete(s, o, err);
 }
 
 std::deque<op>& queue_of(sim_socket& s, op::kind k) {
@@ -349,6 +404,10 @@ bool abort_ops(sim_socket& s, LPOVERLAPPED ov, DWORD error) {
     complete(s, o, error);
     any = true;
   }
+  if (s.connect && (!ov || s.connect->ov == ov)) {
+    finish_connect(s, error);  // the socket is unusable after it
+    any = true;
+  }
   return any;
 }
 
@@ -368,6 +427,13 @@ void progress(sim_socket& s) {
   } else if (s.state == sock_state::connected) {
     drain(s, s.recvs);
     drain(s, s.sends);
+  } else if (s.state == sock_state::connecting && s.connect) {
+    DWORD err = 0;
+    if (try_connect(s, *s.connect, err) == outcome::done) {
+      finish_connect(s, err);
+      // Reads may have been issued right after the packet was taken.
+      if (s.state == sock_state::connected) progress(s);
+    }
   }
 }
 
@@ -570,6 +636,74 @@ BOOL disconnect_ex(SOCKET h, LPOVERLAPPED ov, DWORD flags, DWORD) {
   const std::uint64_t due = o.due;
   s.disconnect = std::move(o);
   kernel_timer(sp, due);
+  return fail(WSA_IO_PENDING, BOOL{FALSE});
+}
+
+BOOL connect_ex(SOCKET h, const sockaddr* name, int namelen, PVOID send_buffer,
+                DWORD send_bytes, LPDWORD sent, LPOVERLAPPED ov) {
+  auto sp = find_as<sim_socket>(h);
+  if (!sp) return fail(WSAENOTSOCK, BOOL{FALSE});
+  if (!ov || !name) return fail(WSAEFAULT, BOOL{FALSE});
+  // Sending first data with the connect is not modelled (the backend
+  // sends none).
+  if (send_buffer && send_bytes) return fail(WSAEOPNOTSUPP, BOOL{FALSE});
+  if (sent) *sent = 0;
+  sim_socket& s = *sp;
+  std::lock_guard g(s.m);
+  if (s.closed) return fail(WSAENOTSOCK, BOOL{FALSE});
+  // ConnectEx's errors: WSAEINVAL, "the parameter s is an unbound or a
+  // listening socket"; WSAEALREADY, a ConnectEx already in progress;
+  // WSAEISCONN, connected already.
+  if (s.state == sock_state::listening || !s.bound)
+    return fail(WSAEINVAL, BOOL{FALSE});
+  if (s.state == sock_state::connecting) return fail(WSAEALREADY, BOOL{FALSE});
+  if (s.state != sock_state::fresh) return fail(WSAEISCONN, BOOL{FALSE});
+  const int need = s.family == AF_INET6 ? static_cast<int>(sizeof(sockaddr_in6))
+                                        : static_cast<int>(sizeof(sockaddr_in));
+  if (namelen < need) return fail(WSAEFAULT, BOOL{FALSE});
+  if (name->sa_family != s.family) return fail(WSAEAFNOSUPPORT, BOOL{FALSE});
+  // Faults, decided in one draw per call: no route (fails at once, as
+  // ConnectEx's WSAENETUNREACH does), a refusal, or a SYN never answered.
+  const std::uint64_t d = s.next_decision(fault::unreachable_connect);
+  if (roll(fault::unreachable_connect, s.serial, d))
+    return fail(WSAENETUNREACH, BOOL{FALSE});
+  op o;
+  o.k = op::kind::connect;
+  o.ov = ov;
+  o.forced = roll(fault::refuse_connect, s.serial, d) ? WSAECONNREFUSED : 0;
+  o.silent = !o.forced && roll(fault::silent_connect, s.serial, d);
+  ov->Internal = status_pending;
+  ov->InternalHigh = 0;
+  if (!o.forced && !o.silent) {
+    const int r = ::connect(s.fd, name, static_cast<socklen_t>(namelen));
+    const int e = r == 0 ? 0 : errno;
+    if (r == 0) {
+      // Connected at once: done, with a packet unless skip-on-success.
+      connected_by_connect_ex(s);
+      kernel_watch(s);
+      ov->Internal = 0;
+      if (s.cport && !s.skip_on_success) s.cport->post(s.key, ov, 0);
+      return TRUE;
+    }
+    if (e == ENETUNREACH || e == EHOSTUNREACH || e == EACCES ||
+        e == EADDRNOTAVAIL || e == EAFNOSUPPORT) {
+      // No route (255.255.255.255 is one: Linux refuses TCP to a
+      // broadcast address with ENETUNREACH): ConnectEx fails at once.
+      return fail(
+          static_cast<DWORD>(wsa_from_errno(e == EACCES ? ENETUNREACH : e)),
+          BOOL{FALSE});
+    }
+    // Anything else Linux knows at once (a refusal on the loopback) still
+    // reaches Windows' caller through the completion.
+    if (e != EINPROGRESS) o.forced = static_cast<DWORD>(wsa_from_errno(e));
+  }
+  s.connect = std::move(o);
+  s.state = sock_state::connecting;
+  if (s.connect->forced) {
+    kernel_kick(sp);
+  } else if (!s.connect->silent) {
+    kernel_watch(s);  // EPOLLOUT (or an error) when Linux's connect ends
+  }
   return fail(WSA_IO_PENDING, BOOL{FALSE});
 }
 

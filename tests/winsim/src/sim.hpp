@@ -97,6 +97,13 @@ enum class fault : int {
   // is how many of those get a packet after all, some ms late (a Wine that
   // fixed it: see disconnect_ex).
   wine_disconnect,
+  // ConnectEx: the connect pends, then completes with WSAECONNREFUSED (a
+  // reset answered the SYN); fails at once with WSAENETUNREACH (no route);
+  // pends and never completes, a SYN dropped again and again, until it is
+  // cancelled or its socket closed.
+  refuse_connect,
+  unreachable_connect,
+  silent_connect,
   count
 };
 // True when the fault's decision for (key, counter) says so.
@@ -146,7 +153,7 @@ struct sim_socket;
 
 // A pending overlapped operation.
 struct op {
-  enum class kind { recv, recv_ready, send, accept, disconnect } k;
+  enum class kind { recv, recv_ready, send, accept, disconnect, connect } k;
   OVERLAPPED* ov = nullptr;
   std::vector<iovec> iov;  // recv/send: what is left of the user's buffers
   std::size_t done = 0;    // bytes transferred so far
@@ -158,11 +165,16 @@ struct op {
   DWORD local_bytes = 0;
   DWORD remote_bytes = 0;
   std::uint64_t due = 0;  // disconnect: when it completes (ms)
+  // connect: the error it completes with whatever Linux says (a fault),
+  // or never completes (silent) until cancelled.
+  DWORD forced = 0;
+  bool silent = false;
 };
 
 enum class sock_state {
   fresh,  // made by WSASocketW, or reusable after DisconnectEx
   listening,
+  connecting,     // ConnectEx pending
   connected,      // taken by AcceptEx
   disconnecting,  // DisconnectEx pending
   unusable,       // a cancelled DisconnectEx: only closesocket is left
@@ -185,13 +197,19 @@ struct sim_socket final : object {
   ULONG_PTR key = 0;
   bool skip_on_success = false;
   bool accepted = false;  // AcceptEx completed on it (SO_UPDATE_ACCEPT_CONTEXT)
-  bool fin_sent = false;  // shutdown(SD_SEND) or DisconnectEx sent our FIN
+  bool bound = false;     // bind succeeded (ConnectEx requires it)
+  // Connected by ConnectEx; `connect_context` once SO_UPDATE_CONNECT_CONTEXT
+  // was set (getpeername and shutdown fail before).
+  bool connected_out = false;
+  bool connect_context = false;
+  bool fin_sent = false;      // shutdown(SD_SEND) or DisconnectEx sent our FIN
   bool active_close = false;  // our FIN went out before the peer's arrived
   DWORD latched = 0;  // a reset or abort: every later operation fails with it
   std::deque<op> recvs;
   std::deque<op> sends;
   std::deque<op> accepts;  // listener: AcceptEx calls waiting for a client
   std::optional<op> disconnect;
+  std::optional<op> connect;  // ConnectEx pending
   // WSAEventSelect.
   std::shared_ptr<event> select_event;
   long select_mask = 0;
@@ -230,6 +248,8 @@ void get_accept_ex_sockaddrs(PVOID output, DWORD receive_bytes,
                              int* local_length, sockaddr** remote,
                              int* remote_length);
 BOOL disconnect_ex(SOCKET s, LPOVERLAPPED ov, DWORD flags, DWORD reserved);
+BOOL connect_ex(SOCKET s, const sockaddr* name, int namelen, PVOID send_buffer,
+                DWORD send_bytes, LPDWORD sent, LPOVERLAPPED ov);
 
 // Linux's TCP state of a socket (TCP_INFO), -1 if unknown.
 int tcp_state(int fd) noexcept;

@@ -97,6 +97,7 @@ int bind(SOCKET h, const sockaddr* name, int namelen) noexcept {
   std::lock_guard g(s->m);
   if (::bind(s->fd, name, static_cast<socklen_t>(namelen)) != 0)
     return fail_errno();
+  s->bound = true;
   return 0;
 }
 
@@ -115,6 +116,15 @@ int getsockname(SOCKET h, sockaddr* name, int* namelen) noexcept {
 }
 
 int getpeername(SOCKET h, sockaddr* name, int* namelen) noexcept {
+  if (auto s = find_as<sim_socket>(h)) {
+    std::lock_guard g(s->m);
+    // SOL_SOCKET options, SO_UPDATE_CONNECT_CONTEXT: set it "if the
+    // getpeername, getsockname, getsockopt, setsockopt, or shutdown
+    // functions are to be used on the connected socket". Modelled for
+    // getpeername and shutdown: they fail until it is set.
+    if (s->connected_out && !s->connect_context)
+      return fail(WSAENOTCONN, SOCKET_ERROR);
+  }
   return address_of(h, name, namelen, &::getpeername);
 }
 
@@ -127,6 +137,15 @@ int setsockopt(SOCKET h, int level, int optname, const char* optval,
     // SO_EXCLUSIVEADDRUSE: no other socket may bind the address. A Linux
     // socket without SO_REUSEADDR already has that.
     if (!option<BOOL>(optval, optlen)) return fail(WSAEFAULT, SOCKET_ERROR);
+    return 0;
+  }
+  if (level == SOL_SOCKET && optname == SO_UPDATE_CONNECT_CONTEXT) {
+    // ConnectEx remarks: after ConnectEx succeeds, the socket takes its
+    // options and full connected state only once this option is set (no
+    // value). On a socket ConnectEx did not connect it does not apply.
+    if (!s->connected_out || s->state != sock_state::connected)
+      return fail(WSAENOTCONN, SOCKET_ERROR);
+    s->connect_context = true;
     return 0;
   }
   if (level == SOL_SOCKET && optname == SO_UPDATE_ACCEPT_CONTEXT) {
@@ -184,7 +203,10 @@ int shutdown(SOCKET h, int how) noexcept {
   auto s = find_as<sim_socket>(h);
   if (!s) return fail(WSAENOTSOCK, SOCKET_ERROR);
   std::lock_guard g(s->m);
-  if (s->state != sock_state::connected) return fail(WSAENOTCONN, SOCKET_ERROR);
+  if (s->state != sock_state::connected ||
+      (s->connected_out && !s->connect_context)) {
+    return fail(WSAENOTCONN, SOCKET_ERROR);  // see getpeername
+  }
   if ((how == SD_SEND || how == SD_BOTH) && !s->fin_sent) {
     // Whether our FIN goes out before the peer's arrived decides whether
     // a later DisconnectEx waits out TIME_WAIT (io.cpp).
@@ -210,12 +232,15 @@ int WSAIoctl(SOCKET h, DWORD code, LPVOID in, DWORD in_bytes, LPVOID out,
     const GUID accept = WSAID_ACCEPTEX;
     const GUID addrs = WSAID_GETACCEPTEXSOCKADDRS;
     const GUID disconnect = WSAID_DISCONNECTEX;
+    const GUID connect = WSAID_CONNECTEX;
     if (same_guid(in, accept)) {
       *static_cast<LPFN_ACCEPTEX*>(out) = &accept_ex;
     } else if (same_guid(in, addrs)) {
       *static_cast<LPFN_GETACCEPTEXSOCKADDRS*>(out) = &get_accept_ex_sockaddrs;
     } else if (same_guid(in, disconnect)) {
       *static_cast<LPFN_DISCONNECTEX*>(out) = &disconnect_ex;
+    } else if (same_guid(in, connect)) {
+      *static_cast<LPFN_CONNECTEX*>(out) = &connect_ex;
     } else {
       return fail(WSAEINVAL, SOCKET_ERROR);
     }

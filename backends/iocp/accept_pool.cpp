@@ -79,8 +79,21 @@ status engine_impl::open_listener(const endpoint& ep) {
   getsockname(listen_, reinterpret_cast<sockaddr*>(&bound), &blen);
   port_ = endpoint_of(reinterpret_cast<sockaddr*>(&bound)).port;
 
+  if (status s = load_provider(listen_); !s) return s;
+  if (auto ec = cport_.add(listen_))
+    return {ec, "associating the listener with the port"};
+  // FD_ACCEPT tells that a connection waits with no AcceptEx posted for it.
+  accept_event_ = WSACreateEvent();
+  if (accept_event_ == WSA_INVALID_EVENT ||
+      WSAEventSelect(listen_, accept_event_, FD_ACCEPT) != 0) {
+    return {wsa_error(WSAGetLastError()), "WSAEventSelect(FD_ACCEPT)"};
+  }
+  return {};
+}
+
+status engine_impl::load_provider(SOCKET s) {
   std::string missing;
-  if (auto ec = load_extensions(listen_, ext_, missing)) {
+  if (auto ec = load_extensions(s, ext_, missing)) {
     return {errc::unsupported, missing + " is not available: " + ec.message()};
   }
   // Under Wine the mode stays off: Wine's DisconnectEx finishes at once
@@ -95,15 +108,7 @@ status engine_impl::open_listener(const endpoint& ep) {
   // never given back, its operation never finished, so stop() waits (and
   // warns after 10 s) and, after max_connections + accept_depth such
   // closes, no AcceptEx can be posted.
-  skip_mode_safe_ = provider_is_ifs(listen_) && !running_under_wine();
-  if (auto ec = cport_.add(listen_))
-    return {ec, "associating the listener with the port"};
-  // FD_ACCEPT tells that a connection waits with no AcceptEx posted for it.
-  accept_event_ = WSACreateEvent();
-  if (accept_event_ == WSA_INVALID_EVENT ||
-      WSAEventSelect(listen_, accept_event_, FD_ACCEPT) != 0) {
-    return {wsa_error(WSAGetLastError()), "WSAEventSelect(FD_ACCEPT)"};
-  }
+  skip_mode_safe_ = provider_is_ifs(s) && !running_under_wine();
   return {};
 }
 
@@ -114,7 +119,8 @@ std::error_code engine_impl::make_pool() {
     // accept_depth more sockets than connections: at max_connections some
     // accepts stay posted, so the excess is accepted, refused and counted
     // instead of waiting in the backlog.
-    entry_count_ = o.max_connections + o.accept_depth;
+    // An engine that does not listen (options::listen) has no pool.
+    entry_count_ = o.listen ? o.max_connections + o.accept_depth : 0;
     entries_.reset(new socket_entry[entry_count_]);
     free_entries_.clear();
     free_entries_.reserve(entry_count_);
@@ -130,8 +136,10 @@ std::error_code engine_impl::make_pool() {
     connection& c = conns_[i];
     c.p.slot = i;
     c.read_op.owner = c.write_op.owner = i;
+    c.connect_op.owner = i;
     c.read_op.complete = &engine_impl::on_read;
     c.write_op.complete = &engine_impl::on_write;
+    c.connect_op.complete = &engine_impl::on_connect;
   }
   for (std::uint32_t i = 0; i < entry_count_; ++i) {
     socket_entry& e = entries_[i];
@@ -143,7 +151,7 @@ std::error_code engine_impl::make_pool() {
   }
   posted_accepts_ = 0;
   accepts_closed_ = false;
-  accept_target_ = std::min(o.accept_depth, o.max_connections);
+  accept_target_ = o.listen ? std::min(o.accept_depth, o.max_connections) : 0;
   retry_after_ms_ = 0;
   retry_backoff_ms_ = 0;
   return {};
@@ -151,7 +159,8 @@ std::error_code engine_impl::make_pool() {
 
 std::uint32_t engine_impl::top_up_accepts() {
   std::lock_guard g(accept_lock_);
-  if (accepts_closed_ || gate_.stopping()) return 0;
+  if (accepts_closed_ || gate_.stopping() || listen_ == INVALID_SOCKET)
+    return 0;
   if (retry_after_ms_) {
     if (GetTickCount64() < retry_after_ms_) return 0;
     retry_after_ms_ = 0;  // a new failure sets it again, backing off further
@@ -291,6 +300,7 @@ void engine_impl::grow_accepts() {
 }
 
 void engine_impl::check_listener() {
+  if (listen_ == INVALID_SOCKET) return;  // options::listen is false
   WSANETWORKEVENTS ne{};
   if (WSAEnumNetworkEvents(listen_, accept_event_, &ne) == 0 &&
       (ne.lNetworkEvents & FD_ACCEPT)) {

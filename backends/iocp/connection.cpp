@@ -64,6 +64,7 @@ void engine_impl::open_connection(connection& c, socket_entry& entry,
   c.p.open(detail::generation_of(id));
   c.entry = &entry;
   c.s = entry.s;
+  c.skip_on_success = entry.skip_on_success;
   c.starved = false;
   c.paused = false;
   BOOL nodelay = TRUE;
@@ -162,7 +163,7 @@ bool engine_impl::issue_read(connection& c, bool data, completion& done) {
   DWORD bytes = 0;
   DWORD flags = 0;
   if (WSARecv(c.s, bufs, nbufs, &bytes, &flags, &op.ov, nullptr) == 0) {
-    if (!c.entry->skip_on_success) return false;  // the port brings it
+    if (!c.skip_on_success) return false;  // the port brings it
     done.error = overlapped_result(c.s, &op.ov, done.bytes);
     return true;
   }
@@ -326,7 +327,7 @@ void engine_impl::flush(connection& c) {
     completion done;
     DWORD sent = 0;
     if (WSASend(c.s, bufs, nbufs, &sent, 0, &op.ov, nullptr) == 0) {
-      if (!c.entry->skip_on_success) return;  // the port brings it
+      if (!c.skip_on_success) return;  // the port brings it
       done.error = overlapped_result(c.s, &op.ov, done.bytes);
     } else {
       const int err = WSAGetLastError();
@@ -397,9 +398,14 @@ void engine_impl::on_posted(engine_impl& e, operation&,
   if (auto slot = e.core_.resolve(id)) {
     connection& c = e.conns_[*slot];
     lock(c);
-    if (c.p.state == phase::open &&
-        c.p.generation == detail::generation_of(id)) {
+    if (c.p.active() && c.p.generation == detail::generation_of(id)) {
+      // Connecting: only a close(reset) does anything (next_send).
       e.flush(c);
+    } else if (c.p.state == phase::idle && e.core_.resolve(id)) {
+      // A connect not begun yet (the id is live, under the lock, and the
+      // connection is not open): its begin packet is still on its way,
+      // and start_connect() looks at what was asked meanwhile. (Resolved
+      // again: the id may have closed while this waited for the lock.)
     } else {
       e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -436,11 +442,16 @@ void engine_impl::begin_close(connection& c, std::error_code reason,
 
 void engine_impl::maybe_finish(connection& c) {
   if (!c.p.finished()) return;
-  socket_entry& entry = *c.entry;
   c.p.state = phase::idle;
+  c.starved = false;
+  if (!c.entry) {
+    close_outbound(c);
+    core_.backend_done(c.p.slot);
+    return;
+  }
+  socket_entry& entry = *c.entry;
   c.entry = nullptr;
   c.s = INVALID_SOCKET;
-  c.starved = false;
   if (detail::may_reuse_socket(c.p) && !gate_.stopping()) {
     // The peer closed first: no TIME_WAIT here. Once the engine stops no
     // DisconnectEx is started: it may wait for the network, after
@@ -458,6 +469,11 @@ void engine_impl::maybe_finish(connection& c) {
 }
 
 void engine_impl::housekeep_connection(connection& c, std::uint64_t now) {
+  if (c.begin_pending) {
+    start_connect(c, c.connect_id);
+    op_finished();  // the begin packet the port did not take
+    return;
+  }
   if (c.p.state == phase::open) {
     flush(c);  // a hand-off the port could not take
   } else if (detail::linger_expired(c.p, now)) {
@@ -475,6 +491,160 @@ void engine_impl::housekeep_connection(connection& c, std::uint64_t now) {
     read_loop(c, next_read::data);
   }
   if (c.p.state == phase::lingering) watch(c.p.slot);
+}
+
+// --- outbound connections (engine::connect()) -----------------------------
+//
+// A worker begins each: a fresh socket, bound to the wildcard address (as
+// ConnectEx requires), associated with the port, then ConnectEx. The
+// begin packet travels on the connection's connect_op, which then carries
+// the ConnectEx; either is counted in ops_ until processed, the ConnectEx
+// also in the connection's in_flight, so a close (close(reset), the
+// connect deadline, stop()) cancels it and the slot waits for its
+// completion. The socket is closed when the connection ends: never put
+// in the accept pool, and never recycled through DisconnectEx.
+
+void engine_impl::begin_connect(connection_id id, const endpoint& to) {
+  const std::uint32_t slot = detail::slot_of(id);
+  connection& c = conns_[slot];
+  lock(c);
+  // The slot is free (idle): the operations of its last connection have
+  // all completed. A hand-off for the new id that comes first finds it
+  // idle and leaves it (on_posted).
+  c.connect_to = to;
+  c.connect_id = id;
+  c.connect_op.prepare(op_kind::begin_connect, INVALID_SOCKET);
+  c.connect_op.generation = detail::generation_of(id);
+  op_started();
+  if (!cport_.post(static_cast<ULONG_PTR>(id), &c.connect_op.ov)) {
+    // The port could not queue it (out of memory): the housekeeper begins
+    // it, still counted in ops_ so that stop() waits for it.
+    c.begin_pending = true;
+    watch(slot);
+    SetEvent(housekeeper_wake_);
+  }
+  unlock(c);
+}
+
+void engine_impl::start_connect(connection& c, connection_id id) {
+  c.begin_pending = false;
+  c.p.open_connecting(detail::generation_of(id));
+  c.entry = nullptr;
+  c.s = INVALID_SOCKET;
+  c.skip_on_success = false;
+  c.starved = false;
+  c.paused = false;
+  // Closed before it began: stop(), or close(reset) (a graceful close
+  // waits for the connect, then sends what was queued).
+  if (gate_.stopping()) {
+    begin_close(c, make_error_code(errc::engine_stopped), false);
+    return;
+  }
+  if (core_.reset_requested(c.p.slot)) {
+    begin_close(c, make_error_code(errc::closed_by_user), false);
+    return;
+  }
+  const int family = c.connect_to.v6 ? AF_INET6 : AF_INET;
+  c.s = open_tcp_socket(family);
+  if (c.s == INVALID_SOCKET) {
+    begin_close(c, connect_reason_of(static_cast<DWORD>(WSAGetLastError())),
+                false);
+    return;
+  }
+  if (auto ec = cport_.add(c.s)) {
+    begin_close(c, ec, false);
+    return;
+  }
+  c.skip_on_success =
+      skip_mode_safe_ && SetFileCompletionNotificationModes(
+                             reinterpret_cast<HANDLE>(c.s),
+                             FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                 FILE_SKIP_SET_EVENT_ON_HANDLE) != FALSE;
+  if (const int err = bind_any(c.s, family)) {
+    begin_close(c, connect_reason_of(static_cast<DWORD>(err)), false);
+    return;
+  }
+  const int len = to_sockaddr(c.connect_to, c.connect_addr);
+  operation& op = c.connect_op;
+  op.prepare(op_kind::connect, c.s);
+  op.generation = c.p.generation;
+  ++c.p.in_flight;
+  op_started();
+  connects_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  completion done;
+  DWORD sent = 0;
+  if (ext_.connect_ex(c.s, reinterpret_cast<const sockaddr*>(&c.connect_addr),
+                      len, nullptr, 0, &sent, &op.ov)) {
+    if (!c.skip_on_success) return;  // the port brings it
+    done.error = overlapped_result(c.s, &op.ov, done.bytes);
+  } else {
+    const int err = WSAGetLastError();
+    if (err == ERROR_IO_PENDING) return;
+    done.error = static_cast<DWORD>(err);  // never started: finish it here
+  }
+  connect_done(c, done);
+}
+
+void engine_impl::connect_done(connection& c, const completion& done) {
+  --c.p.in_flight;
+  op_finished();
+  connects_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  if (c.p.state != phase::connecting) {
+    maybe_finish(c);  // closed meanwhile (its ConnectEx was cancelled)
+    return;
+  }
+  if (done.error) {
+    begin_close(c, connect_reason_of(done.error), false);
+    return;
+  }
+  // ConnectEx remarks: until SO_UPDATE_CONNECT_CONTEXT, the socket does
+  // not have its connected state for getpeername, getsockname, shutdown
+  // and the socket options.
+  if (setsockopt(c.s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0) != 0) {
+    begin_close(c, close_reason_of(static_cast<DWORD>(WSAGetLastError())),
+                false);
+    return;
+  }
+  BOOL nodelay = TRUE;
+  setsockopt(c.s, IPPROTO_TCP, TCP_NODELAY,
+             reinterpret_cast<const char*>(&nodelay), sizeof nodelay);
+  set_keepalive(c.s, core_.opts());
+  const endpoint peer = iocp::address_of(c.s, false).value_or(c.connect_to);
+  detail::connect_done(core_, c.p, peer, detail::thread_batch());
+  read_loop(c, next_read::ready);
+  flush(c);  // what was sent while it connected
+}
+
+void engine_impl::close_outbound(connection& c) {
+  if (c.s == INVALID_SOCKET) return;
+  if (c.p.abortive) {
+    // SO_LINGER {on, 0 s}: closesocket resets the connection at once.
+    linger l{1, 0};
+    setsockopt(c.s, SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l),
+               sizeof l);
+  }
+  // A graceful end leaves TIME_WAIT (our FIN went first) to the system.
+  closesocket(c.s);
+  c.s = INVALID_SOCKET;
+}
+
+void engine_impl::on_connect(engine_impl& e, operation& op,
+                             const completion& done) {
+  connection& c = e.conns_[op.owner];
+  lock(c);
+  if (op.kind == op_kind::begin_connect) {
+    e.op_finished();
+    e.start_connect(c, static_cast<connection_id>(done.key));
+  } else if (c.p.state == phase::idle || op.generation != c.p.generation) {
+    // Cannot happen while slots wait for their last completion.
+    e.stale_completions_.fetch_add(1, std::memory_order_relaxed);
+    e.connects_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    e.op_finished();
+  } else {
+    e.connect_done(c, done);
+  }
+  e.core_.deliver(detail::thread_batch());
+  unlock(c);
 }
 
 }  // namespace ionet::iocp

@@ -60,8 +60,9 @@ status engine_impl::start() {
   }
 
   status s;
+  port_ = 0;
   if (auto ec = cport_.open(0)) s = status{ec, "CreateIoCompletionPort"};
-  if (s.ok()) s = open_listener(ep);
+  if (s.ok()) s = core_.opts().listen ? open_listener(ep) : open_provider();
   if (s.ok()) {
     if (auto ec = make_pool()) {
       s = status{errc::out_of_memory, "accept pool: " + ec.message()};
@@ -90,7 +91,7 @@ status engine_impl::start() {
     // The first accept_depth accepts, posted before any client arrives.
     // Counted as posted, not as pending now: their completions may have
     // come already (failed ones, if the network is down).
-    if (top_up_accepts() == 0) {
+    if (listen_ != INVALID_SOCKET && top_up_accepts() == 0) {
       s = status{errc::out_of_memory,
                  "could not post any AcceptEx (sockets: " +
                      std::to_string(sockets_created_.load()) + ")"};
@@ -142,8 +143,9 @@ void engine_impl::housekeeper_main() {
     // nobody resets it (check_listener() no longer runs), and a connect
     // that arrives then would leave it signalled, making every wait return
     // at once.
-    WaitForMultipleObjects(gate_.stopping() ? 1 : 2, handles, FALSE,
-                           accept_retry_wait(housekeeping_ms));
+    const bool listening = accept_event_ != WSA_INVALID_EVENT;
+    WaitForMultipleObjects(gate_.stopping() || !listening ? 1 : 2, handles,
+                           FALSE, accept_retry_wait(housekeeping_ms));
     if (!gate_.running()) break;
     if (gate_.stopping()) {
       // Every connection is closed from here, an engine thread (so inline
@@ -153,14 +155,34 @@ void engine_impl::housekeeper_main() {
         close_all();
         closed_all_.store(true);
       }
+      // Connects whose begin packet the port refused (begin_connect) are
+      // still counted in ops_: each begins now, and closes at once
+      // (engine_stopped). The rest of the list is close_all()'s.
+      {
+        std::lock_guard g(watch_lock_);
+        watched.swap(watch_list_);
+        for (std::uint32_t slot : watched) conns_[slot].watched = false;
+      }
+      for (std::uint32_t slot : watched) {
+        connection& c = conns_[slot];
+        lock(c);
+        if (c.begin_pending) housekeep_connection(c, GetTickCount64());
+        core_.deliver(detail::thread_batch());
+        unlock(c);
+      }
+      watched.clear();
       continue;
     }
     check_listener();
     top_up_accepts();
     core_.tick();
     const std::uint64_t now_ms = GetTickCount64();
+    // Connect deadlines are looked at every round while a connect is
+    // under way (options::connect_timeout is often short); the rest of the
+    // sweep once a second.
     if ((core_.timeouts_on() || core_.writable_waiting()) &&
-        now_ms >= next_sweep) {
+        (now_ms >= next_sweep ||
+         connects_in_flight_.load(std::memory_order_relaxed) > 0)) {
       sweep_connections();
       next_sweep = now_ms + sweep_ms;
     }
@@ -189,7 +211,7 @@ void engine_impl::sweep_connections() {
     if (!core_.expired(slot) && !core_.writable_owed(slot)) continue;
     connection& c = conns_[slot];
     lock(c);
-    if (c.p.state == phase::open) {
+    if (c.p.active()) {  // open, or connecting (its connect deadline)
       if (const std::error_code ec = core_.expired(slot)) {
         begin_close(c, ec, detail::graceful_after(ec));
       } else {
@@ -213,6 +235,18 @@ void engine_impl::hand_off(connection_id id) {
     watch(detail::slot_of(id));
     SetEvent(housekeeper_wake_);
   }
+}
+
+status engine_impl::open_provider() {
+  // An engine that does not listen (options::listen): the extension
+  // functions (ConnectEx) and the provider's nature come from a socket
+  // made only to ask.
+  const SOCKET probe = open_tcp_socket(AF_INET);
+  if (probe == INVALID_SOCKET)
+    return {wsa_error(WSAGetLastError()), "socket() for the provider"};
+  status s = load_provider(probe);
+  closesocket(probe);
+  return s;
 }
 
 engine_stats engine_impl::stats() const {

@@ -51,11 +51,27 @@ using detail::phase;
 // is common/completion.hpp's, shared with the io_uring backend.
 struct connection {
   SRWLOCK lock = SRWLOCK_INIT;
-  operation read_op;   // zero-byte or data read
-  operation write_op;  // gathered WSASend
+  operation read_op;     // zero-byte or data read
+  operation write_op;    // gathered WSASend
+  operation connect_op;  // outbound: the packet that begins it, then ConnectEx
   detail::conn_protocol p;
+  // Accepted: its accept-pool entry, whose socket `s` is. Outbound
+  // (engine::connect()): none; `s` is the connection's own, closed when it
+  // ends (never recycled through DisconnectEx: Wine refuses ConnectEx on
+  // such a socket, and Windows allows it only after TIME_WAIT).
   socket_entry* entry = nullptr;
   SOCKET s = INVALID_SOCKET;
+  // `s` is in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode.
+  bool skip_on_success = false;
+  // Outbound: where to connect (set by begin_connect, read by the worker
+  // that begins it), and the same as a sockaddr, which ConnectEx reads
+  // and which stays here until its completion has come.
+  endpoint connect_to;
+  sockaddr_storage connect_addr{};
+  connection_id connect_id{};
+  // The port refused the packet that begins the connect: the housekeeper
+  // begins it (the operation stays counted in ops_ meanwhile).
+  bool begin_pending = false;
   // No read could be issued (no slice to read into, or the system was
   // short of resources); the housekeeper retries.
   bool starved = false;
@@ -85,6 +101,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   static void on_read(engine_impl& e, operation& op, const completion& c);
   static void on_write(engine_impl& e, operation& op, const completion& c);
   static void on_posted(engine_impl& e, operation& op, const completion& c);
+  // engine::connect(): the begin packet, and the ConnectEx's completion.
+  static void on_connect(engine_impl& e, operation& op, const completion& c);
 
  private:
   friend class detail::engine_base<engine_impl>;
@@ -136,6 +154,17 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void begin_close(connection& c, std::error_code reason, bool graceful);
   void maybe_finish(connection& c);
   void housekeep_connection(connection& c, std::uint64_t now);
+  // engine_base: has a worker begin `id`'s connect (any thread, inside the
+  // gate): a packet through the port, or the housekeeper if the port
+  // cannot take it.
+  void begin_connect(connection_id id, const endpoint& to);
+  // On a worker, the lock held: the socket, bound and associated with the
+  // port, then ConnectEx (or the closed event, if it cannot begin).
+  void start_connect(connection& c, connection_id id);
+  // The ConnectEx finished: open and reading, or closed with why not.
+  void connect_done(connection& c, const completion& done);
+  // An outbound connection's socket, when the connection has ended.
+  void close_outbound(connection& c);
 
   // engine.cpp
   void worker_main();
@@ -151,6 +180,12 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void sweep_connections();
   void wait_drained();
   void release_resources() noexcept;
+
+  // Reads the extension functions and decides skip_mode_safe_ from `s`.
+  status load_provider(SOCKET s);
+  // start() of an engine that does not listen: load_provider() from a
+  // socket made for it.
+  status open_provider();
 
   void op_started() noexcept { ops_.fetch_add(1, std::memory_order_relaxed); }
   void op_finished() noexcept { ops_.fetch_sub(1, std::memory_order_acq_rel); }
@@ -210,6 +245,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::atomic<std::uint64_t> sockets_created_{0};
   std::atomic<std::uint64_t> sockets_reused_{0};
   std::atomic<std::uint64_t> stale_completions_{0};
+  // ConnectEx calls in flight: while any is, the housekeeper looks at the
+  // connect deadlines every round, not once a second.
+  std::atomic<std::uint32_t> connects_in_flight_{0};
 };
 
 }  // namespace ionet::iocp

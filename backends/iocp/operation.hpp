@@ -25,6 +25,10 @@ enum class op_kind : std::uint8_t {
   write,       // WSASend gathering slices
   disconnect,  // DisconnectEx(TF_REUSE_SOCKET)
   posted,      // a hand-off through PostQueuedCompletionStatus
+  // engine::connect(): the packet that has a worker begin the connect
+  // (posted), then the ConnectEx itself, on the same operation.
+  begin_connect,
+  connect,
 };
 
 // What a worker learned from the port about one operation.
@@ -40,8 +44,8 @@ struct operation {
   OVERLAPPED ov{};
   complete_fn complete = nullptr;
   op_kind kind = op_kind::posted;
-  // The connection slot (read, write) or accept-pool entry (accept,
-  // disconnect) the operation belongs to, and the generation of the
+  // The connection slot (read, write, connect) or accept-pool entry
+  // (accept, disconnect) the operation belongs to, and the generation of the
   // connection when it was issued.
   std::uint32_t owner = 0;
   std::uint32_t generation = 0;

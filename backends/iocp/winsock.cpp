@@ -41,12 +41,15 @@ std::error_code load_extensions(SOCKET s, extensions& ext, std::string& which) {
   const GUID accept_guid = WSAID_ACCEPTEX;
   const GUID addrs_guid = WSAID_GETACCEPTEXSOCKADDRS;
   const GUID disconnect_guid = WSAID_DISCONNECTEX;
+  const GUID connect_guid = WSAID_CONNECTEX;
   if (!fetch(s, accept_guid, ext.accept_ex)) {
     which = "AcceptEx";
   } else if (!fetch(s, addrs_guid, ext.get_accept_ex_sockaddrs)) {
     which = "GetAcceptExSockaddrs";
   } else if (!fetch(s, disconnect_guid, ext.disconnect_ex)) {
     which = "DisconnectEx";
+  } else if (!fetch(s, connect_guid, ext.connect_ex)) {
+    which = "ConnectEx";
   } else {
     return {};
   }
@@ -87,6 +90,41 @@ std::error_code close_reason_of(DWORD error) noexcept {
     default:
       return wsa_error(static_cast<int>(error));
   }
+}
+
+std::error_code connect_reason_of(DWORD error) noexcept {
+  switch (error) {
+    case WSAECONNREFUSED:
+    case ERROR_CONNECTION_REFUSED:
+      return make_error_code(errc::connection_refused);
+    case WSAETIMEDOUT:
+    case ERROR_SEM_TIMEOUT:
+      return make_error_code(errc::connect_timeout);
+    case WSAENETUNREACH:
+    case WSAEHOSTUNREACH:
+    case ERROR_NETWORK_UNREACHABLE:
+    case ERROR_HOST_UNREACHABLE:
+      return make_error_code(errc::host_unreachable);
+    default:
+      return close_reason_of(error);
+  }
+}
+
+int bind_any(SOCKET s, int family) noexcept {
+  sockaddr_storage ss{};
+  int len;
+  if (family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;  // the address stays all zeros: in6addr_any
+    len = sizeof(sockaddr_in6);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;  // INADDR_ANY
+    len = sizeof(sockaddr_in);
+  }
+  return bind(s, reinterpret_cast<const sockaddr*>(&ss), len) == 0
+             ? 0
+             : WSAGetLastError();
 }
 
 void set_keepalive(SOCKET s, const options& o) noexcept {

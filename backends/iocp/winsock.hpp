@@ -1,8 +1,8 @@
 // Winsock for the IOCP backend: the one place that includes the Windows
 // headers (with WIN32_LEAN_AND_MEAN and NOMINMAX, in the order Winsock
 // needs), the extension functions that exist only as pointers fetched from
-// a socket (AcceptEx, GetAcceptExSockaddrs, DisconnectEx), and the mapping of
-// Winsock errors onto ionet's close reasons.
+// a socket (AcceptEx, GetAcceptExSockaddrs, DisconnectEx, ConnectEx), and the
+// mapping of Winsock errors onto ionet's close reasons.
 #pragma once
 
 #ifndef WIN32_LEAN_AND_MEAN
@@ -31,11 +31,13 @@
 namespace ionet::iocp {
 
 // Extension functions: the same for every socket of one provider, so they
-// are fetched once, from the listening socket.
+// are fetched once, from the listening socket (or, in an engine that does
+// not listen, from a socket made for the purpose).
 struct extensions {
   LPFN_ACCEPTEX accept_ex = nullptr;
   LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs = nullptr;
   LPFN_DISCONNECTEX disconnect_ex = nullptr;
+  LPFN_CONNECTEX connect_ex = nullptr;
 };
 
 // WSAStartup once per process; the error if Winsock is absent.
@@ -87,6 +89,19 @@ inline std::error_code wsa_error(int code) noexcept {
 // The close reason for a failed operation: a reset for what the peer or
 // the network did, the native error otherwise.
 std::error_code close_reason_of(DWORD error) noexcept;
+
+// The close reason of a ConnectEx that failed (the call, or its
+// completion): connection_refused, connect_timeout, host_unreachable, or
+// what close_reason_of() says. Both spellings of each: the Winsock error
+// (WSAGetOverlappedResult, or the call) and the Windows error that
+// GetQueuedCompletionStatus/GetOverlappedResult report for the same
+// NTSTATUS (ERROR_CONNECTION_REFUSED, ERROR_NETWORK_UNREACHABLE,
+// ERROR_HOST_UNREACHABLE, ERROR_SEM_TIMEOUT).
+std::error_code connect_reason_of(DWORD error) noexcept;
+
+// Binds `s` to the wildcard address of `family`, port 0: ConnectEx
+// requires a bound socket (WSAEINVAL otherwise). 0, or the Winsock error.
+int bind_any(SOCKET s, int family) noexcept;
 
 // TCP keepalive as the options say (SIO_KEEPALIVE_VALS: idle and interval;
 // the probe count is the system's).

@@ -320,7 +320,10 @@ inline std::uint32_t fill_queue(ionet::engine& eng, ionet::connection_id id,
 // A listener on 127.0.0.1 that accepts nothing, its backlog full: a
 // connect to its port hangs (the SYN is dropped) until the connector gives
 // up. No traffic leaves the host. Made for each platform in black_hole.cpp
-// (it needs the OS's sockets, or the simulated Winsock's).
+// (it needs the OS's sockets, or the simulated Winsock's). Linux drops
+// the SYN, and so do Wine (its sockets are Linux's) and the simulator;
+// Windows documents WSAECONNREFUSED for a connect to a full queue
+// (listen()), so there error() says so.
 class black_hole {
  public:
   black_hole();
@@ -335,6 +338,9 @@ class black_hole {
   std::vector<std::intptr_t> sockets_;  // the listener, then its fillers
   std::uint16_t port_ = 0;
   std::string error_;
+  // Winsock: the fillers' completion port and OVERLAPPEDs, which must
+  // outlive their connects (black_hole.cpp).
+  std::shared_ptr<void> platform_;
 };
 
 // --- A server driven by the pull model (or the inline handler) ---------------

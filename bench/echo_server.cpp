@@ -129,6 +129,9 @@ class echo_loop {
       case ionet::event_type::writable:
         send_backlog(e.conn);
         break;
+      case ionet::event_type::task:
+        e.run();  // it posts nothing, but a task event asks only this
+        break;
       case ionet::event_type::closed: {
         auto it = pending_.find(e.conn);
         if (it != pending_.end()) {

@@ -88,9 +88,21 @@ class delivery {
   bool backed_up(std::uint32_t slot) const noexcept {
     return !inline_mode() && queue_->backed_up(slot);
   }
-  // The engine stops: queued events stay for poll(), messages pushed from
-  // here on are dropped (to give_back). restart() takes them again.
-  void stop() { queue_->close(); }
+  // Pull model, any thread: queues one task event, or passes it to
+  // give_back once the engine has stopped.
+  template <class GiveBack>
+  void push_task(const event& e, GiveBack&& give_back) {
+    if (!queue_->push_task(e)) give_back(e);
+  }
+  // The engine stops: queued events stay for poll(), but for task events,
+  // which go to give_back (never run once it stops); messages and tasks
+  // pushed from here on are dropped too. restart() takes them again.
+  template <class GiveBack>
+  void stop(GiveBack&& give_back) {
+    std::vector<event> tasks;
+    queue_->close(tasks);
+    for (const event& e : tasks) give_back(e);
+  }
   void restart() { queue_->reopen(); }
   // Passes every event nobody polled to give_back.
   template <class GiveBack>

@@ -18,6 +18,13 @@
 // close_slot() with why not (any thread, inside the gate; at a stop, a
 // connection whose connect is not begun yet closes like any other).
 // Every thread a backend starts holds an engine_thread for its lifetime.
+// For work and timers (common/tasks.hpp) a backend also provides
+//   void post_task(connection_id id, bool bound, task fn);
+// inline model: runs fn soon on an engine thread (bound: the one serving
+// `id`, in order with its handler calls), unless the engine stops first;
+//   void timers_changed() noexcept;
+// timers_ has a new earliest deadline: the thread that runs the timers
+// (fire_timers()) arms its wait again.
 #pragma once
 
 #include <atomic>
@@ -29,6 +36,7 @@
 #include <thread>
 
 #include "common/engine_core.hpp"
+#include "common/tasks.hpp"
 #include "ionet/engine.hpp"
 
 namespace ionet::detail {
@@ -126,6 +134,7 @@ class engine_base : public engine {
     }
     std::lock_guard g(stop_lock_);
     backend().stop_locked();
+    timers_.clear();  // the threads are joined: nothing fires any more
   }
 
   void shutdown(std::chrono::milliseconds grace) noexcept final {
@@ -241,15 +250,78 @@ class engine_base : public engine {
     return core_.queued_bytes(id);
   }
 
+  // Work and timers (common/tasks.hpp).
+  std::error_code post(task fn) override {
+    return post_task(connection_id{}, false, std::move(fn));
+  }
+  std::error_code post(connection_id id, task fn) override {
+    return post_task(id, true, std::move(fn));
+  }
+  timer_result after(std::chrono::milliseconds delay, task fn) override {
+    return add_timer(delay, std::chrono::milliseconds(0), std::move(fn));
+  }
+  timer_result every(std::chrono::milliseconds period, task fn) override {
+    if (period.count() < 1) return {{}, make_error_code(errc::bad_option)};
+    return add_timer(period, period, std::move(fn));
+  }
+  bool cancel(timer_id id) noexcept override { return timers_.cancel(id); }
+
  protected:
   engine_core core_;
   // Mutable: stats() passes it too, to read what only a running engine has
   // (a stop frees it once the callers inside have left).
   mutable call_gate gate_;
   std::mutex stop_lock_;  // start() and the stop on a non-engine thread
+  timer_heap timers_;
+
+  // The thread that runs the timers, on its wake-up: runs (inline) or
+  // queues (pull) every timer due; returns the next deadline to arm.
+  timer_heap::clock::time_point fire_timers() {
+    if (gate_.stopping()) return timer_heap::none;
+    auto fire = [this](const std::shared_ptr<timer_state>& t) {
+      if (core_.inline_mode()) {
+        t->run();
+        return;
+      }
+      if (t->period.count() > 0 && t->waiting.exchange(true)) return;
+      core_.push_task(connection_id{}, std::make_unique<task_node>(task{}, t));
+    };
+    return timers_.run_due(timer_heap::clock::now(), fire);
+  }
 
  private:
   Backend& backend() noexcept { return static_cast<Backend&>(*this); }
+  // As send(): on an engine thread only a begun stop refuses (the gate's
+  // count is not needed there). False: not_running.
+  bool enter_any(bool& mine) noexcept {
+    mine = engine_thread::of(this);
+    return mine ? !gate_.stopping() : gate_.enter();
+  }
+  std::error_code post_task(connection_id id, bool bound, task fn) {
+    if (!fn) return make_error_code(errc::bad_option);
+    bool mine = false;
+    if (!enter_any(mine)) return make_error_code(errc::not_running);
+    std::error_code ec;
+    if (bound && !core_.resolve(id)) {
+      ec = make_error_code(errc::stale_connection);
+    } else if (core_.inline_mode()) {
+      backend().post_task(id, bound, std::move(fn));
+    } else {
+      core_.push_task(id, std::make_unique<task_node>(std::move(fn), nullptr));
+    }
+    if (!mine) gate_.leave();
+    return ec;
+  }
+  timer_result add_timer(std::chrono::milliseconds delay,
+                         std::chrono::milliseconds period, task fn) {
+    if (!fn) return {{}, make_error_code(errc::bad_option)};
+    bool mine = false;
+    if (!enter_any(mine)) return {{}, make_error_code(errc::not_running)};
+    const timer_heap::added a = timers_.add(delay, period, std::move(fn));
+    if (a.earliest) backend().timers_changed();
+    if (!mine) gate_.leave();
+    return {a.id, {}};
+  }
   // The backend asks its OS, `local` or the peer's, while the id is live
   // (engine_core::while_live): Backend::address_of(slot, local).
   std::optional<endpoint> address(connection_id id, bool local) const {

@@ -707,7 +707,19 @@ void engine_core::deliver(event_batch& batch) {
   delivery_.deliver(batch, [this](const event& e) { give_back(e); });
 }
 
+void engine_core::push_task(connection_id id, std::unique_ptr<task_node> node) {
+  event e;
+  e.type = event_type::task;
+  e.conn = id;
+  event_access::set_owner(e, node.release());
+  delivery_.push_task(e, [this](const event& ev) { give_back(ev); });
+}
+
 bool engine_core::release_one(const event& e) noexcept {
+  if (e.type == event_type::task) {
+    delete static_cast<task_node*>(event_access::owner(e));
+    return false;
+  }
   if (e.type == event_type::message) {
     delivery_.messages().drop(static_cast<msg_buffer*>(event_access::owner(e)));
     return message_released(e);

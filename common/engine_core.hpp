@@ -23,6 +23,7 @@
 #include "common/slab_pool.hpp"
 #include "common/slot_array.hpp"
 #include "common/spin_lock.hpp"
+#include "common/tasks.hpp"
 #include "common/timeouts.hpp"
 #include "ionet/engine.hpp"
 
@@ -244,7 +245,13 @@ class engine_core {
   // released, and nothing else has scheduled it): the caller hands it off.
   [[nodiscard]] bool release_one(const event& e) noexcept;
   engine_stats stats() const;
-  void stop_events() { delivery_.stop(); }
+  // Pull model, any thread: queues a task event (for `id`'s connection
+  // when bound, behind the events it has queued); once the engine has
+  // stopped, the node is destroyed instead.
+  void push_task(connection_id id, std::unique_ptr<task_node> node);
+  void stop_events() {
+    delivery_.stop([this](const event& e) { give_back(e); });
+  }
   slab_pool& slices() noexcept { return *slices_; }
   // Counted by backends: connections refused beyond max_connections.
   void count_rejected() noexcept { counters_.add(counter::rejected, 1); }

@@ -85,11 +85,38 @@ std::size_t event_queue::pop(std::span<event> out,
   return n;
 }
 
-void event_queue::close() {
+bool event_queue::push_task(const event& e) {
+  {
+    std::lock_guard g(lock_);
+    if (closed_) return false;
+    const std::uint32_t slot = slot_of(e.conn);
+    if (e.conn != connection_id{} &&
+        holding_[slot].load(std::memory_order_relaxed)) {
+      hold_locked(slot, e);
+    } else {
+      append_locked(e);
+    }
+  }
+  not_empty_.notify_all();
+  return true;
+}
+
+void event_queue::close(std::vector<event>& tasks) {
   {
     std::lock_guard g(lock_);
     closed_ = true;
     refill_locked(true);
+    // Task events leave; the rest keep their order.
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < count_; ++i) {
+      const event& e = ring_[(head_ + i) % ring_.size()];
+      if (e.type == event_type::task) {
+        tasks.push_back(e);
+      } else {
+        ring_[(head_ + kept++) % ring_.size()] = e;
+      }
+    }
+    count_ = kept;
     update_full_locked();
   }
   not_empty_.notify_all();

@@ -41,6 +41,11 @@ class event_queue {
   template <class Drop>
   void push(std::span<const event> batch, Drop&& drop);
 
+  // One task event, never refused while open: behind the connection's
+  // held events when it names one, else at the end. False once close()d
+  // (the caller drops it). Any thread.
+  bool push_task(const event& e);
+
   // Whether a connection should stop reading: it has events held back, or
   // the queue is full (its next message would be held). Any thread.
   bool backed_up(std::uint32_t slot) const noexcept {
@@ -53,8 +58,13 @@ class event_queue {
 
   // Wakes every waiter and queues everything held back (stop() hands every
   // context back through poll()); later message pushes are dropped. pop()
-  // still returns what is queued, then 0 at once.
-  void close();
+  // still returns what is queued, then 0 at once. Task events are taken
+  // out into `tasks` (the caller drops them, outside the queue's lock).
+  void close(std::vector<event>& tasks);
+  void close() {  // a queue that holds no task events (unit tests)
+    std::vector<event> tasks;
+    close(tasks);
+  }
   void reopen();
   // Events waiting for poll(), held back ones included.
   std::size_t size() const;

@@ -64,6 +64,9 @@ class chat_server {
       case ionet::event_type::writable:
         caught_up(e.conn);
         break;
+      case ionet::event_type::task:
+        e.run();  // engine::post() or a timer's work, on this thread
+        break;
       case ionet::event_type::closed:
         clients_.erase(e.conn);
         break;

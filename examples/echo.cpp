@@ -53,6 +53,9 @@ class echo_server {
       case ionet::event_type::writable:
         send_backlog(e.conn);
         break;
+      case ionet::event_type::task:
+        e.run();  // engine::post() or a timer's work, on this thread
+        break;
       case ionet::event_type::closed:
         backlogs_.erase(e.conn);  // what it held has no one to go to
         break;

@@ -245,6 +245,9 @@ void on_event(ionet::engine& engine, const ionet::event& e) {
       break;
     case ionet::event_type::writable:
       break;  // a refused send closes the connection: nothing to resume
+    case ionet::event_type::task:
+      e.run();  // it posts nothing; run() is all a task event asks
+      break;
   }
 }
 

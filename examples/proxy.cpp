@@ -89,6 +89,9 @@ class proxy {
       case ionet::event_type::closed:
         if (l) end(engine, l, e.conn, e.reason);
         break;
+      case ionet::event_type::task:
+        e.run();  // it posts nothing; run() is all a task event asks
+        break;
     }
   }
 

@@ -43,6 +43,17 @@ class null_engine final : public ionet::engine {
       ionet::connection_id) const override {
     return std::nullopt;
   }
+  std::error_code post(ionet::task) override { return {}; }
+  std::error_code post(ionet::connection_id, ionet::task) override {
+    return {};
+  }
+  ionet::timer_result after(std::chrono::milliseconds, ionet::task) override {
+    return {};
+  }
+  ionet::timer_result every(std::chrono::milliseconds, ionet::task) override {
+    return {};
+  }
+  bool cancel(ionet::timer_id) noexcept override { return false; }
   ionet::engine_stats stats() const override { return {}; }
   void stop() noexcept override {}
   void shutdown(std::chrono::milliseconds) noexcept override {}

@@ -30,6 +30,8 @@ engine_impl::engine_impl(const options& opts) : engine_base(opts) {
   posted_op_.complete = &engine_impl::on_posted;
   quit_op_.kind = op_kind::posted;
   quit_op_.complete = &no_completion;
+  conn_tasks_op_.kind = op_kind::posted;
+  conn_tasks_op_.complete = &engine_impl::on_conn_tasks;
 }
 
 engine_impl::~engine_impl() { stop(); }
@@ -138,14 +140,24 @@ void engine_impl::housekeeper_main() {
   std::vector<std::uint32_t> watched;
   watched.reserve(core_.opts().max_connections);  // swapped with watch_list_
   std::uint64_t next_sweep = 0;
+  // It runs the timers too: its wait ends at the earliest deadline
+  // (rounded up to the millisecond) when that comes before the round.
+  auto next_timer = detail::timer_heap::none;
   for (;;) {
+    DWORD wait = accept_retry_wait(housekeeping_ms);
+    if (next_timer != detail::timer_heap::none) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+          next_timer - detail::timer_heap::clock::now());
+      wait =
+          static_cast<DWORD>(std::clamp<std::int64_t>(left.count(), 0, wait));
+    }
     // The listener's event only while accepting: once the stop begins
     // nobody resets it (check_listener() no longer runs), and a connect
     // that arrives then would leave it signalled, making every wait return
     // at once.
     const bool listening = accept_event_ != WSA_INVALID_EVENT;
     WaitForMultipleObjects(gate_.stopping() || !listening ? 1 : 2, handles,
-                           FALSE, accept_retry_wait(housekeeping_ms));
+                           FALSE, wait);
     if (!gate_.running()) break;
     if (gate_.stopping()) {
       // Every connection is closed from here, an engine thread (so inline
@@ -173,6 +185,9 @@ void engine_impl::housekeeper_main() {
       watched.clear();
       continue;
     }
+    next_timer = fire_timers();
+    spare_tasks_.run(false);
+    core_.deliver(detail::thread_batch());
     check_listener();
     top_up_accepts();
     core_.tick();
@@ -196,6 +211,7 @@ void engine_impl::housekeeper_main() {
       connection& c = conns_[slot];
       lock(c);
       housekeep_connection(c, now);
+      c.tasks.run(false);  // their packet was refused
       core_.deliver(detail::thread_batch());
       unlock(c);
     }
@@ -263,6 +279,58 @@ engine_stats engine_impl::stats() const {
   s.operations_in_flight =
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, ops_.load()));
   return s;
+}
+
+void engine_impl::post_task(connection_id id, bool bound, task fn) {
+  if (bound) {
+    const std::uint32_t slot = detail::slot_of(id);
+    if (!conns_[slot].tasks.push(std::move(fn))) return;  // a packet is due
+    op_started();
+    if (!cport_.post(slot, &conn_tasks_op_.ov)) {
+      op_finished();  // the housekeeper runs them (as in hand_off)
+      watch(slot);
+      SetEvent(housekeeper_wake_);
+    }
+    return;
+  }
+  auto t = std::make_unique<task_op>();
+  t->kind = op_kind::posted;
+  t->complete = &engine_impl::on_task;
+  t->fn = std::move(fn);
+  op_started();
+  if (cport_.post(0, &t->ov)) {
+    t.release();  // on_task's now
+    return;
+  }
+  op_finished();
+  if (spare_tasks_.push(std::move(t->fn))) SetEvent(housekeeper_wake_);
+}
+
+void engine_impl::on_task(engine_impl& e, operation& op, const completion&) {
+  {
+    // Destroyed before the packet counts as done: stop() waits for that,
+    // and nothing of a dropped task may outlive it.
+    std::unique_ptr<task_op> t(static_cast<task_op*>(&op));
+    if (!e.gate_.stopping()) detail::run_task(t->fn);
+    e.core_.deliver(detail::thread_batch());
+  }
+  e.op_finished();
+}
+
+void engine_impl::on_conn_tasks(engine_impl& e, operation&,
+                                const completion& done) {
+  // Under the connection's lock, as its handler calls are: never during
+  // one of them, and after the events delivered before.
+  connection& c = e.conns_[static_cast<std::uint32_t>(done.key)];
+  lock(c);
+  c.tasks.run(e.gate_.stopping());
+  e.core_.deliver(detail::thread_batch());
+  unlock(c);
+  e.op_finished();
+}
+
+void engine_impl::timers_changed() noexcept {
+  SetEvent(housekeeper_wake_);  // fire_timers() arms its wait again
 }
 
 void engine_impl::close_all() {
@@ -376,6 +444,7 @@ void engine_impl::release_resources() noexcept {
   free_entries_.clear();
   posted_accepts_ = 0;
   watch_list_.clear();
+  spare_tasks_.clear();
 }
 
 }  // namespace ionet::iocp

@@ -77,6 +77,14 @@ struct connection {
   bool starved = false;
   bool paused = false;   // not read for now: its peer sends more than it reads
   bool watched = false;  // on the housekeeper's list (guarded by watch_lock_)
+  // post(conn, fn), inline model: run by a worker under `lock`, in order
+  // (one packet at a time, sent when the inbox stops being empty).
+  detail::task_inbox tasks;
+};
+
+// post(fn), inline model: a packet that carries its function to a worker.
+struct task_op : operation {
+  task fn;
 };
 
 class engine_impl final : public detail::engine_base<engine_impl> {
@@ -92,6 +100,10 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::optional<endpoint> address_of(std::uint32_t slot, bool local) const {
     return iocp::address_of(conns_[slot].s, local);
   }
+
+  // --- work (engine.cpp): post(fn), post(conn, fn) packets, inline ---
+  static void on_task(engine_impl& e, operation& op, const completion& c);
+  static void on_conn_tasks(engine_impl& e, operation& op, const completion& c);
 
   // --- accept pool (accept_pool.cpp) ---
   static void on_accept(engine_impl& e, operation& op, const completion& c);
@@ -170,6 +182,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void worker_main();
   void housekeeper_main();
   void hand_off(connection_id id);
+  void post_task(connection_id id, bool bound, task fn);
+  void timers_changed() noexcept;
   void wake_for_stop() noexcept;
   // Queues the packet that tells a worker to leave (each passes it on).
   void post_quit() noexcept;
@@ -223,8 +237,11 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::mutex watch_lock_;
   std::vector<std::uint32_t> watch_list_;
 
-  operation posted_op_;  // the OVERLAPPED of every hand-off packet
-  operation quit_op_;    // tells a worker to leave
+  operation posted_op_;      // the OVERLAPPED of every hand-off packet
+  operation quit_op_;        // tells a worker to leave
+  operation conn_tasks_op_;  // key: a slot whose `tasks` wait
+  // post(fn) the port could not take: the housekeeper runs them.
+  detail::task_inbox spare_tasks_;
 
   std::vector<std::thread> workers_;
   std::thread housekeeper_;

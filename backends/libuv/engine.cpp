@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -72,6 +73,7 @@ status engine_impl::start() {
       for (auto& done : loops_) {
         uv_close(reinterpret_cast<uv_handle_t*>(&done->wake), nullptr);
         uv_close(reinterpret_cast<uv_handle_t*>(&done->sweep), nullptr);
+        uv_close(reinterpret_cast<uv_handle_t*>(&done->timers), nullptr);
         if (done->listen_active)
           uv_close(reinterpret_cast<uv_handle_t*>(&done->listen_poll), nullptr);
         uv_run(&done->uv, UV_RUN_DEFAULT);
@@ -86,6 +88,8 @@ status engine_impl::start() {
       loop& lp = loop_of(reinterpret_cast<uv_handle_t*>(h));
       lp.engine->on_wake(lp);
     });
+    l->timers.data = l.get();
+    uv_timer_init(&l->uv, &l->timers);
     l->sweep.data = l.get();
     uv_timer_init(&l->uv, &l->sweep);
     uv_timer_start(
@@ -241,6 +245,10 @@ void engine_impl::on_wake(loop& l) {
 
 void engine_impl::finish(loop& l) {
   core_.deliver(l.batch);
+  // Between handler calls: posted work, then (loop 0) timers that a new
+  // earliest deadline asks to arm again.
+  l.tasks.run(stopping());
+  if (l.index == 0 && timers_.take_changed()) run_timers(l);
   l.handoffs.serve_local(
       [&](connection_id id) {
         auto slot = core_.resolve(id);
@@ -278,11 +286,52 @@ void engine_impl::shutdown_loop(loop& l) {
   if (!uv_is_closing(wake)) uv_close(wake, nullptr);
   auto* sweep = reinterpret_cast<uv_handle_t*>(&l.sweep);
   if (!uv_is_closing(sweep)) uv_close(sweep, nullptr);
+  auto* timers = reinterpret_cast<uv_handle_t*>(&l.timers);
+  if (!uv_is_closing(timers)) uv_close(timers, nullptr);
   if (l.listen_active) {
     uv_close(reinterpret_cast<uv_handle_t*>(&l.listen_poll), nullptr);
     l.listen_active = false;
   }
   finish(l);
+}
+
+void engine_impl::post_task(connection_id id, bool bound, task fn) {
+  const std::uint32_t n =
+      bound ? core_.state(detail::slot_of(id))
+                  .owner.load(std::memory_order_relaxed)
+            : next_post_.fetch_add(1, std::memory_order_relaxed) %
+                  static_cast<std::uint32_t>(loops_.size());
+  loop& l = *loops_[n];
+  // Woken even on its own thread: the loop may be about to sleep.
+  if (l.tasks.push(std::move(fn))) uv_async_send(&l.wake);
+}
+
+void engine_impl::timers_changed() noexcept {
+  // finish() arms them; woken on its own thread too, as a change made
+  // after its last look would otherwise wait for the next callback.
+  uv_async_send(&loops_[0]->wake);
+}
+
+void engine_impl::run_timers(loop& l) {
+  const auto next = fire_timers();
+  if (next == detail::timer_heap::none) {
+    uv_timer_stop(&l.timers);
+    return;
+  }
+  // libuv's clock is the loop's cached millisecond: refreshed first, and
+  // rounded up, so the timer does not fire early (fire_timers() would only
+  // arm it again).
+  uv_update_time(&l.uv);
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+      next - detail::timer_heap::clock::now());
+  uv_timer_start(
+      &l.timers,
+      [](uv_timer_t* h) {
+        loop& lp = loop_of(reinterpret_cast<uv_handle_t*>(h));
+        lp.engine->run_timers(lp);
+        lp.engine->finish(lp);
+      },
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, left.count())), 0);
 }
 
 void engine_impl::on_sweep(loop& l) {

@@ -65,7 +65,9 @@ struct connection {
 struct loop : detail::loop_lists<connection> {
   uv_loop_t uv{};
   uv_async_t wake{};
-  uv_timer_t sweep{};  // linger deadlines, accept retry
+  uv_timer_t sweep{};        // linger deadlines, accept retry
+  uv_timer_t timers{};       // loop 0: the earliest of engine::after()/every()
+  detail::task_inbox tasks;  // engine::post(), inline model
   engine_impl* engine = nullptr;
   std::uint32_t index = 0;
   std::thread thread;
@@ -133,6 +135,8 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void resume_reading(loop& l);
   void close_connection(connection& c, std::error_code reason, bool graceful);
   void on_sweep(loop& l);
+  // Loop 0: runs the timers due and arms `timers` for the next.
+  void run_timers(loop& l);
   // Ends every loop callback: hands the gathered events to the user, then
   // serves flushes that the user's inline handler scheduled meanwhile.
   void finish(loop& l);
@@ -149,12 +153,15 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void wake_for_stop() noexcept;
   void stop_locked() noexcept;
   void shutdown_loop(loop& l);
+  void post_task(connection_id id, bool bound, task fn);
+  void timers_changed() noexcept;
 
   detail::slot_array<connection> conns_;  // made as slots come into use
   std::vector<std::unique_ptr<loop>> loops_;
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   std::uint32_t next_loop_ = 0;
+  std::atomic<std::uint32_t> next_post_{0};  // post(fn): loops in turn
 };
 
 }  // namespace ionet::libuv

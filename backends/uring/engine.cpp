@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -132,8 +133,19 @@ void engine_impl::run(loop& l) {
   std::uint64_t next_tick = now_ms() + tick_ms;
   std::uint64_t next_sweep = next_tick;
   io_uring* ring = l.r.get();
+  // Loop 0 runs the timers: its wait ends at the earliest deadline
+  // (rounded up to the millisecond, so never before it) when that comes
+  // before the tick.
+  auto next_timer = detail::timer_heap::none;
   for (;;) {
-    l.r.submit_and_wait(1, tick_ms);
+    unsigned wait_ms = tick_ms;
+    if (next_timer != detail::timer_heap::none) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+          next_timer - detail::timer_heap::clock::now());
+      wait_ms = static_cast<unsigned>(
+          std::clamp<std::int64_t>(left.count(), 0, tick_ms));
+    }
+    l.r.submit_and_wait(1, wait_ms);
     // Everything prepared so far has been consumed by the kernel.
     l.iovecs_used = l.headers_used = 0;
     unsigned head;
@@ -147,6 +159,15 @@ void engine_impl::run(loop& l) {
     io_uring_cq_advance(ring, seen);
     l.r.publish_buffers();
     finish(l);
+    // Between handler calls: posted work, then (loop 0) the timers due or
+    // a new earliest deadline; finish() again for what they sent.
+    bool ran = l.tasks.run(gate_.stopping());
+    if (l.index == 0 && (timers_.take_changed() ||
+                         detail::timer_heap::clock::now() >= next_timer)) {
+      next_timer = fire_timers();
+      ran = true;
+    }
+    if (ran) finish(l);
     if (gate_.stopping()) {
       if (!wound_down) {
         wind_down(l);
@@ -259,6 +280,27 @@ void engine_impl::hand_off(connection_id id) {
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(l.wake_fd, &one, sizeof one);
   }
+}
+
+void engine_impl::post_task(connection_id id, bool bound, task fn) {
+  const std::uint32_t n =
+      bound ? core_.state(detail::slot_of(id))
+                  .owner.load(std::memory_order_relaxed)
+            : next_post_.fetch_add(1, std::memory_order_relaxed) %
+                  static_cast<std::uint32_t>(loops_.size());
+  loop& l = *loops_[n];
+  // Woken even on its own thread: the loop may be about to sleep.
+  if (l.tasks.push(std::move(fn))) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(l.wake_fd, &one, sizeof one);
+  }
+}
+
+void engine_impl::timers_changed() noexcept {
+  // Loop 0 looks at the heap again once woken; on its own thread too, as
+  // it may be about to wait without looking.
+  const std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t r = ::write(loops_[0]->wake_fd, &one, sizeof one);
 }
 
 engine_stats engine_impl::stats() const {

@@ -109,6 +109,7 @@ struct loop : detail::loop_lists<connection> {
   bool accept_probing = false;
 
   detail::handoffs handoffs;               // connections with something to send
+  detail::task_inbox tasks;                // engine::post(), inline model
   std::uint64_t ops = 0;                   // operations in flight on this ring
   std::atomic<std::uint64_t> ops_seen{0};  // copies for stats()
   std::atomic<std::uint32_t> accepts_seen{0};
@@ -179,6 +180,9 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   void release_resources() noexcept;
   void wake_for_stop() noexcept;
   void stop_locked() noexcept;
+  // engine_base: work and timers (common/tasks.hpp), inline model.
+  void post_task(connection_id id, bool bound, task fn);
+  void timers_changed() noexcept;
 
   // accept.cpp
   status open_listener(const endpoint& ep);
@@ -225,6 +229,7 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::uint16_t port_ = 0;
   detail::slot_array<connection> conns_;  // made as slots come into use
   std::vector<std::unique_ptr<loop>> loops_;
+  std::atomic<std::uint32_t> next_post_{0};  // post(fn): loops in turn
 
   // stop() has seen every caller leave the gate: no connect is handed to a
   // loop any more, so a loop that has wound down may end.

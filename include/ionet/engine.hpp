@@ -30,6 +30,13 @@
 /// - queued_bytes() what a connection has queued for sending.
 /// - peer_address(), local_address()  a connection's two ends.
 /// - stats()        counters, consistent enough for monitoring.
+/// - post()         any thread: a function run on an engine thread (inline
+///                  model) or handed out as an event_type::task event (pull
+///                  model); post(conn, fn) in order with conn's events.
+/// - after(), every(), cancel()  timers, on the same terms as post(); each
+///                  fires at its deadline (armed with the OS, not swept).
+///                  Whatever is posted or armed when the engine stops is
+///                  destroyed unrun; a restart starts with none.
 /// - shutdown()     refuses new connections, closes every connection
 ///                  gracefully, then stop()s (at the latest after a grace
 ///                  period).
@@ -51,6 +58,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -63,6 +71,24 @@
 #include "ionet/options.hpp"
 
 namespace ionet {
+
+/// Work for an engine thread: engine::post(), after(), every(). It must
+/// not throw (the process ends if it does), and it runs where a handler
+/// does: a task that blocks holds up the connections of its thread.
+using task = std::function<void()>;
+
+/// A timer of engine::after() or every(): unique for the engine's lifetime
+/// (across stop() and start() too). The value-initialised id names none.
+enum class timer_id : std::uint64_t {};
+
+/// What engine::after() and every() answer: the timer's id, or why there
+/// is none.
+struct timer_result {
+  timer_id id{};          ///< the timer, for engine::cancel()
+  std::error_code error;  ///< not_running, or bad_option
+  /// Whether the timer was armed.
+  explicit operator bool() const noexcept { return !error; }
+};
 
 /// Counters from engine::stats(), consistent enough for monitoring.
 struct engine_stats {
@@ -232,6 +258,47 @@ class IONET_API engine {
   /// the connection's thread writes.
   virtual std::optional<std::uint64_t> queued_bytes(
       connection_id conn) const = 0;
+
+  /// \name Work and timers on engine threads
+  /// Inline model (options::handler): the function runs on an engine
+  /// thread, between handler calls. Pull model: it comes out of poll() as
+  /// an event_type::task event; call event::run() on your thread, then
+  /// release() it, so a single-threaded loop stays single-threaded.
+  /// When the engine stops, what was posted or armed and has not run yet
+  /// (task events nobody polled too) is destroyed unrun; calls on a
+  /// stopped engine answer not_running; a restart starts with none.
+  /// Portability: libuv and io_uring run post(fn) on any loop and timers
+  /// on the first loop; IOCP runs posts on any worker and timers on its
+  /// housekeeper thread (Windows waits in ticks of ~16 ms).
+  /// @{
+
+  /// Runs `fn` on an engine thread soon (pull: queues a task event). Any
+  /// thread. Errors: not_running; bad_option for an empty `fn`.
+  [[nodiscard]] virtual std::error_code post(task fn) = 0;
+  /// Runs `fn` on the thread that serves `conn`, in order with its events:
+  /// after those already delivered, never during a handler call of `conn`
+  /// (pull: a task event queued behind the events `conn` has queued). If
+  /// `conn` closes first, `fn` still runs (after its closed event), so
+  /// look the connection up again in it. Errors: stale_connection,
+  /// not_running, bad_option (an empty `fn`).
+  [[nodiscard]] virtual std::error_code post(connection_id conn, task fn) = 0;
+  /// Runs `fn` once, `delay` from now (never sooner), as post() does.
+  /// Errors: not_running, bad_option (an empty `fn`).
+  [[nodiscard]] virtual timer_result after(std::chrono::milliseconds delay,
+                                           task fn) = 0;
+  /// Runs `fn` every `period` until cancel(), as post() does. A firing
+  /// that comes late does not make up the ones it missed; in the pull
+  /// model a firing still waiting for poll() skips the next. Errors:
+  /// not_running, bad_option (a period below 1 ms, an empty `fn`).
+  [[nodiscard]] virtual timer_result every(std::chrono::milliseconds period,
+                                           task fn) = 0;
+  /// Cancels a timer; true when it was pending (a once timer not yet run,
+  /// a periodic one not cancelled). Any thread. Called from a timer's
+  /// function (inline), or on the thread that runs task events (pull), it
+  /// is final: the timer never runs after cancel() returns. From any other
+  /// thread a firing already under way may still finish.
+  virtual bool cancel(timer_id id) noexcept = 0;
+  /// @}
 
   /// Counters, consistent enough for monitoring.
   virtual engine_stats stats() const = 0;

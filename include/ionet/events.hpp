@@ -1,6 +1,7 @@
 /// \file
 /// Events the engine delivers: a connection opened, a message arrived, a
-/// connection closed, a connection may be sent to again. In the pull model
+/// connection closed, a connection may be sent to again, and (pull model)
+/// work posted or a timer due. In the pull model
 /// they come from engine::poll() and stay valid until engine::release();
 /// inline, they are valid during the handler call.
 #pragma once
@@ -54,6 +55,10 @@ enum class event_type : std::uint8_t {
   /// it has drained to options::send_low_water since: send again. One per
   /// refusal (however many sends were refused meanwhile); none after closed.
   writable,
+  /// Pull model: a function given to engine::post() or a timer's
+  /// (engine::after(), every()); call event::run(), then release it.
+  /// `conn` names the connection of post(conn, fn), else none.
+  task,
 };
 
 namespace detail {
@@ -80,6 +85,12 @@ struct event {
   void* context() const noexcept {
     return context_ ? context_->load(std::memory_order_acquire) : nullptr;
   }
+
+  /// A task event: runs its function, on the calling thread (a cancelled
+  /// timer's does nothing); once, before release(), which destroys it. An
+  /// event of another type: does nothing. Like an inline handler, the
+  /// function must not throw (the process ends if it does).
+  IONET_API void run() const;
 
  private:
   // The engine's: where the context lives, and what release() gives back.

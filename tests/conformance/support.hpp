@@ -362,6 +362,7 @@ struct record {
   std::uint64_t empty_messages = 0;
   std::uint64_t echo_failures = 0;             // the echo's send() failed
   std::vector<ionet::connection_id> writable;  // one per writable event
+  std::uint64_t tasks = 0;  // pull mode: task events (the server runs them)
   // Broken per-connection order (message before connected, anything after
   // closed, a second connected, an unknown id): must stay empty.
   std::vector<std::string> order_errors;
@@ -528,7 +529,10 @@ class server {
   }
 
   void observe(ionet::engine& eng, const ionet::event& ev) {
-    if (ev.type == ionet::event_type::message) {
+    if (ev.type == ionet::event_type::task) {
+      ev.run();  // the pull model's posted work and timers
+      note(ev);
+    } else if (ev.type == ionet::event_type::message) {
       note(ev);
       dispatch(eng, ev);
     } else {
@@ -571,6 +575,9 @@ class server {
         case ionet::event_type::writable:
           if (st != 1) bad("writable outside connected..closed: ");
           rec_.writable.push_back(ev.conn);
+          break;
+        case ionet::event_type::task:  // may follow its closed event
+          ++rec_.tasks;
           break;
       }
     }

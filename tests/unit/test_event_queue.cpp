@@ -2,7 +2,8 @@
 // message events (past it a connection's events are held back, in order,
 // and come in as pop makes room; a push never waits), control events of
 // other connections that are never held, and close(): queued and held
-// events still come out, later messages are dropped through the callback.
+// events still come out, later messages are dropped through the callback,
+// and task events (engine::post, timers) are taken out.
 // Every wait here is bounded, so a bug fails instead of hanging.
 #include <algorithm>
 #include <atomic>
@@ -471,4 +472,36 @@ TEST_CASE("event_queue: producers and a consumer under load lose nothing",
   CHECK(in_order);  // each producer's events stay in its order
   if (received == std::size_t{producers} * per_producer)
     CHECK(drops.load() == 0);
+}
+
+TEST_CASE(
+    "event_queue: a connection's task event waits behind its held events, "
+    "and close() takes task events out",
+    "[unit][event_queue]") {
+  event_queue q(1, slots);
+  drop_log drops;
+  const auto task = [](std::uint64_t conn) {
+    return make_event(event_type::task, conn);
+  };
+  // The second message is held; a task of its connection comes after it,
+  // a task of no connection at once.
+  REQUIRE(push_without_waiting(q, {message(id_of(1, 0)), message(id_of(1, 1))},
+                               drops));
+  CHECK(q.push_task(task(id_of(1, 2))));
+  CHECK(q.push_task(task(0)));
+  std::vector<event> out(8);
+  const std::size_t n = q.pop(out, 0ms);
+  CHECK(conns_of(std::span(out.data(), n)) ==
+        std::vector<std::uint64_t>{id_of(1, 0), 0, id_of(1, 1), id_of(1, 2)});
+
+  CHECK(q.push_task(task(0)));
+  REQUIRE(push_without_waiting(q, {connected(id_of(3, 0))}, drops));
+  CHECK(q.push_task(task(id_of(3, 1))));
+  std::vector<event> tasks;
+  q.close(tasks);
+  CHECK(conns_of(tasks) == std::vector<std::uint64_t>{0, id_of(3, 1)});
+  CHECK_FALSE(q.push_task(task(0)));  // closed: the caller drops it
+  REQUIRE(q.pop(out, 0ms) == 1);
+  CHECK(out[0].type == event_type::connected);
+  CHECK(drops.get().empty());
 }

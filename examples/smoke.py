@@ -193,21 +193,29 @@ def check_flags(binary):
 
 # --- echo ----------------------------------------------------------------------
 
-def check_echo_clients(binary):
-    rng = random.Random(1)
+def echo_three_clients(port, seed):
+    """Three clients on `port` send messages of 0 B to 200 KiB,
+    interleaved, and each must get its own back exactly. Returns the
+    clients, still open."""
+    rng = random.Random(seed)
     sizes = [0, 1, 100, 4096, 65536 + 3, 200 * 1024, 7]
+    clients = [connect(port) for _ in range(3)]
+    sent = [[rng.randbytes(n) for n in sizes] for _ in clients]
+    # Interleaved, so the server has all three in hand at once.
+    for k in range(len(sizes)):
+        for s, msgs in zip(clients, sent):
+            send_msg(s, msgs[k])
+    for i, (s, msgs) in enumerate(zip(clients, sent)):
+        for k, msg in enumerate(msgs):
+            got = recv_msg(s)
+            check(got == msg, f"client {i}, message {k}: {len(got)} "
+                  f"bytes back, not the {len(msg)} sent")
+    return clients
+
+
+def check_echo_clients(binary):
     with Server(binary) as server:
-        clients = [connect(server.port) for _ in range(3)]
-        sent = [[rng.randbytes(n) for n in sizes] for _ in clients]
-        # Interleaved, so the server has all three in hand at once.
-        for k in range(len(sizes)):
-            for s, msgs in zip(clients, sent):
-                send_msg(s, msgs[k])
-        for i, (s, msgs) in enumerate(zip(clients, sent)):
-            for k, msg in enumerate(msgs):
-                got = recv_msg(s)
-                check(got == msg, f"client {i}, message {k}: {len(got)} "
-                      f"bytes back, not the {len(msg)} sent")
+        for s in echo_three_clients(server.port, 1):
             s.close()
 
 
@@ -581,22 +589,11 @@ def check_proxy_flags(binary, upstream_binary):
 
 
 def check_proxy_relay(binary, upstream_binary):
-    rng = random.Random(2)
-    sizes = [0, 1, 100, 4096, 65536 + 3, 200 * 1024, 7]
     with Server(upstream_binary) as echo, \
             Server(binary, "--upstream", f"127.0.0.1:{echo.port}",
                    "--threads", "2") as proxy:
         # Two engine threads: a link's two ends may be served by both.
-        clients = [connect(proxy.port) for _ in range(3)]
-        sent = [[rng.randbytes(n) for n in sizes] for _ in clients]
-        for k in range(len(sizes)):
-            for s, msgs in zip(clients, sent):
-                send_msg(s, msgs[k])
-        for i, (s, msgs) in enumerate(zip(clients, sent)):
-            for k, msg in enumerate(msgs):
-                got = recv_msg(s)
-                check(got == msg, f"client {i}, message {k}: {len(got)} "
-                      f"bytes back, not the {len(msg)} sent")
+        clients = echo_three_clients(proxy.port, 2)
         # A client that ends its side: the proxy ends the upstream's, and
         # then the client's connection (EOF, nothing more).
         s = clients[0]

@@ -191,12 +191,8 @@ class engine_base : public engine {
 
   std::error_code send(connection_id id,
                        std::span<const std::byte> bytes) override {
-    // On one of the engine's threads (an inline handler) the gate's count
-    // is not needed: stop() tears nothing down before it has joined this
-    // very thread. Only a begun stop refuses, as the gate would.
-    const bool mine = engine_thread::of(this);
-    if (mine ? gate_.stopping() : !gate_.enter())
-      return make_error_code(errc::not_running);
+    bool mine = false;
+    if (!enter_any(mine)) return make_error_code(errc::not_running);
     engine_core::queued_result r;
     if constexpr (requires { &Backend::write_now; }) {
       // A connection with nothing queued or being written is written at
@@ -291,8 +287,10 @@ class engine_base : public engine {
 
  private:
   Backend& backend() noexcept { return static_cast<Backend&>(*this); }
-  // As send(): on an engine thread only a begun stop refuses (the gate's
-  // count is not needed there). False: not_running.
+  // Lets a call in (send, post, timers). On an engine thread (an inline
+  // handler) the gate's count is not needed: stop() tears nothing down
+  // before it has joined this very thread, so only a begun stop refuses,
+  // as the gate would. False: not_running; else leave() unless `mine`.
   bool enter_any(bool& mine) noexcept {
     mine = engine_thread::of(this);
     return mine ? !gate_.stopping() : gate_.enter();

@@ -120,8 +120,7 @@ engine_core::outbound engine_core::open_outbound(
     return {{}, make_error_code(errc::not_running)};
   const auto slot = table_->take();
   if (!slot) return {{}, make_error_code(errc::connection_limit)};
-  const std::uint32_t owner =
-      next_owner_.fetch_add(1, std::memory_order_relaxed) % opts_.threads;
+  const std::uint32_t owner = thread_for(connection_id{}, false);
   conn_state& st = make_open(*slot, owner);
   {
     std::lock_guard g(st.lock);

@@ -63,6 +63,14 @@ class engine_core {
     std::error_code ec;
   };
   outbound open_outbound(void* context, std::chrono::milliseconds timeout);
+  // The engine thread that serves `id` (bound), or else the next one in
+  // turn, for what has no connection yet: a connect(), a post(fn). Any
+  // thread.
+  std::uint32_t thread_for(connection_id id, bool bound) noexcept {
+    return bound ? states_[slot_of(id)].owner.load(std::memory_order_relaxed)
+                 : next_owner_.fetch_add(1, std::memory_order_relaxed) %
+                       opts_.threads;
+  }
   // The outbound connection opened (its thread): emits connected with
   // `peer`; the backend flushes next (what was sent meanwhile goes out).
   void connect_done(std::uint32_t slot, const endpoint& peer, event_batch& out);
@@ -303,7 +311,7 @@ class engine_core {
   std::atomic<std::uint64_t> closed_{0};
   std::atomic<std::uint32_t> live_{0};        // opened, backend_done() not yet
   std::atomic<bool> draining_{false};         // begin_drain() was called
-  std::atomic<std::uint32_t> next_owner_{0};  // open_outbound()'s turn
+  std::atomic<std::uint32_t> next_owner_{0};  // next_thread()'s turn
   // Held by init() and stats(): a monitoring thread may ask for stats
   // while another starts the engine, which makes or resets what they read.
   mutable std::mutex stats_lock_;

@@ -296,12 +296,7 @@ void engine_impl::shutdown_loop(loop& l) {
 }
 
 void engine_impl::post_task(connection_id id, bool bound, task fn) {
-  const std::uint32_t n =
-      bound ? core_.state(detail::slot_of(id))
-                  .owner.load(std::memory_order_relaxed)
-            : next_post_.fetch_add(1, std::memory_order_relaxed) %
-                  static_cast<std::uint32_t>(loops_.size());
-  loop& l = *loops_[n];
+  loop& l = *loops_[core_.thread_for(id, bound)];
   // Woken even on its own thread: the loop may be about to sleep.
   if (l.tasks.push(std::move(fn))) uv_async_send(&l.wake);
 }

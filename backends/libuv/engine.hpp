@@ -161,7 +161,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   std::uint32_t next_loop_ = 0;
-  std::atomic<std::uint32_t> next_post_{0};  // post(fn): loops in turn
 };
 
 }  // namespace ionet::libuv

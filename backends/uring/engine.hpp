@@ -229,7 +229,6 @@ class engine_impl final : public detail::engine_base<engine_impl> {
   std::uint16_t port_ = 0;
   detail::slot_array<connection> conns_;  // made as slots come into use
   std::vector<std::unique_ptr<loop>> loops_;
-  std::atomic<std::uint32_t> next_post_{0};  // post(fn): loops in turn
 
   // stop() has seen every caller leave the gate: no connect is handed to a
   // loop any more, so a loop that has wound down may end.

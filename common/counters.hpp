@@ -24,6 +24,7 @@ enum class counter : std::uint8_t {
   bytes_dropped,
   send_stale,
   send_queue_full,
+  send_pool_exhausted,
   frames_too_large,
   read_pauses,
   connects,

@@ -306,7 +306,10 @@ engine_core::queued_result engine_core::send(connection_id id,
   if (!small) {
     if (auto ec = encode_to_slices(*slices_, opts_.mode, bytes, chain)) {
       pressure_.unreserve(total);
-      if (ec == errc::pool_exhausted) owe_writable(*slot, id);
+      if (ec == errc::pool_exhausted) {
+        counters_.add(counter::send_pool_exhausted, 1);
+        owe_writable(*slot, id);
+      }
       return {ec};
     }
   }
@@ -364,6 +367,9 @@ engine_core::queued_result engine_core::send(connection_id id,
   slices_->give_chain(spare);
   if (ec) {
     if (ec == errc::queue_full) counters_.add(counter::send_queue_full, 1);
+    if (ec == errc::pool_exhausted) {
+      counters_.add(counter::send_pool_exhausted, 1);
+    }
     if (ec == errc::stale_connection) counters_.add(counter::send_stale, 1);
     pressure_.unreserve(total);
     slices_->give_chain(chain);
@@ -780,10 +786,10 @@ engine_stats engine_core::stats() const {
   s.bytes_dropped = counters_.sum(counter::bytes_dropped);
   s.send_stale = counters_.sum(counter::send_stale);
   s.send_queue_full = counters_.sum(counter::send_queue_full);
+  s.send_pool_exhausted = counters_.sum(counter::send_pool_exhausted);
   s.read_pauses = counters_.sum(counter::read_pauses);
   s.frames_too_large = counters_.sum(counter::frames_too_large);
   if (slices_) {
-    s.send_pool_exhausted = slices_->exhausted();
     s.pool_slices_total = slices_->capacity();
     s.pool_slices_in_use = slices_->in_use();
   }

@@ -118,7 +118,8 @@ struct engine_stats {
   std::uint64_t bytes_dropped = 0;    ///< queued, then dropped by a close/reset
   std::uint64_t send_stale = 0;       ///< send() to a stale id
   std::uint64_t send_queue_full = 0;  ///< send() refused: queue_full
-  /// Times a take from the slice pool found too few free slices.
+  /// send() refused: pool_exhausted (the slice pool had too few free
+  /// slices for the message).
   std::uint64_t send_pool_exhausted = 0;
   /// Times reading paused on a connection whose peer sends more than it
   /// reads: its queue half full (max_queued_bytes / 2), or, past 3/4 of

@@ -148,6 +148,29 @@ TEST_CASE("direct write: not while bytes are queued, so order is kept",
   CHECK(t.sock.wrote.size() == 4 + 30);
 }
 
+TEST_CASE("direct write: send_pool_exhausted counts refused sends only",
+          "[unit][direct_write][stats]") {
+  one_connection t;
+  engine_core& core = t.core;
+  // A queued message leaves room in its slice; then every other slice is
+  // held elsewhere.
+  REQUIRE_FALSE(core.send(*t.id, direct_pattern(10, 1)).ec);
+  slice_chain held;
+  REQUIRE(core.slices().take_chain(
+      core.slices().capacity() - core.slices().in_use(), held));
+  // A direct write finds no spare slices, but the message fits behind the
+  // queued one: accepted, so not counted.
+  REQUIRE_FALSE(core.send(*t.id, direct_pattern(20, 2), &t.now).ec);
+  CHECK(core.stats().send_pool_exhausted == 0);
+  // One that needs a slice of its own is refused, and counted.
+  const auto big = direct_pattern(core.opts().slice_bytes, 3);
+  CHECK(core.send(*t.id, big, &t.now).ec == ionet::errc::pool_exhausted);
+  CHECK(core.send(*t.id, big).ec == ionet::errc::pool_exhausted);
+  CHECK(core.stats().send_pool_exhausted == 2);
+  core.slices().give_chain(held);
+  CHECK(queued_bytes(core, t.slot).size() == 4 + 10 + 4 + 20);
+}
+
 TEST_CASE("direct write: a close meanwhile waits for it and drops the rest",
           "[unit][direct_write]") {
   // A direct write may run on any thread, so the connection's own thread

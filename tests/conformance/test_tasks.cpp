@@ -23,10 +23,7 @@ const char* task_mode_name(server::delivery d) {
 // armed earlier with an earlier deadline has had its turn by then (timers
 // run on one thread, in deadline order; pull: their events come first).
 // `fired` outlives the engine (declared before it): the timer's function
-// may be destroyed on an engine thread after this returns. (Not a
-// shared_ptr: the tests' unsanitized Catch2 main may supply the
-// out-of-line shared_ptr release that -O0 test code calls, which TSan
-// then cannot see, and it reports the flag's free as a race.)
+// may be destroyed on an engine thread after this returns.
 bool wait_for_marker(ionet::engine& eng, std::atomic<bool>& fired,
                      std::chrono::milliseconds delay) {
   fired = false;

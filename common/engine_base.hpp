@@ -168,7 +168,8 @@ class engine_base : public engine {
       return {{}, make_error_code(errc::bad_option)};
     if (!gate_.enter()) return {{}, make_error_code(errc::not_running)};
     const auto r = core_.open_outbound(
-        how.context, how.timeout.value_or(core_.opts().connect_timeout));
+        how.context, how.timeout.value_or(core_.opts().connect_timeout),
+        how.beside);
     if (!r.ec) backend().begin_connect(r.id, to);
     gate_.leave();
     return {r.id, r.ec};

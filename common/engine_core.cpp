@@ -115,12 +115,13 @@ std::optional<connection_id> engine_core::open_slot(std::uint32_t owner) {
 }
 
 engine_core::outbound engine_core::open_outbound(
-    void* context, std::chrono::milliseconds timeout) {
+    void* context, std::chrono::milliseconds timeout, connection_id beside) {
   if (draining_.load(std::memory_order_relaxed))
     return {{}, make_error_code(errc::not_running)};
   const auto slot = table_->take();
   if (!slot) return {{}, make_error_code(errc::connection_limit)};
-  const std::uint32_t owner = thread_for(connection_id{}, false);
+  const std::uint32_t owner =
+      thread_for(beside, table_->resolve(beside).has_value());
   conn_state& st = make_open(*slot, owner);
   {
     std::lock_guard g(st.lock);

@@ -62,7 +62,9 @@ class engine_core {
     connection_id id{};
     std::error_code ec;
   };
-  outbound open_outbound(void* context, std::chrono::milliseconds timeout);
+  // On the thread that serves `beside` while it names an open connection.
+  outbound open_outbound(void* context, std::chrono::milliseconds timeout,
+                         connection_id beside = {});
   // The engine thread that serves `id` (bound), or else the next one in
   // turn, for what has no connection yet: a connect(), a post(fn). Any
   // thread.

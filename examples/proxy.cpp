@@ -9,9 +9,12 @@
 // two connections of a pair find each other through their context (a
 // `link`), so no lookup table is needed.
 //
-// Threads: one connection's events come one at a time, but the two ends
-// of a link may be served by two engine threads at once, so what they
-// share (the backlogs, the count of open ends) is under the link's mutex.
+// Threads: one connection's events come one at a time. The upstream is
+// opened `beside` its client, on the same engine thread where the backend
+// has one thread per connection (libuv, io_uring); on IOCP any worker
+// serves either end, so the two ends of a link may be served at once, and
+// what they share (the backlogs, the count of open ends) is under the
+// link's mutex.
 // A link lives until the closed events of both its ends: no event of
 // either end can come after its own closed event, so every handler call
 // that finds the link in its context finds it alive.
@@ -113,6 +116,9 @@ class proxy {
     std::unique_lock g(l->lock);
     ionet::connect_options how;
     how.context = l;
+    // On the client's thread (libuv, io_uring): the two ends' handlers then
+    // take turns, and a relay to the other end is written at once.
+    how.beside = client;
     const ionet::connect_result r = engine.connect(host_, port_, how);
     if (!r) {
       // The engine is full or stopping: the client cannot be served.

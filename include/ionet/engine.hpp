@@ -159,6 +159,13 @@ struct connect_options {
   /// The connection's context (event::context()) from the start: its
   /// connected or closed event carries it already.
   void* context = nullptr;
+  /// Serve the new connection on the engine thread that serves this one
+  /// (a proxy's client and its upstream: their handlers then run on one
+  /// thread, and a send from one to the other is written at once instead
+  /// of handed to another thread). Ignored when it names no open
+  /// connection (then the next thread in turn) and on the IOCP backend,
+  /// whose workers all serve every connection.
+  connection_id beside{};
 };
 
 /// What engine::connect() answers: the new connection's id, or why there

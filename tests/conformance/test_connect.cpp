@@ -3,6 +3,8 @@
 // open end with a closed event that says why (refused, unreachable, timed
 // out), and every id connect() gave gets exactly one closed event, also
 // when the engine stops meanwhile.
+#include <set>
+
 #include "support.hpp"
 
 using namespace ionet_test;
@@ -346,6 +348,77 @@ TEST_CASE(
     CHECK(std::find(made.begin(), made.end(), id) != made.end());
     CHECK(reason == ionet::errc::host_unreachable);
   }
+}
+
+TEST_CASE("connect: beside puts the connection on the thread of another",
+          "[conformance][connect]") {
+  // libuv and io_uring serve each connection on one loop thread: a
+  // connection opened beside another is served by that one's thread, so
+  // their handlers never run at once. IOCP's workers all serve every
+  // connection: there it only has to connect. A `beside` that names no
+  // open connection is ignored.
+  server s;  // echoes
+  REQUIRE(s.start().ok());
+  std::mutex lock;
+  std::map<ionet::connection_id, std::set<std::thread::id>> threads_of;
+  ionet::options o = outbound_options();
+  o.threads = 2;
+  o.handler = [&](ionet::engine&, const ionet::event& e) {
+    std::lock_guard g(lock);
+    threads_of[e.conn].insert(std::this_thread::get_id());
+  };
+  auto eng = ionet::make_engine(o);
+  REQUIRE(eng->start().ok());
+  const bool bound = std::string(eng->backend_name()) != "iocp";
+  auto opened = [&](ionet::connection_id id) {
+    return eventually([&] {
+      std::lock_guard g(lock);
+      return threads_of.count(id) != 0;
+    });
+  };
+  auto thread_of = [&](ionet::connection_id id) {
+    std::lock_guard g(lock);
+    return *threads_of.at(id).begin();
+  };
+
+  // Two on each thread (the first in turn), then three beside each of them.
+  std::vector<ionet::connection_id> anchors;
+  for (int i = 0; i < 4; ++i) {
+    const auto r = eng->connect("127.0.0.1", s.port());
+    REQUIRE(r);
+    REQUIRE(opened(r.conn));
+    anchors.push_back(r.conn);
+  }
+  std::vector<std::pair<ionet::connection_id, ionet::connection_id>> pairs;
+  for (const auto anchor : anchors) {
+    for (int i = 0; i < 3; ++i) {
+      ionet::connect_options how;
+      how.beside = anchor;
+      const auto r = eng->connect("127.0.0.1", s.port(), how);
+      REQUIRE(r);
+      pairs.emplace_back(r.conn, anchor);
+    }
+  }
+  for (const auto& [id, anchor] : pairs) {
+    INFO("connection " << ionet::value_of(id) << " beside "
+                       << ionet::value_of(anchor));
+    REQUIRE(opened(id));
+    REQUIRE_FALSE(eng->send(id, pattern(32, 1)));  // it works as any does
+    if (bound) CHECK(thread_of(id) == thread_of(anchor));
+  }
+  REQUIRE(s.wait_until([&](const record& r) { return r.messages == 12; }));
+
+  // Near a connection that has closed, or none at all: it still opens.
+  REQUIRE_FALSE(eng->close(anchors[0], ionet::close_mode::reset));
+  REQUIRE(s.wait_closed(1));
+  for (const auto other : {anchors[0], ionet::connection_id{}}) {
+    ionet::connect_options how;
+    how.beside = other;
+    const auto r = eng->connect("127.0.0.1", s.port(), how);
+    REQUIRE(r);
+    CHECK(opened(r.conn));
+  }
+  eng->stop();
 }
 
 TEST_CASE("connect: a close that races the connect's start ends it once",
